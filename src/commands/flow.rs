@@ -1,0 +1,17 @@
+//! `predhead flow` (see `../shared/contract.md`).
+
+use crate::error::{Error, Result};
+
+/// Arguments of `predhead flow`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// The configuration file (TOML).
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+}
+
+/// Runs `predhead flow`.
+pub fn run(args: &Args) -> Result<String> {
+    let _ = crate::config::load_config(&args.config)?;
+    Err(Error::invalid("command", "flow is not implemented yet"))
+}

@@ -1,0 +1,7 @@
+//! The commands of the binary, as library functions: each takes its parsed arguments and
+//! returns the text for stdout, or an [`crate::Error`].
+
+pub mod eval;
+pub mod flow;
+pub mod report;
+pub mod sgd;
