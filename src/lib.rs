@@ -32,11 +32,13 @@
 // Index loops mirror the paper's subscripts (`E[j][r]`, `c_{j,l}`) in the formulas.
 #![allow(clippy::needless_range_loop)]
 
+pub mod batch;
 pub mod commands;
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod moments;
+pub mod network;
 pub mod reduced;
 pub mod scalar;
 pub mod setting;

@@ -1,17 +1,121 @@
-//! `predhead eval` (see `../shared/contract.md`).
+//! `predhead eval` (see `../shared/contract.md`): the population loss and gradient at a
+//! state, or with `--batch` the batch loss (3.3) and gradient on a given batch, as one
+//! JSON object `{"loss": .., "grad_w": [[d] x m], "grad_e": [[m] x m]}`.
+//!
+//! With `--precision BITS` (population only) the evaluation runs in MPFR at `BITS` bits
+//! and every number is printed as a decimal string with all the digits of that precision.
 
+use crate::batch::Batch;
+use crate::config::load_config;
 use crate::error::{Error, Result};
+use crate::moments::population::Constants;
+use crate::network::batch_loss_and_gradient;
+use crate::reduced::evaluate_explicit;
+use crate::scalar::Scalar;
+use crate::state::State;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// The smallest `--precision`: `f64`'s 53 bits.
+pub const MIN_PRECISION: u32 = 53;
+/// The largest `--precision` accepted.
+pub const MAX_PRECISION: u32 = 100_000;
 
 /// Arguments of `predhead eval`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// The configuration file (TOML).
     #[arg(long)]
-    pub config: std::path::PathBuf,
+    pub config: PathBuf,
+    /// The state (STATE.json: {"w": [m][d], "e": [m][m]}).
+    #[arg(long)]
+    pub state: PathBuf,
+    /// A batch (BATCH.json: {"x1": [N][P][d], "x2": [N][P][d]}): evaluate the batch loss
+    /// (3.3) instead of the population loss.
+    #[arg(long)]
+    pub batch: Option<PathBuf>,
+    /// Evaluate the population loss in MPFR at this many bits (53..=100000) and print every
+    /// number as a decimal string with all its digits. Not with --batch.
+    #[arg(long)]
+    pub precision: Option<u32>,
 }
 
-/// Runs `predhead eval`.
+/// Runs `predhead eval`: returns the JSON line for stdout.
 pub fn run(args: &Args) -> Result<String> {
-    let _ = crate::config::load_config(&args.config)?;
-    Err(Error::invalid("command", "eval is not implemented yet"))
+    if let Some(bits) = args.precision {
+        if args.batch.is_some() {
+            return Err(Error::invalid(
+                "--precision",
+                "applies to the population loss only, not with --batch",
+            ));
+        }
+        if !(MIN_PRECISION..=MAX_PRECISION).contains(&bits) {
+            return Err(Error::invalid(
+                "--precision",
+                format!("must be between {MIN_PRECISION} and {MAX_PRECISION} bits, got {bits}"),
+            ));
+        }
+    }
+    let config = load_config(&args.config)?;
+    let setting = &config.setting;
+    let model = &config.model;
+    let state = State::load(&args.state, setting)?;
+    let value = match (&args.batch, args.precision) {
+        (Some(path), _) => {
+            let batch = Batch::load(path, setting)?;
+            let ev = batch_loss_and_gradient(setting, model, &state, &batch)?;
+            object(json!(ev.loss), json!(ev.grad_w), json!(ev.grad_e))
+        }
+        (None, None) => {
+            let k = Constants::<f64>::new(setting, ());
+            let ev = evaluate_explicit::<f64>(&k, model, &state, ())?;
+            check_finite(&ev.loss, &ev.grad_w, &ev.grad_e)?;
+            object(json!(ev.loss), json!(ev.grad_w), json!(ev.grad_e))
+        }
+        (None, Some(bits)) => {
+            let k = Constants::<rug::Float>::new(setting, bits);
+            let ev = evaluate_explicit::<rug::Float>(&k, model, &state, bits)?;
+            check_finite(&ev.loss, &ev.grad_w, &ev.grad_e)?;
+            let dec = |rows: &[Vec<rug::Float>]| -> Vec<Vec<String>> {
+                rows.iter()
+                    .map(|r| r.iter().map(Scalar::to_decimal).collect())
+                    .collect()
+            };
+            object(
+                json!(ev.loss.to_decimal()),
+                json!(dec(&ev.grad_w)),
+                json!(dec(&ev.grad_e)),
+            )
+        }
+    };
+    Ok(value)
+}
+
+/// The output line with the keys in the contract's order: `loss`, `grad_w`, `grad_e`
+/// (`serde_json` numbers are the shortest round-trip form of the `f64`).
+fn object(loss: Value, grad_w: Value, grad_e: Value) -> String {
+    format!("{{\"loss\":{loss},\"grad_w\":{grad_w},\"grad_e\":{grad_e}}}\n")
+}
+
+/// A non-finite population value would print as `null`: refuse it.
+fn check_finite<S: Scalar>(loss: &S, grad_w: &[Vec<S>], grad_e: &[Vec<S>]) -> Result<()> {
+    if !loss.is_finite() {
+        return Err(Error::numerical(
+            "loss",
+            "the population loss is not finite (overflow)",
+        ));
+    }
+    if grad_w.iter().flatten().any(|g| !g.is_finite()) {
+        return Err(Error::numerical(
+            "grad_w",
+            "the population gradient is not finite (overflow)",
+        ));
+    }
+    if grad_e.iter().flatten().any(|g| !g.is_finite()) {
+        return Err(Error::numerical(
+            "grad_e",
+            "the population gradient is not finite (overflow)",
+        ));
+    }
+    Ok(())
 }
