@@ -102,7 +102,7 @@ mod tests {
     }
 
     /// Central differences of the population loss in every coordinate of W and E agree
-    /// with the analytic gradient (eqs. (P7)-(P10)) for every model, at m = 2 and 3.
+    /// with the analytic gradient (eqs. (P7), (P10)) for every model, at m = 2 and 3.
     /// The step is h = 1e-5 and the error O(h^2) ~ 1e-10 relative; the bound 1e-6 leaves
     /// room for rounding in the loss (~1e-16 / h).
     #[test]
@@ -135,11 +135,10 @@ mod tests {
                             stop_gradient,
                         };
                         let ev = evaluate_explicit::<f64>(&k, &model, &st, ()).unwrap();
-                        // The stop-gradient gradient is the online copy's: difference the
-                        // loss with the target frozen by differencing a two-copy loss is
-                        // not available here, so stop_gradient = true is checked as
-                        // grad_full - grad_target in tests/population_fd.rs; here we check
-                        // the full gradient against the plain loss.
+                        // The stop-gradient gradient is the derivative of the two-copy
+                        // loss in the online copy (eq. (P7)); it is checked in
+                        // tests/population_fd.rs. Here the full gradient against the
+                        // one-copy loss.
                         if stop_gradient {
                             continue;
                         }

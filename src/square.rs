@@ -41,6 +41,14 @@ impl<S> Square<S> {
         &self.data
     }
 
+    /// Overwrites every entry in place: `A[i][j] = f(i, j)`, row-major order.
+    pub fn fill_with(&mut self, mut f: impl FnMut(usize, usize) -> S) {
+        let n = self.n;
+        for (idx, v) in self.data.iter_mut().enumerate() {
+            *v = f(idx / n, idx % n);
+        }
+    }
+
     /// `A[i][j] = f(i, j)`.
     pub fn from_fn(n: usize, mut f: impl FnMut(usize, usize) -> S) -> Self {
         let mut data = Vec::with_capacity(n * n);

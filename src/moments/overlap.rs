@@ -57,7 +57,7 @@ impl OverlapMoments {
         }
     }
 
-    /// `E[K^2]` and `E[K]` in closed form (eqs. (O3'), (O4')): `E[K] = P0/2` and
+    /// `E[K]` and `E[K^2]` in closed form (eqs. (O3), (O4)): `E[K] = P0/2` and
     /// `Var K = (P/2) (P0/P) (1 - P0/P) (P/2) / (P - 1)`; used to cross-check the sum.
     pub fn closed_form(setting: &Setting) -> (Rational, Rational) {
         let p = Rational::from(setting.patches as u64);
@@ -115,6 +115,14 @@ mod tests {
             let (mean, second) = OverlapMoments::closed_form(&s);
             assert_eq!(o.mean, mean, "P={p} P0={p0}");
             assert_eq!(o.second, second, "P={p} P0={p0}");
+            // (O5): E[KK'] = P0 (P0 - 1) P / (4 (P - 1)); (O6): n = (P - P0) / 2.
+            let cross = Rational::from((p0 * (p0 - 1) * p, 4 * (p - 1)));
+            assert_eq!(o.cross, cross, "P={p} P0={p0}");
+            assert_eq!(
+                o.noise_patches,
+                Rational::from((p - p0, 2)),
+                "P={p} P0={p0}"
+            );
         }
     }
 
