@@ -1,17 +1,171 @@
-//! `predhead flow` (see `../shared/contract.md`).
+//! `predhead flow` (see `../shared/contract.md`): integrates the exact population gradient
+//! flow in reduced coordinates ([`crate::flow`]) and reports the phase events and the
+//! outcome ([`crate::observe`]).
+//!
+//! `--seed S` draws the exact reduced initialization ([`crate::init::reduced`]: the law of
+//! the paper's `W(0) ~ N(0, 1/d)`, `E = I`, in reduced coordinates, for any `d`); `--state`
+//! reduces an explicit STATE.json; neither means `--seed 0`; both is an error. `--json`
+//! prints one JSON object (the contract keys first, then extras); otherwise a short human
+//! summary. `--out` writes the trajectory CSV (columns in `derivations/phases.md`).
 
+use crate::config::load_config;
 use crate::error::{Error, Result};
+use crate::flow::control::Tolerance;
+use crate::flow::{integrate, Method, Options, Run};
+use crate::moments::population::{Constants, Reduced};
+use crate::observe::{Summary, TrajectoryRecorder};
+use crate::state::State;
+use serde::Serialize;
+use std::io::BufWriter;
+use std::path::PathBuf;
 
 /// Arguments of `predhead flow`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// The configuration file (TOML).
+    /// The configuration file (TOML); `[training]` lr, lr_head, horizon; `[phases]`.
     #[arg(long)]
-    pub config: std::path::PathBuf,
+    pub config: PathBuf,
+    /// Draw the exact reduced initialization from this seed (default 0).
+    #[arg(long, conflicts_with = "state")]
+    pub seed: Option<u64>,
+    /// Start from this explicit state (STATE.json) instead.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the trajectory CSV (one row per accepted step and per event) to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Relative tolerance of the local error (default 1e-9).
+    #[arg(long, default_value_t = Options::DEFAULT_RTOL)]
+    pub rtol: f64,
+    /// Absolute tolerance of the local error (default 1e-4 * rtol / sqrt(d)).
+    #[arg(long)]
+    pub atol: Option<f64>,
+    /// Absolute tolerance of the head's entries (default 1e-3 * rtol).
+    #[arg(long)]
+    pub atol_head: Option<f64>,
+    /// Integrator: auto (Dormand-Prince, Rosenbrock once stiff), dopri5 or rosenbrock.
+    #[arg(long, default_value = "auto")]
+    pub method: String,
+    /// Stop at t_end instead of integrating to the horizon.
+    #[arg(long)]
+    pub stop_at_t_end: bool,
 }
 
-/// Runs `predhead flow`.
+/// The JSON output: the summary, then the integrator's extras.
+#[derive(Serialize)]
+struct Report<'a> {
+    #[serde(flatten)]
+    summary: &'a Summary,
+    horizon: f64,
+    method: Method,
+    rtol: f64,
+    atol: f64,
+    stiff_from: Option<f64>,
+    dopri5_steps: u64,
+    rosenbrock_steps: u64,
+    init: String,
+}
+
+/// Runs `predhead flow`: returns the summary text for stdout.
 pub fn run(args: &Args) -> Result<String> {
-    let _ = crate::config::load_config(&args.config)?;
-    Err(Error::invalid("command", "flow is not implemented yet"))
+    let config = load_config(&args.config)?;
+    let method = Method::from_name(&args.method).ok_or_else(|| {
+        Error::invalid(
+            "--method",
+            format!("expected auto, dopri5 or rosenbrock, got {:?}", args.method),
+        )
+    })?;
+    let atol = args
+        .atol
+        .unwrap_or_else(|| Options::default_atol(args.rtol, config.setting.dim));
+    let atol_head = args.atol_head.unwrap_or(0.0);
+    for (name, v) in [
+        ("--rtol", args.rtol),
+        ("--atol", atol),
+        ("--atol-head", atol_head),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(Error::invalid(
+                name,
+                format!("must be finite and >= 0, got {v}"),
+            ));
+        }
+    }
+    if !(args.rtol > 0.0 || atol > 0.0) {
+        return Err(Error::invalid("--rtol", "rtol and atol cannot both be 0"));
+    }
+    let setting = &config.setting;
+    let (x0, init): (Reduced<f64>, String) = match (&args.state, args.seed) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "--state",
+                "give either --seed or --state, not both",
+            ));
+        }
+        (Some(path), None) => {
+            let state = State::load(path, setting)?;
+            (
+                crate::reduced::reduce::<f64>(&state, ()),
+                format!("state {}", path.display()),
+            )
+        }
+        (None, seed) => {
+            let seed = seed.unwrap_or(0);
+            (crate::init::reduced(setting, seed)?, format!("seed {seed}"))
+        }
+    };
+    let mut opts = Options::new(&config);
+    opts.tol = Tolerance {
+        rtol: args.rtol,
+        atol,
+        atol_head: args
+            .atol_head
+            .unwrap_or(Options::DEFAULT_ATOL_HEAD_FACTOR * args.rtol),
+        head_from: usize::MAX,
+    };
+    opts.method = method;
+    opts.stop_at_t_end = args.stop_at_t_end;
+    let run: Run = match &args.out {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|e| Error::io(path, &e))?;
+            let constants = Constants::<f64>::new(setting, ());
+            let mut rec = TrajectoryRecorder::new(
+                BufWriter::new(file),
+                constants,
+                config.model,
+                setting.neurons,
+            )?;
+            let run = integrate(&config, &x0, &opts, &mut |t, x| rec.record(t, x))?;
+            rec.finish()?;
+            run
+        }
+        None => integrate(&config, &x0, &opts, &mut |_, _| Ok(()))?,
+    };
+    if args.json {
+        let report = Report {
+            summary: &run.summary,
+            horizon: opts.horizon,
+            method,
+            rtol: opts.tol.rtol,
+            atol: opts.tol.atol,
+            stiff_from: run.stiff_from,
+            dopri5_steps: run.steps_by_method[0],
+            rosenbrock_steps: run.steps_by_method[1],
+            init,
+        };
+        let text = serde_json::to_string(&report)
+            .map_err(|e| Error::numerical("summary", e.to_string()))?;
+        Ok(text + "\n")
+    } else {
+        let mut out = run.summary.text();
+        out += &format!(
+            "stiff (Rosenbrock) from tau = {}\n",
+            run.stiff_from
+                .map_or("never".to_string(), |t| t.to_string())
+        );
+        Ok(out)
+    }
 }

@@ -1,0 +1,97 @@
+//! Error norms and step-size control shared by the integrators
+//! (`derivations/numerics.md`, Section "Error control").
+
+use crate::scalar::Scalar;
+
+/// Mixed absolute/relative tolerance: component `i` of a local error estimate is measured
+/// against `atol_i + rtol * max(|y0_i|, |y1_i|)`, with `atol_i = atol` for the encoder's
+/// coordinates (`a`, `b`, the Gram block) and `atol_i = atol_head` for the head's entries
+/// (components `head_from..`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    /// Relative tolerance.
+    pub rtol: f64,
+    /// Absolute tolerance of the encoder's coordinates.
+    pub atol: f64,
+    /// Absolute tolerance of the head's entries.
+    pub atol_head: f64,
+    /// Index of the first head entry in the state vector (`usize::MAX`: none).
+    pub head_from: usize,
+}
+
+impl Tolerance {
+    /// The same absolute tolerance for every component.
+    pub fn uniform(rtol: f64, atol: f64) -> Self {
+        Tolerance {
+            rtol,
+            atol,
+            atol_head: atol,
+            head_from: usize::MAX,
+        }
+    }
+
+    /// The absolute tolerance of component `i`.
+    pub fn atol_at(&self, i: usize) -> f64 {
+        if i >= self.head_from {
+            self.atol_head
+        } else {
+            self.atol
+        }
+    }
+}
+
+/// The root-mean-square scaled error `sqrt(mean_i (err_i / sc_i)^2)`,
+/// `sc_i = atol + rtol max(|y0_i|, |y1_i|)` (Hairer, Norsett and Wanner, Vol. I, II.4).
+/// A step is accepted when it is at most 1.
+pub fn error_norm<S: Scalar>(err: &[S], y0: &[S], y1: &[S], tol: Tolerance) -> f64 {
+    let mut acc = 0.0;
+    for (i, ((e, a), b)) in err.iter().zip(y0).zip(y1).enumerate() {
+        let sc = tol.atol_at(i) + tol.rtol * a.to_f64().abs().max(b.to_f64().abs());
+        let r = e.to_f64() / sc;
+        acc += r * r;
+    }
+    (acc / err.len() as f64).sqrt()
+}
+
+/// The scaled RMS norm of a vector (for the initial step guess).
+pub fn scaled_norm<S: Scalar>(v: &[S], y: &[S], tol: Tolerance) -> f64 {
+    let mut acc = 0.0;
+    for (i, (x, yy)) in v.iter().zip(y).enumerate() {
+        let sc = tol.atol_at(i) + tol.rtol * yy.to_f64().abs();
+        let r = x.to_f64() / sc;
+        acc += r * r;
+    }
+    (acc / v.len() as f64).sqrt()
+}
+
+/// The factor for the next step after an error norm `err` with a method whose error
+/// estimate has order `q` (local error `O(h^(q+1))`): `0.9 err^(-1/(q+1))`, clamped to
+/// `[0.2, 5]` (`[0.2, 1]` right after a rejection).
+pub fn step_factor(err: f64, q: u32, after_reject: bool) -> f64 {
+    let hi = if after_reject { 1.0 } else { 5.0 };
+    if err == 0.0 {
+        return hi;
+    }
+    (0.9 * err.powf(-1.0 / f64::from(q + 1))).clamp(0.2, hi)
+}
+
+/// Gustafsson's predictive step factor (Hairer and Wanner, Vol. II, IV.8, eq. (8.21), as in
+/// `radau5`): after two accepted steps `(h_prev, err_prev)` and `(h, err)` of one method,
+/// `0.9 (h / h_prev) (err_prev / err^2)^(1/(q+1))` (with `err_prev >= 1e-2`), clamped to
+/// `[0.2, 5]`. The driver takes the smaller of it and [`step_factor`]: it extrapolates a
+/// trend of shrinking steps (the approach to a blow-up, where the plain factor alternates
+/// accepted and rejected steps) and never enlarges a step beyond the plain factor.
+pub fn predictive_factor(err: f64, q: u32, h: f64, h_prev: f64, err_prev: f64) -> f64 {
+    let err = err.max(1e-10);
+    let fac = 0.9 * (h / h_prev) * (err_prev.max(1e-2) / (err * err)).powf(1.0 / f64::from(q + 1));
+    if fac.is_finite() {
+        fac.clamp(0.2, 5.0)
+    } else {
+        5.0
+    }
+}
+
+/// The rational `num/den` at the context `ctx` (exact integers in `f64`, one division).
+pub(crate) fn rational<S: Scalar>(num: f64, den: f64, ctx: S::Ctx) -> S {
+    S::from_f64(num, ctx) / S::from_f64(den, ctx)
+}

@@ -1,0 +1,638 @@
+//! The driver: adaptive integration of the flow from an initial reduced state to the
+//! horizon, with event location on the dense output (`derivations/numerics.md`, Sections
+//! "Integrators", "Stiffness" and "Events").
+
+use crate::error::{Error, Result};
+use crate::flow::clock::Clock;
+use crate::flow::control::{predictive_factor, scaled_norm, step_factor, Tolerance};
+use crate::flow::dense::Dense;
+use crate::flow::jacobian::FlowScalar;
+use crate::flow::problem::{to_f64, to_f64_into, Coordinates, Problem};
+use crate::flow::{dopri5, rosenbrock};
+use crate::moments::population::{Constants, Reduced};
+use crate::observe::{Event, EventTracker, Summary, Termination};
+use crate::scalar::Scalar;
+use crate::setting::Config;
+
+/// Which integrator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Dormand-Prince 5(4) throughout (explicit; slow once the flow is stiff).
+    Dopri5,
+    /// The Rosenbrock 4(3) method throughout.
+    Rosenbrock,
+    /// Dormand-Prince until the flow is stiff (`h rho > 3`, with `rho` the spectral radius
+    /// of the Jacobian, checked every 25 accepted steps and after rejections), then
+    /// Rosenbrock; back to Dormand-Prince after 4 checks (every 5th step) with `h rho < 1`
+    /// (`derivations/numerics.md`, "Integrators").
+    Auto,
+}
+
+impl Method {
+    /// Parses `dopri5`, `rosenbrock` or `auto`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "dopri5" => Some(Method::Dopri5),
+            "rosenbrock" => Some(Method::Rosenbrock),
+            "auto" => Some(Method::Auto),
+            _ => None,
+        }
+    }
+}
+
+/// Integration options.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Options {
+    /// Local error tolerance.
+    pub tol: Tolerance,
+    /// The integrator.
+    pub method: Method,
+    /// End of flow time.
+    pub horizon: f64,
+    /// Stop at `t_end` instead of the horizon.
+    pub stop_at_t_end: bool,
+    /// Give up after this many accepted plus rejected steps.
+    pub max_steps: u64,
+    /// Rosenbrock steps that share one Jacobian (1: a fresh Jacobian every step). A
+    /// rejected step with a reused Jacobian retries with a fresh one.
+    pub jacobian_reuse: u32,
+    /// The coordinates of the Gram block; `None`: [`Coordinates::Decay`] when every
+    /// `G_jj > 0` at the start, else [`Coordinates::Plain`].
+    pub coordinates: Option<Coordinates>,
+}
+
+impl Options {
+    /// Default relative tolerance.
+    pub const DEFAULT_RTOL: f64 = 1e-9;
+    /// Default absolute tolerance factor: `atol = DEFAULT_ATOL_FACTOR * rtol / sqrt(d)`,
+    /// that is `1e-4` of the relative tolerance at the scale `d^(-1/2)` of the initial
+    /// feature coordinates (`derivations/numerics.md`, "Error control").
+    pub const DEFAULT_ATOL_FACTOR: f64 = 1e-4;
+    /// Default absolute tolerance factor of the head's entries:
+    /// `atol_head = DEFAULT_ATOL_HEAD_FACTOR * rtol`, that is the relative tolerance at
+    /// the scale `1e-3` of the `t_end` threshold.
+    pub const DEFAULT_ATOL_HEAD_FACTOR: f64 = 1e-3;
+    /// Default [`Options::jacobian_reuse`].
+    pub const DEFAULT_JACOBIAN_REUSE: u32 = 1;
+    /// Default step budget.
+    pub const DEFAULT_MAX_STEPS: u64 = 2_000_000;
+
+    /// The default absolute tolerance for `rtol` at dimension `d`.
+    pub fn default_atol(rtol: f64, dim: u64) -> f64 {
+        Self::DEFAULT_ATOL_FACTOR * rtol / (dim as f64).sqrt()
+    }
+
+    /// The defaults with the configuration's horizon.
+    pub fn new(config: &Config) -> Self {
+        Options {
+            tol: Tolerance {
+                rtol: Self::DEFAULT_RTOL,
+                atol: Self::default_atol(Self::DEFAULT_RTOL, config.setting.dim),
+                atol_head: Self::DEFAULT_ATOL_HEAD_FACTOR * Self::DEFAULT_RTOL,
+                head_from: usize::MAX,
+            },
+            method: Method::Auto,
+            horizon: config.training.horizon,
+            stop_at_t_end: false,
+            max_steps: Self::DEFAULT_MAX_STEPS,
+            coordinates: None,
+            jacobian_reuse: Self::DEFAULT_JACOBIAN_REUSE,
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// The summary (contract keys and extras).
+    pub summary: Summary,
+    /// Jacobian evaluations (Rosenbrock steps and stiffness checks). In `f64` each is one
+    /// dual-number pass of the right-hand side (which also yields `f`, used for `f(y1)` after
+    /// an accepted Rosenbrock step) and is not counted in `summary.rhs_evals`; in MPFR each
+    /// is `n` finite-difference evaluations, which are.
+    pub jacobians: u64,
+    /// The reduced state at the end.
+    pub final_state: Reduced<f64>,
+    /// Flow time at which `Method::Auto` switched to Rosenbrock.
+    pub stiff_from: Option<f64>,
+    /// Accepted Dormand-Prince and Rosenbrock steps.
+    pub steps_by_method: [u64; 2],
+    /// Number of switches between the two integrators (`Method::Auto`).
+    pub switches: u64,
+}
+
+/// An estimate of the spectral radius of `jac` from the growth of 24 power iterations
+/// (the geometric mean growth over the last 16, which also works for a dominant complex
+/// pair), in `f64`.
+pub fn spectral_radius<S: Scalar>(jac: &[Vec<S>]) -> f64 {
+    let n = jac.len();
+    let j: Vec<Vec<f64>> = jac
+        .iter()
+        .map(|r| r.iter().map(Scalar::to_f64).collect())
+        .collect();
+    let mut v: Vec<f64> = (0..n).map(|i| 1.0 + 0.1 * i as f64).collect();
+    let mut log_growth = 0.0;
+    for it in 0..24 {
+        let w: Vec<f64> = (0..n)
+            .map(|r| (0..n).map(|c| j[r][c] * v[c]).sum())
+            .collect();
+        let nv = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let nw = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if !(nw > 0.0 && nw.is_finite()) {
+            return if nw == 0.0 { 0.0 } else { f64::INFINITY };
+        }
+        if it >= 8 {
+            log_growth += (nw / nv).ln();
+        }
+        v = w.iter().map(|x| x / nw).collect();
+    }
+    (log_growth / 16.0).exp()
+}
+
+/// One attempted step of either integrator: `(y1, f(y1) if known, error norm, dense
+/// output if built, stiffness estimate)`.
+type Attempt<S> = (Vec<S>, Option<Vec<S>>, f64, Option<Dense<S>>, f64);
+
+/// Illinois root finding of `g` on `[lo, hi]` with `g(lo) < 0 <= g(hi)`; returns a time
+/// `t` with `g(t) >= 0` within a relative `1e-15` of the crossing.
+fn first_crossing(g: &mut dyn FnMut(f64) -> f64, mut lo: f64, mut hi: f64) -> f64 {
+    let (mut glo, mut ghi) = (g(lo), g(hi));
+    let mut side = 0i8;
+    for _ in 0..200 {
+        if hi - lo <= 1e-15 * hi.abs().max(lo.abs()) + f64::MIN_POSITIVE {
+            break;
+        }
+        let mut t = (lo * ghi - hi * glo) / (ghi - glo);
+        if !(t > lo && t < hi) {
+            t = 0.5 * (lo + hi);
+        }
+        let gt = g(t);
+        if gt >= 0.0 {
+            hi = t;
+            ghi = gt;
+            if side == 1 {
+                glo *= 0.5;
+            }
+            side = 1;
+        } else {
+            lo = t;
+            glo = gt;
+            if side == -1 {
+                ghi *= 0.5;
+            }
+            side = -1;
+        }
+    }
+    hi
+}
+
+/// Reused buffers for states sampled from a dense output (no allocation per sample in
+/// `f64`).
+struct Sampler<S: Scalar> {
+    y: Vec<S>,
+    x: Reduced<S>,
+    xf: Reduced<f64>,
+}
+
+impl<S: Scalar> Sampler<S> {
+    fn new(problem: &Problem<S>) -> Self {
+        let y = vec![S::one(problem.ctx()); problem.len()];
+        let x = problem.unpack(&y);
+        let xf = to_f64(&x);
+        Sampler { y, x, xf }
+    }
+
+    /// The `f64` reduced state of the state vector `y`.
+    fn state(&mut self, problem: &Problem<S>, y: &[S]) -> &Reduced<f64> {
+        problem.unpack_into(y, &mut self.x);
+        to_f64_into(&self.x, &mut self.xf);
+        &self.xf
+    }
+
+    /// The `f64` reduced state of the dense output at `t`.
+    fn at(&mut self, problem: &Problem<S>, dense: &Dense<S>, t: f64) -> &Reduced<f64> {
+        dense.eval_into(t, &mut self.y);
+        problem.unpack_into(&self.y, &mut self.x);
+        to_f64_into(&self.x, &mut self.xf);
+        &self.xf
+    }
+}
+
+/// Locates, in time order, the events that happen inside the accepted step `dense`,
+/// feeding them to the tracker. Margins are sampled at `SUB` equally spaced points (so a
+/// condition that holds only briefly inside a step can still be seen), and each crossing is
+/// refined by root finding. Returns the events with their times and states.
+fn locate<S: Scalar>(
+    problem: &Problem<S>,
+    tracker: &mut EventTracker,
+    clock: &Clock,
+    dense: &Dense<S>,
+    sampler: &mut Sampler<S>,
+) -> Vec<(f64, Event, Reduced<f64>)> {
+    const SUB: usize = 4;
+    // Local offsets from the step's start (the dense output is built with t0 = 0).
+    let (t0, t1) = dense.span();
+    let mut out = Vec::new();
+    let mut lo = t0;
+    loop {
+        let pending = tracker.pending();
+        if pending.is_empty() {
+            break;
+        }
+        let mut prev = lo;
+        let mut found: Option<(f64, Event)> = None;
+        for i in 1..=SUB {
+            let t = lo + (t1 - lo) * i as f64 / SUB as f64;
+            let t = if i == SUB { t1 } else { t };
+            let x = sampler.at(problem, dense, t);
+            tracker.touch(x);
+            for &ev in &pending {
+                if tracker.margin(ev, sampler.at(problem, dense, t)) >= 0.0 {
+                    let mut g = |s: f64| tracker.margin(ev, sampler.at(problem, dense, s));
+                    let root = if g(prev) >= 0.0 {
+                        prev
+                    } else {
+                        first_crossing(&mut g, prev, t)
+                    };
+                    if found.is_none_or(|(r, _)| root < r) {
+                        found = Some((root, ev));
+                    }
+                }
+            }
+            if found.is_some() {
+                break;
+            }
+            prev = t;
+        }
+        let Some((root, _)) = found else { break };
+        let x = sampler.at(problem, dense, root).clone();
+        let tau = clock.plus(root);
+        let fired = tracker.observe(tau, &x);
+        for ev in fired {
+            out.push((tau, ev, x.clone()));
+        }
+        lo = root;
+        if lo >= t1 {
+            // Events unlocked exactly at the end are checked by the next step's start.
+            let tau = clock.plus(t1);
+            let x = sampler.at(problem, dense, t1).clone();
+            let fired = tracker.observe(tau, &x);
+            for ev in fired {
+                out.push((tau, ev, x.clone()));
+            }
+            break;
+        }
+    }
+    out
+}
+
+/// Integrates the flow of `config` from `x0` (eq. (F1) of `derivations/numerics.md`).
+///
+/// `on_sample` is called with `(tau, state)` at `tau = 0`, at every event and at the end of
+/// every accepted step, in increasing `tau` (the trajectory recorder hooks in here).
+pub fn integrate<S: FlowScalar>(
+    config: &Config,
+    x0: &Reduced<S>,
+    opts: &Options,
+    on_sample: &mut dyn FnMut(f64, &Reduced<f64>) -> Result<()>,
+) -> Result<Run> {
+    if !(opts.horizon > 0.0 && opts.horizon.is_finite()) {
+        return Err(Error::invalid(
+            "training.horizon",
+            format!("must be positive and finite, got {}", opts.horizon),
+        ));
+    }
+    let ctx = x0.ctx();
+    let zero = S::zero(ctx);
+    let coordinates = opts.coordinates.unwrap_or_else(|| {
+        if (0..x0.neurons()).all(|j| *x0.gram.at(j, j) > zero) {
+            Coordinates::Decay
+        } else {
+            Coordinates::Plain
+        }
+    });
+    if coordinates == Coordinates::Decay && !(0..x0.neurons()).all(|j| *x0.gram.at(j, j) > zero) {
+        return Err(Error::invalid(
+            "coordinates",
+            "decay coordinates need every noise part to be non-zero (G_jj > 0)",
+        ));
+    }
+    let problem = Problem::with_coordinates(config, &x0.e, coordinates, ctx);
+    let mut opts = *opts;
+    opts.tol.head_from = problem.head_from();
+    let opts = &opts;
+    let mut tracker = EventTracker::new(
+        Constants::new(&config.setting, ()),
+        config.model,
+        config.phases.clone(),
+    );
+    let mut evals: u64 = 0;
+    let mut ws = problem.workspace();
+    let mut sampler = Sampler::new(&problem);
+    let mut rhs = |y: &[S]| -> Result<Vec<S>> {
+        evals += 1;
+        problem.rhs_with(y, &mut ws)
+    };
+    // The Jacobian: exact (dual numbers) in f64, finite differences otherwise.
+    let mut exact = S::exact_jacobian(config, &x0.e, coordinates);
+    let jacobians = std::cell::Cell::new(0u64);
+    let mut y = problem.pack(x0);
+    let mut t = 0.0f64;
+    let mut clock = Clock::zero();
+    let x0f = to_f64(x0);
+    tracker.observe(0.0, &x0f);
+    on_sample(0.0, &x0f)?;
+
+    let finish = |tracker: &EventTracker,
+                  t: f64,
+                  x: Reduced<f64>,
+                  term: Termination,
+                  evals: u64,
+                  acc: [u64; 2],
+                  rej: u64,
+                  stiff_from: Option<f64>,
+                  switches: u64|
+     -> Result<Run> {
+        let summary = tracker.finish(t, &x, term, acc[0] + acc[1], Some(evals), Some(rej))?;
+        Ok(Run {
+            summary,
+            jacobians: jacobians.get(),
+            final_state: x,
+            stiff_from,
+            steps_by_method: acc,
+            switches,
+        })
+    };
+
+    // An initial state where the flow is undefined (a zero normalization variance, a
+    // non-finite value) is bad input, not a run.
+    let mut f0 = rhs(&y)?;
+    if opts.stop_at_t_end && tracker.time(Event::TEnd).is_some() {
+        return finish(
+            &tracker,
+            t,
+            x0f,
+            Termination::TEnd,
+            evals,
+            [0, 0],
+            0,
+            None,
+            0,
+        );
+    }
+    let mut stiff = opts.method == Method::Rosenbrock;
+    let mut stiff_from = if stiff { Some(0.0) } else { None };
+    const CHECK_EVERY: u32 = 25;
+    let (mut since_check, mut calm, mut switches) = (0u32, 0u32, 0u64);
+    let d0 = scaled_norm(&y, &y, opts.tol);
+    let d1 = scaled_norm(&f0, &y, opts.tol);
+    let mut h = if d0 > 1e-5 && d1 > 1e-5 {
+        0.01 * d0 / d1
+    } else {
+        1e-6
+    }
+    .min(opts.horizon);
+    let seps = rosenbrock::sqrt_eps::<S>(ctx);
+    let tol = opts.tol;
+    let scale = move |i: usize| tol.atol_at(i) / tol.rtol;
+    let n = y.len();
+    let fused = exact.is_some() && opts.jacobian_reuse <= 1;
+    // `(f(y), J(y))`: one dual-number pass in f64 (its value part is `f(y)` bit for bit),
+    // else `f0` (or one evaluation) and forward differences.
+    let mut jacobian = |rhs: &mut dyn FnMut(&[S]) -> Result<Vec<S>>,
+                        y: &[S],
+                        f0: Option<&[S]>|
+     -> Result<(Vec<S>, Vec<Vec<S>>)> {
+        jacobians.set(jacobians.get() + 1);
+        match exact.as_mut() {
+            Some(e) => {
+                let mut jac = vec![vec![S::zero(ctx); n]; n];
+                let mut f = vec![S::zero(ctx); n];
+                e.eval(y, &mut f, &mut jac)?;
+                Ok((f, jac))
+            }
+            None => {
+                let f = match f0 {
+                    Some(f0) => f0.to_vec(),
+                    None => rhs(y)?,
+                };
+                let jac = rosenbrock::jacobian(rhs, y, &f, &seps, &scale)?;
+                Ok((f, jac))
+            }
+        }
+    };
+    let mut jac: Option<Vec<Vec<S>>> = None;
+    let mut jac_age = 0u32;
+    let mut acc = [0u64; 2];
+    let mut rej = 0u64;
+    let mut after_reject = false;
+    // The last accepted step `(h, err)` of the current method (predictive control).
+    let mut last_accepted: Option<(f64, f64)> = None;
+    loop {
+        if clock.until(opts.horizon) <= 0.0 {
+            return finish(
+                &tracker,
+                t,
+                to_f64(&problem.unpack(&y)),
+                Termination::Horizon,
+                evals,
+                acc,
+                rej,
+                stiff_from,
+                switches,
+            );
+        }
+        if acc[0] + acc[1] + rej >= opts.max_steps {
+            return finish(
+                &tracker,
+                t,
+                to_f64(&problem.unpack(&y)),
+                Termination::StepLimit,
+                evals,
+                acc,
+                rej,
+                stiff_from,
+                switches,
+            );
+        }
+        let remaining = clock.until(opts.horizon);
+        let last = h >= remaining;
+        if last {
+            h = remaining;
+        }
+        if h.is_nan() || h <= 1e-28 * t.abs() || h <= 0.0 {
+            return finish(
+                &tracker,
+                t,
+                to_f64(&problem.unpack(&y)),
+                Termination::StepUnderflow,
+                evals,
+                acc,
+                rej,
+                stiff_from,
+                switches,
+            );
+        }
+        // One attempt: (y1, f1 if known, err, dense if built, h_lambda).
+        let attempt: Result<Attempt<S>> = if !stiff {
+            dopri5::step(&mut rhs, 0.0, &y, &f0, h, opts.tol, true)
+                .map(|a| (a.y1, Some(a.f1), a.err, a.dense, a.h_lambda))
+        } else {
+            let j = match jac.take() {
+                Some(j) => Ok(j),
+                None => jacobian(&mut rhs, &y, Some(&f0)).map(|(_, j)| j),
+            };
+            j.and_then(|j| {
+                let r = rosenbrock::step(&mut rhs, &y, &f0, &j, h, opts.tol);
+                jac = Some(j);
+                r.map(|a| (a.y1, None, a.err, None, 0.0))
+            })
+        };
+        let order = if stiff { 3 } else { 4 };
+        let (y1, f1, err, dense, _) = match attempt {
+            Ok(v) if v.2.is_finite() => v,
+            _ => {
+                // The step left the domain (a variance vanished or a value overflowed):
+                // retry smaller.
+                rej += 1;
+                h *= 0.25;
+                after_reject = true;
+                continue;
+            }
+        };
+        if err > 1.0 {
+            if stiff && jac_age > 0 {
+                // A rejection with an old Jacobian: refresh it before shrinking further.
+                jac = None;
+                jac_age = 0;
+            }
+            rej += 1;
+            h *= step_factor(err, order, true);
+            after_reject = true;
+            continue;
+        }
+        // Accepted. After a Rosenbrock step (no `f1` yet) with the exact Jacobian, one
+        // dual pass at `y1` gives `f(y1)` and the next step's Jacobian.
+        let mut next_jac = None;
+        let f1 = match f1 {
+            Some(f1) => Ok(f1),
+            None if fused => jacobian(&mut rhs, &y1, None).map(|(f1, j)| {
+                next_jac = Some(j);
+                f1
+            }),
+            None => rhs(&y1),
+        };
+        let f1 = match f1 {
+            Ok(f1) => f1,
+            Err(_) => {
+                rej += 1;
+                h *= 0.25;
+                after_reject = true;
+                continue;
+            }
+        };
+        let dense = dense.unwrap_or_else(|| Dense::Hermite {
+            t0: 0.0,
+            h,
+            y0: y.clone(),
+            y1: y1.clone(),
+            f0: f0.clone(),
+            f1: f1.clone(),
+        });
+        for (te, ev, xe) in locate(&problem, &mut tracker, &clock, &dense, &mut sampler) {
+            on_sample(te, &xe)?;
+            if ev == Event::TEnd && opts.stop_at_t_end {
+                acc[usize::from(stiff)] += 1;
+                return finish(
+                    &tracker,
+                    te,
+                    xe,
+                    Termination::TEnd,
+                    evals,
+                    acc,
+                    rej,
+                    stiff_from,
+                    switches,
+                );
+            }
+        }
+        acc[usize::from(stiff)] += 1;
+        clock.advance(h);
+        t = if last { opts.horizon } else { clock.value() };
+        y = y1;
+        f0 = f1;
+        let last_jac = jac.take();
+        if stiff && jac_age + 1 < opts.jacobian_reuse {
+            jac = last_jac.clone();
+            jac_age += 1;
+        } else {
+            jac_age = 0;
+        }
+        if next_jac.is_some() {
+            jac = next_jac;
+        }
+        on_sample(t, sampler.state(&problem, &y))?;
+        if last {
+            return finish(
+                &tracker,
+                t,
+                to_f64(&problem.unpack(&y)),
+                Termination::Horizon,
+                evals,
+                acc,
+                rej,
+                stiff_from,
+                switches,
+            );
+        }
+        if opts.method == Method::Auto {
+            // Stiffness switch (derivations/numerics.md, "Stiffness"): estimate the
+            // spectral radius rho of the Jacobian; Dormand-Prince is stability-limited when
+            // h rho exceeds about 3 (its stability interval on the negative real axis is
+            // [-3.3, 0]).
+            if !stiff {
+                since_check += 1;
+                if since_check >= CHECK_EVERY || after_reject {
+                    since_check = 0;
+                    if let Ok((_, j)) = jacobian(&mut rhs, &y, Some(&f0)) {
+                        if h * spectral_radius(&j) > 3.0 {
+                            jac = Some(j);
+                            jac_age = 0;
+                            stiff = true;
+                            switches += 1;
+                            last_accepted = None;
+                            stiff_from.get_or_insert(t);
+                            calm = 0;
+                        }
+                    }
+                }
+            } else if let Some(j) = last_jac.as_ref().filter(|_| acc[1] % 5 == 0) {
+                // Checked on every fifth Rosenbrock step: back to Dormand-Prince after four
+                // checks in a row with h rho < 1.
+                if h * spectral_radius(j) < 1.0 {
+                    calm += 1;
+                    if calm >= 4 {
+                        stiff = false;
+                        jac = None;
+                        jac_age = 0;
+                        switches += 1;
+                        last_accepted = None;
+                        since_check = 0;
+                    }
+                } else {
+                    calm = 0;
+                }
+            }
+        }
+        // Step control (derivations/numerics.md, "Error control"): the plain factor, or
+        // Gustafsson's predictive one when smaller.
+        let mut factor = step_factor(err, order, after_reject);
+        if let Some((h_prev, err_prev)) = last_accepted {
+            factor = factor.min(predictive_factor(err, order, h, h_prev, err_prev));
+        }
+        last_accepted = Some((h, err.max(1e-2)));
+        h *= factor;
+        after_reject = false;
+    }
+}

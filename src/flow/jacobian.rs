@@ -1,0 +1,110 @@
+//! The Jacobian of the flow's right-hand side for the Rosenbrock steps and the stiffness
+//! switch (`derivations/numerics.md`, "Jacobian").
+//!
+//! In `f64` it is exact (to rounding): forward-mode [`Dual`] numbers through the same generic
+//! right-hand side ([`Problem::rhs_into`]), `N` columns per pass. In MPFR it is the
+//! forward-difference Jacobian of [`crate::flow::rosenbrock::jacobian`] (at 256 bits its
+//! truncation error is ~1e-38, far below the reference's tolerance).
+
+use crate::error::Result;
+use crate::flow::dual::Dual;
+use crate::flow::problem::{Coordinates, Problem, Workspace};
+use crate::scalar::Scalar;
+use crate::setting::Config;
+use crate::square::Square;
+
+/// A working precision with its Jacobian of the flow.
+pub trait FlowScalar: Scalar {
+    /// The exact Jacobian of the flow of `config` (head entries not trained fixed at `e0`)
+    /// in `coordinates`, or `None` when this precision uses finite differences.
+    fn exact_jacobian(
+        config: &Config,
+        e0: &Square<Self>,
+        coordinates: Coordinates,
+    ) -> Option<Box<dyn ExactJacobian<Self>>>;
+}
+
+/// An evaluator of the exact Jacobian `J_ij = d f_i / d y_j` of the right-hand side.
+pub trait ExactJacobian<S: Scalar>: Send {
+    /// `J` at `y` (row `i` = component `i` of `f`), written into `jac` (`n x n`), and
+    /// `f(y)` into `f` (bit-identical to [`Problem::rhs_into`] in `S`). Errors as the
+    /// right-hand side does.
+    fn eval(&mut self, y: &[S], f: &mut [S], jac: &mut [Vec<S>]) -> Result<()>;
+}
+
+impl FlowScalar for f64 {
+    fn exact_jacobian(
+        config: &Config,
+        e0: &Square<f64>,
+        coordinates: Coordinates,
+    ) -> Option<Box<dyn ExactJacobian<f64>>> {
+        // State lengths: 3 (m = 1), 7-11 (m = 2), more for m >= 3 (several passes of 16).
+        let m = e0.n();
+        let trainable = (0..m * m)
+            .filter(|&i| config.model.head.trainable(i / m, i % m))
+            .count();
+        let n = 2 * m + m * (m + 1) / 2 + trainable;
+        Some(if n <= 4 {
+            Box::new(DualJacobian::<4>::new(config, e0, coordinates))
+        } else if n <= 9 {
+            Box::new(DualJacobian::<9>::new(config, e0, coordinates))
+        } else {
+            Box::new(DualJacobian::<16>::new(config, e0, coordinates))
+        })
+    }
+}
+
+impl FlowScalar for rug::Float {
+    fn exact_jacobian(
+        _: &Config,
+        _: &Square<rug::Float>,
+        _: Coordinates,
+    ) -> Option<Box<dyn ExactJacobian<rug::Float>>> {
+        None
+    }
+}
+
+/// The forward-mode Jacobian in passes of `N` seeded columns.
+pub struct DualJacobian<const N: usize> {
+    problem: Problem<Dual<N>>,
+    ws: Workspace<Dual<N>>,
+    y: Vec<Dual<N>>,
+    dy: Vec<Dual<N>>,
+}
+
+impl<const N: usize> DualJacobian<N> {
+    /// The evaluator for the flow of `config` with fixed head entries from `e0`.
+    pub fn new(config: &Config, e0: &Square<f64>, coordinates: Coordinates) -> Self {
+        let e = Square::from_fn(e0.n(), |i, j| Dual::constant(*e0.at(i, j)));
+        let problem = Problem::with_coordinates(config, &e, coordinates, ());
+        let n = problem.len();
+        DualJacobian {
+            ws: problem.workspace(),
+            problem,
+            y: vec![Dual::constant(0.0); n],
+            dy: vec![Dual::constant(0.0); n],
+        }
+    }
+}
+
+impl<const N: usize> ExactJacobian<f64> for DualJacobian<N> {
+    fn eval(&mut self, y: &[f64], f: &mut [f64], jac: &mut [Vec<f64>]) -> Result<()> {
+        let n = y.len();
+        let mut from = 0;
+        while from < n {
+            for (j, (yd, &v)) in self.y.iter_mut().zip(y).enumerate() {
+                // Seed columns from..from+N (a column index past N seeds nothing).
+                *yd = Dual::variable(v, j.wrapping_sub(from));
+            }
+            self.problem.rhs_into(&self.y, &mut self.ws, &mut self.dy)?;
+            for (i, fi) in self.dy.iter().enumerate() {
+                f[i] = fi.v;
+                for (c, t) in fi.d.iter().enumerate().take(n.saturating_sub(from)) {
+                    jac[i][from + c] = *t;
+                }
+            }
+            from += N;
+        }
+        Ok(())
+    }
+}

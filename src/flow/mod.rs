@@ -1,0 +1,30 @@
+//! The exact population gradient flow in reduced coordinates (`derivations/numerics.md`).
+//!
+//! - [`problem`]: the ODE (the problem, no time-stepping): state packing and right-hand
+//!   side, generic over [`crate::scalar::Scalar`];
+//! - [`control`], [`dense`], [`dopri5`], [`rosenbrock`]: the solvers (error control, dense
+//!   output, the Dormand-Prince 5(4) pair, a Rosenbrock 4(3) method for the stiff part);
+//! - [`jacobian`], [`dual`]: the exact Jacobian of the right-hand side (forward-mode dual
+//!   numbers in `f64`, finite differences in MPFR);
+//! - [`mod@integrate`], [`clock`]: the driver (double-double flow time), with event
+//!   location on the dense output (the events and the summary are the observers of
+//!   [`crate::observe`]);
+//! - [`stiffness`]: the Jacobian spectrum along a trajectory (the measurement behind the
+//!   choice of integrator).
+//!
+//! The cost of a trajectory does not depend on `d`: the state has
+//! `2m + m(m+1)/2 + #trainable(E)` entries.
+
+pub mod clock;
+pub mod control;
+pub mod dense;
+pub mod dopri5;
+pub mod dual;
+pub mod integrate;
+pub mod jacobian;
+pub mod problem;
+pub mod rosenbrock;
+pub mod stiffness;
+
+pub use integrate::{integrate, Method, Options, Run};
+pub use problem::Problem;

@@ -1,0 +1,287 @@
+//! A fourth-order Rosenbrock method with an embedded third-order error estimate
+//! (Shampine's parameters, as in Kaps and Rentrop's GRK4 family; Press et al., *Numerical
+//! Recipes*, 2nd ed., 16.6; `derivations/numerics.md`, Section "Integrators"), with the
+//! Jacobian supplied by the caller (exact, by dual numbers, in `f64`:
+//! [`crate::flow::jacobian`]; the forward-difference [`jacobian`] here in MPFR) and a dense
+//! LU with partial pivoting. A-stable, so the step size of a relaxed stiff mode is limited
+//! by accuracy, not stability. Generic over [`Scalar`].
+
+use crate::error::{Error, Result};
+use crate::flow::control::{error_norm, rational, Tolerance};
+use crate::scalar::Scalar;
+
+/// `(num, den)` coefficients.
+const GAM: (f64, f64) = (1.0, 2.0);
+const A21: (f64, f64) = (2.0, 1.0);
+const A31: (f64, f64) = (48.0, 25.0);
+const A32: (f64, f64) = (6.0, 25.0);
+const C21: (f64, f64) = (-8.0, 1.0);
+const C31: (f64, f64) = (372.0, 25.0);
+const C32: (f64, f64) = (12.0, 5.0);
+const C41: (f64, f64) = (-112.0, 125.0);
+const C42: (f64, f64) = (-54.0, 125.0);
+const C43: (f64, f64) = (-2.0, 5.0);
+const B: [(f64, f64); 4] = [(19.0, 9.0), (1.0, 2.0), (25.0, 108.0), (125.0, 108.0)];
+const E: [(f64, f64); 4] = [(17.0, 54.0), (7.0, 36.0), (0.0, 1.0), (125.0, 108.0)];
+
+/// The square root of the unit roundoff of the working precision (found by halving).
+pub fn sqrt_eps<S: Scalar>(ctx: S::Ctx) -> S {
+    let one = S::one(ctx);
+    let half = S::from_f64(0.5, ctx);
+    let mut e = S::one(ctx);
+    while one.clone() + e.clone() * half.clone() > one {
+        e = e * half.clone();
+    }
+    e.sqrt()
+}
+
+/// The forward-difference Jacobian `J_ij ~ (f_i(y + delta_j e_j) - f_i(y)) / delta_j`,
+/// `delta_j = sqrt(eps) max(|y_j|, scale_j)` with `scale_j` the component's natural size
+/// (`atol_j / rtol` of the tolerance: below it a component is measured absolutely). Costs
+/// `n` evaluations.
+pub fn jacobian<S: Scalar>(
+    f: &mut dyn FnMut(&[S]) -> Result<Vec<S>>,
+    y: &[S],
+    f0: &[S],
+    sqrt_eps: &S,
+    scale: &dyn Fn(usize) -> f64,
+) -> Result<Vec<Vec<S>>> {
+    let n = y.len();
+    let ctx = y[0].ctx();
+    let mut jac = vec![vec![S::zero(ctx); n]; n];
+    for j in 0..n {
+        let floor = S::from_f64(scale(j), ctx);
+        let delta = sqrt_eps.clone() * y[j].clone().abs().max_of(floor);
+        let mut yp = y.to_vec();
+        yp[j] = yp[j].clone() + delta.clone();
+        let delta = yp[j].clone() - y[j].clone();
+        let fp = f(&yp)?;
+        for i in 0..n {
+            jac[i][j] = (fp[i].clone() - f0[i].clone()) / delta.clone();
+        }
+    }
+    Ok(jac)
+}
+
+/// A dense LU factorization with partial pivoting, `P A = L U` (row-major, flat).
+#[derive(Clone, Debug)]
+pub struct Lu<S: Scalar> {
+    n: usize,
+    lu: Vec<S>,
+    perm: Vec<usize>,
+}
+
+impl<S: Scalar> Lu<S> {
+    /// Factors `a` (rows); errors when a pivot is exactly zero.
+    pub fn new(a: Vec<Vec<S>>) -> Result<Self> {
+        let n = a.len();
+        Self::from_flat(n, a.into_iter().flatten().collect())
+    }
+
+    /// Factors the `n x n` row-major matrix `a`; errors when a pivot is exactly zero.
+    pub fn from_flat(n: usize, mut a: Vec<S>) -> Result<Self> {
+        let mut perm: Vec<usize> = (0..n).collect();
+        for c in 0..n {
+            let mut p = c;
+            for r in c + 1..n {
+                if a[r * n + c].clone().abs() > a[p * n + c].clone().abs() {
+                    p = r;
+                }
+            }
+            let zero = S::zero(a[c * n + c].ctx());
+            if a[p * n + c].clone().abs().partial_cmp(&zero) != Some(std::cmp::Ordering::Greater) {
+                return Err(Error::numerical("Rosenbrock matrix", "singular"));
+            }
+            if p != c {
+                for k in 0..n {
+                    a.swap(c * n + k, p * n + k);
+                }
+                perm.swap(c, p);
+            }
+            let inv = S::one(zero.ctx()) / a[c * n + c].clone();
+            let (top, rest) = a.split_at_mut((c + 1) * n);
+            let pivot = &top[c * n + c + 1..(c + 1) * n];
+            for row in rest.chunks_exact_mut(n) {
+                let l = row[c].clone() * inv.clone();
+                for (v, p) in row[c + 1..].iter_mut().zip(pivot) {
+                    *v = v.clone() - l.clone() * p.clone();
+                }
+                row[c] = l;
+            }
+        }
+        Ok(Lu { n, lu: a, perm })
+    }
+
+    /// Solves `A x = b`.
+    pub fn solve(&self, b: &[S]) -> Vec<S> {
+        let n = self.n;
+        let lu = &self.lu;
+        let mut x: Vec<S> = self.perm.iter().map(|&p| b[p].clone()).collect();
+        for (r, row) in lu.chunks_exact(n).enumerate() {
+            let mut v = x[r].clone();
+            for (l, xc) in row[..r].iter().zip(&x[..r]) {
+                v = v - l.clone() * xc.clone();
+            }
+            x[r] = v;
+        }
+        for (r, row) in lu.chunks_exact(n).enumerate().rev() {
+            let mut v = x[r].clone();
+            for (u, xc) in row[r + 1..].iter().zip(&x[r + 1..]) {
+                v = v - u.clone() * xc.clone();
+            }
+            x[r] = v / row[r].clone();
+        }
+        x
+    }
+}
+
+/// One attempted step.
+#[derive(Clone, Debug)]
+pub struct Attempt<S: Scalar> {
+    /// The fourth-order solution at `t0 + h`.
+    pub y1: Vec<S>,
+    /// The scaled error norm (accept when `<= 1`).
+    pub err: f64,
+    /// Right-hand-side evaluations used (2; the Jacobian's are counted by the caller).
+    pub evals: u64,
+}
+
+/// One Rosenbrock step of size `h` from `y0` with `f0 = f(y0)` and the Jacobian `jac` at
+/// `y0`: with `A = I/(gamma h) - J`,
+/// `A g1 = f0`, `A g2 = f(y0 + a21 g1) + c21 g1/h`,
+/// `A g3 = f(y0 + a31 g1 + a32 g2) + (c31 g1 + c32 g2)/h`,
+/// `A g4 = f(y0 + a31 g1 + a32 g2) + (c41 g1 + c42 g2 + c43 g3)/h`,
+/// `y1 = y0 + sum b_i g_i`, error `sum e_i g_i`.
+pub fn step<S: Scalar>(
+    f: &mut dyn FnMut(&[S]) -> Result<Vec<S>>,
+    y0: &[S],
+    f0: &[S],
+    jac: &[Vec<S>],
+    h: f64,
+    tol: Tolerance,
+) -> Result<Attempt<S>> {
+    let n = y0.len();
+    let ctx = y0[0].ctx();
+    let hs = S::from_f64(h, ctx);
+    let r = |c: (f64, f64)| rational::<S>(c.0, c.1, ctx);
+    // The coefficients at the working precision, once per step (the `c_ij / h` folded).
+    let inv_h = S::one(ctx) / hs.clone();
+    let inv_gh = S::one(ctx) / (r(GAM) * hs);
+    let (a21, a31, a32) = (r(A21), r(A31), r(A32));
+    let ch = |c: (f64, f64)| r(c) * inv_h.clone();
+    let (c21, c31, c32) = (ch(C21), ch(C31), ch(C32));
+    let (c41, c42, c43) = (ch(C41), ch(C42), ch(C43));
+    let b = B.map(r);
+    let e = E.map(r);
+    let mut a = Vec::with_capacity(n * n);
+    for (i, row) in jac.iter().enumerate() {
+        for (j, jij) in row.iter().enumerate() {
+            a.push(if i == j {
+                inv_gh.clone() - jij.clone()
+            } else {
+                -jij.clone()
+            });
+        }
+    }
+    let lu = Lu::from_flat(n, a)?;
+    let g1 = lu.solve(f0);
+    let y2: Vec<S> = (0..n)
+        .map(|i| y0[i].clone() + a21.clone() * g1[i].clone())
+        .collect();
+    let mut w = f(&y2)?;
+    for i in 0..n {
+        w[i] = w[i].clone() + c21.clone() * g1[i].clone();
+    }
+    let g2 = lu.solve(&w);
+    let y3: Vec<S> = (0..n)
+        .map(|i| y0[i].clone() + a31.clone() * g1[i].clone() + a32.clone() * g2[i].clone())
+        .collect();
+    let f3 = f(&y3)?;
+    for i in 0..n {
+        w[i] = f3[i].clone() + (c31.clone() * g1[i].clone() + c32.clone() * g2[i].clone());
+    }
+    let g3 = lu.solve(&w);
+    for i in 0..n {
+        w[i] = f3[i].clone()
+            + (c41.clone() * g1[i].clone()
+                + c42.clone() * g2[i].clone()
+                + c43.clone() * g3[i].clone());
+    }
+    let g4 = lu.solve(&w);
+    let g = [&g1, &g2, &g3, &g4];
+    let mut y1 = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut acc = y0[i].clone();
+        let mut err = S::zero(ctx);
+        for ((bk, ek), gk) in b.iter().zip(&e).zip(g) {
+            acc = acc + bk.clone() * gk[i].clone();
+            err = err + ek.clone() * gk[i].clone();
+        }
+        y1.push(acc);
+        w[i] = err;
+    }
+    let err = error_norm(&w, y0, &y1, tol);
+    Ok(Attempt { y1, err, evals: 2 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mildly stiff nonlinear test: `y0' = -y0^2`, `(y1, y2)' = (-y2, y1)`,
+    /// `y3' = -50 (y3 - cos t)`-like coupling written autonomously as `-50 (y3 - y1)`.
+    fn f(y: &[f64]) -> Result<Vec<f64>> {
+        Ok(vec![-y[0] * y[0], -y[2], y[1], -50.0 * (y[3] - y[1])])
+    }
+
+    fn run(n: usize) -> Vec<f64> {
+        let tol = Tolerance::uniform(1.0, 1.0);
+        let h = 1.0 / n as f64;
+        let mut y = vec![1.0, 1.0, 0.0, 1.0];
+        let se = sqrt_eps::<f64>(());
+        for _ in 0..n {
+            let f0 = f(&y).unwrap();
+            let j = jacobian(&mut f, &y, &f0, &se, &|_| 1e-8).unwrap();
+            y = step(&mut f, &y, &f0, &j, h, tol).unwrap().y1;
+        }
+        y
+    }
+
+    /// Fourth order: the differences of successive step halvings shrink by ~16.
+    #[test]
+    fn fourth_order_under_step_halving() {
+        let (a, b, c) = (run(40), run(80), run(160));
+        let d1 = a
+            .iter()
+            .zip(&b)
+            .map(|(u, v)| (u - v).abs())
+            .fold(0.0, f64::max);
+        let d2 = b
+            .iter()
+            .zip(&c)
+            .map(|(u, v)| (u - v).abs())
+            .fold(0.0, f64::max);
+        let order = (d1 / d2).log2();
+        assert!(order > 3.6 && order < 4.5, "order {order}");
+    }
+
+    #[test]
+    fn lu_solves_a_pivoting_system() {
+        let a = vec![
+            vec![0.0, 2.0, 1.0],
+            vec![1.0, 1.0, 0.0],
+            vec![3.0, 0.0, 1.0],
+        ];
+        let x = [1.0, -2.0, 0.5];
+        let b: Vec<f64> = a
+            .iter()
+            .map(|r| r.iter().zip(&x).map(|(p, q)| p * q).sum())
+            .collect();
+        let lu = Lu::new(a).unwrap();
+        let got = lu.solve(&b);
+        for (g, w) in got.iter().zip(&x) {
+            assert!((g - w).abs() < 1e-14);
+        }
+        assert!(Lu::new(vec![vec![0.0, 0.0], vec![0.0, 1.0]]).is_err());
+    }
+}
