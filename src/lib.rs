@@ -45,6 +45,7 @@ pub mod observe;
 pub mod reduced;
 pub mod scalar;
 pub mod setting;
+pub mod sgd;
 pub mod square;
 pub mod state;
 
