@@ -43,10 +43,12 @@ pub mod moments;
 pub mod network;
 pub mod observe;
 pub mod reduced;
+pub mod report;
 pub mod scalar;
 pub mod setting;
 pub mod sgd;
 pub mod square;
 pub mod state;
+pub mod sweep;
 
 pub use error::{Error, Result};

@@ -1,0 +1,1445 @@
+//! One builder per claim of the paper: each turns the records of its sweep into tables,
+//! verdicts by a rule stated under each table, and figures.
+//!
+//! Intervals are 95%: Clopper-Pearson for rates over seeds ([`stats::clopper_pearson`]),
+//! t-based for fitted exponents ([`stats::loglog_fit`]).
+
+use super::plots::{self, Axis, Band, Scatter};
+use super::stats::{self, Interval};
+use super::table::{num, opt_num, Table, Verdict};
+use super::{field, outcome_of, summary_of};
+use crate::error::Result;
+use crate::moments::overlap::OverlapMoments;
+use crate::setting::Config;
+use crate::sweep::{Record, Spec};
+use serde_json::Value;
+
+/// The confidence level of every interval in the reports.
+pub const CONFIDENCE: f64 = 0.95;
+
+/// The spec a report is built from.
+pub struct Context<'a> {
+    /// The spec.
+    pub spec: &'a Spec,
+    /// Whether the `[quick]` grid was used.
+    pub quick: bool,
+}
+
+impl Context<'_> {
+    /// The lines under the title: spec, grid, family, base configuration, seeds.
+    pub fn header(&self) -> String {
+        let s = self.spec;
+        let b = &s.base;
+        let (seeds, _) = s.grid(self.quick);
+        let runners = {
+            let (_, a) = s.grid(self.quick);
+            if a.runner.is_empty() {
+                s.runner.clone()
+            } else {
+                a.runner.join(", ")
+            }
+        };
+        format!(
+            "- Spec: `reports/{name}.toml` ({grid} grid); runner: {runners}; {n} seeds per grid \
+             point ({first}..).\n\
+             - Scaling family: {family}.{overrides}\n\
+             - Base: d = {d}, P = {p}, P0 = {p0}, alpha = [{a1}, {a2}], s = {s_}, m = {m}; \
+             head = {head}, normalization = {norm}, stop_gradient = {sg}; lr = {lr}, \
+             lr_head = {lrh}; horizon = {hf} d^2 (flow time); phases: t1 = {t1}, t2 = {t2}, \
+             t3 = {t3}, t_end = {te}, outcome cosine = {oc}.\n\
+             - Flow: `predhead::flow::integrate` (default tolerances, at most {max_steps} \
+             steps), stopped at t_end unless the runner says otherwise; initialization \
+             `predhead::init::reduced` (the law of W(0) ~ N(0, 1/d), E = I) unless the runner \
+             says otherwise (`predhead::report::runner`).\n\
+             - Intervals: 95%, Clopper-Pearson for rates, t-based for fitted exponents. \
+             `stopped early` counts runs that the integrator ended before t_end and the horizon \
+             (step-size underflow, step limit, non-finite state); their summary is that of the \
+             state where they stopped.\n\n",
+            name = s.name,
+            grid = if self.quick { "quick" } else { "full" },
+            n = seeds.len(),
+            first = seeds.first().copied().unwrap_or(0),
+            family = s.family.describe(),
+            overrides = match s.family {
+                crate::sweep::Family::Paper(_) => {
+                    " The family sets P, P0, alpha and lr_head/lr at each d, over the base below."
+                }
+                crate::sweep::Family::Fixed => "",
+            },
+            d = b.setting.dim,
+            p = b.setting.patches,
+            p0 = b.setting.feature_patches,
+            a1 = b.setting.alpha[0],
+            a2 = b.setting.alpha[1],
+            s_ = b.setting.noise_std,
+            m = b.setting.neurons,
+            head = b.model.head.name(),
+            norm = b.model.normalization.name(),
+            sg = b.model.stop_gradient,
+            lr = b.training.lr,
+            lrh = b.training.lr_head,
+            hf = s.horizon_factor,
+            t1 = b.phases.t1,
+            t2 = b.phases.t2,
+            t3 = b.phases.t3,
+            te = b.phases.t_end,
+            oc = b.phases.outcome_cos,
+            max_steps = super::runner::MAX_STEPS,
+        )
+    }
+
+    fn config(&self, rec: &Record) -> Result<Config> {
+        self.spec.config_for(&rec.point)
+    }
+}
+
+/// One table with its verdict and the rule behind it.
+#[derive(Clone, Debug)]
+pub struct Section {
+    /// The heading.
+    pub heading: String,
+    /// The table.
+    pub table: Table,
+    /// The verdict (`None`: a descriptive table).
+    pub verdict: Option<Verdict>,
+    /// The rule of the verdict.
+    pub rule: String,
+    /// Free text after the rule.
+    pub notes: String,
+}
+
+impl Section {
+    /// Heading, table, verdict and rule, then the notes.
+    pub fn render(&self) -> String {
+        let mut out = self.render_table();
+        if !self.notes.is_empty() {
+            out.push_str(&self.notes);
+            out.push_str("\n\n");
+        }
+        out
+    }
+
+    /// Heading, table, verdict and rule.
+    pub fn render_table(&self) -> String {
+        let mut out = format!("## {}\n\n{}\n", self.heading, self.table.markdown());
+        if let Some(v) = self.verdict {
+            out.push_str(&format!("**Verdict: {}.** ", v.name()));
+        }
+        if !self.rule.is_empty() {
+            out.push_str(&format!("Rule: {}", self.rule));
+        }
+        if self.verdict.is_some() || !self.rule.is_empty() {
+            out.push_str("\n\n");
+        }
+        out
+    }
+}
+
+/// What a builder returns.
+#[derive(Default)]
+pub struct Body {
+    /// Text before the tables (the claim).
+    pub text: String,
+    /// The tables.
+    pub sections: Vec<Section>,
+    /// `(file name, SVG)`.
+    pub figures: Vec<(String, String)>,
+}
+
+/// Groups records by a key, in order of first appearance (records come in task order).
+fn groups<'a, K: PartialEq + Clone>(
+    recs: &[&'a Record],
+    key: impl Fn(&Record) -> K,
+) -> Vec<(K, Vec<&'a Record>)> {
+    let mut out: Vec<(K, Vec<&'a Record>)> = Vec::new();
+    for r in recs {
+        let k = key(r);
+        match out.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, v)) => v.push(r),
+            None => out.push((k, vec![r])),
+        }
+    }
+    out
+}
+
+fn dim_of(ctx: &Context, r: &Record) -> u64 {
+    r.point.dim.unwrap_or(ctx.spec.base.setting.dim)
+}
+
+fn interval(i: Interval) -> String {
+    format!("[{}, {}]", num(i.lo), num(i.hi))
+}
+
+fn cp(k: usize, n: usize) -> Result<Interval> {
+    stats::clopper_pearson(k as u64, n as u64, CONFIDENCE)
+}
+
+/// Runs the integrator stopped before `t_end` or the horizon (step-size underflow, step
+/// limit, non-finite state) or that failed.
+fn stopped_early(rs: &[&Record]) -> usize {
+    rs.iter()
+        .filter(|r| {
+            outcome_of(r) == "error"
+                || !matches!(
+                    summary_of(r).get("termination").and_then(Value::as_str),
+                    Some("t-end") | Some("horizon")
+                )
+        })
+        .count()
+}
+
+fn count(rs: &[&Record], outcome: &str) -> usize {
+    rs.iter().filter(|r| outcome_of(r) == outcome).count()
+}
+
+fn values(rs: &[&Record], f: impl Fn(&Record) -> Option<f64>) -> Vec<f64> {
+    rs.iter()
+        .filter_map(|r| f(r))
+        .filter(|v| v.is_finite())
+        .collect()
+}
+
+fn med(v: &[f64]) -> Result<String> {
+    Ok(opt_num(stats::median(v)?))
+}
+
+fn max(v: &[f64]) -> String {
+    opt_num(v.iter().copied().reduce(f64::max))
+}
+
+fn min(v: &[f64]) -> String {
+    opt_num(v.iter().copied().reduce(f64::min))
+}
+
+/// A log-log fit, `None` with fewer than 3 usable points.
+fn fit(x: &[f64], y: &[f64]) -> Result<Option<stats::LineFit>> {
+    let pts: Vec<(f64, f64)> = x
+        .iter()
+        .zip(y)
+        .filter(|(a, b)| **a > 0.0 && **b > 0.0 && a.is_finite() && b.is_finite())
+        .map(|(a, b)| (*a, *b))
+        .collect();
+    if pts.len() < 3 || pts.iter().all(|p| p.0 == pts[0].0) {
+        return Ok(None);
+    }
+    let (xs, ys): (Vec<f64>, Vec<f64>) = pts.into_iter().unzip();
+    Ok(Some(stats::loglog_fit(&xs, &ys, CONFIDENCE)?))
+}
+
+fn fit_text(f: &Option<stats::LineFit>) -> String {
+    match f {
+        Some(f) => format!(
+            "slope {} (95% CI {}, {} points)",
+            num(f.slope),
+            interval(f.slope_ci),
+            f.points
+        ),
+        None => "no fit (fewer than 3 usable points)".into(),
+    }
+}
+
+/// Per-d medians of `y`, for fits and plots: `(d, median)` over the d's with values.
+fn medians_by_dim(
+    ctx: &Context,
+    recs: &[&Record],
+    y: impl Fn(&Record) -> Option<f64>,
+) -> Result<Vec<(f64, f64)>> {
+    let mut out = Vec::new();
+    for (d, rs) in groups(recs, |r| dim_of(ctx, r)) {
+        if let Some(m) = stats::median(&values(&rs, &y))? {
+            out.push((d as f64, m));
+        }
+    }
+    Ok(out)
+}
+
+/// Theorem 4.1 and Corollary 4.2.
+pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
+    let mut t = Table::new(&[
+        "d",
+        "P",
+        "P0",
+        "alpha1",
+        "alpha2",
+        "lr_head/lr",
+        "runs",
+        "both-features",
+        "rate",
+        "95% CI",
+        "median abs(corr) sqrt(d)",
+        "max abs(corr) sqrt(d)",
+        "median t_end",
+        "stopped early",
+    ]);
+    let corr_scaled = |ctx: &Context, r: &Record| {
+        let d = dim_of(ctx, r) as f64;
+        field(summary_of(r), "corr_final").map(|c| c.abs() * d.sqrt())
+    };
+    let mut last: Option<Interval> = None;
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    for (d, rs) in groups(recs, |r| dim_of(ctx, r)) {
+        let c = ctx.config(rs[0])?;
+        let k = count(&rs, "both-features");
+        let ci = cp(k, rs.len())?;
+        last = Some(ci);
+        let both: Vec<&Record> = rs
+            .iter()
+            .copied()
+            .filter(|r| outcome_of(r) == "both-features")
+            .collect();
+        let cs = values(&both, |r| corr_scaled(ctx, r));
+        for v in &cs {
+            xs.push(d as f64);
+            ys.push(*v);
+        }
+        t.push(vec![
+            d.to_string(),
+            c.setting.patches.to_string(),
+            c.setting.feature_patches.to_string(),
+            num(c.setting.alpha[0]),
+            num(c.setting.alpha[1]),
+            num(c.training.head_ratio()),
+            rs.len().to_string(),
+            k.to_string(),
+            num(k as f64 / rs.len() as f64),
+            interval(ci),
+            med(&cs)?,
+            max(&cs),
+            med(&values(&rs, |r| field(summary_of(r), "t_end")))?,
+            stopped_early(&rs).to_string(),
+        ]);
+    }
+    let f = fit(&xs, &ys)?;
+    let verdict = match (last, &f) {
+        (Some(ci), _) if ci.hi < 0.5 => Verdict::Fails,
+        (_, Some(f)) if f.slope_ci.lo > 0.25 => Verdict::Fails,
+        (Some(ci), Some(f)) if ci.lo >= 0.5 && f.slope_ci.hi < 0.25 => Verdict::Holds,
+        _ => Verdict::Inconclusive,
+    };
+    let mut body = Body {
+        text: "Claim (Theorem 4.1, Corollary 4.2): with the trained head, batch normalization and \
+               stop-gradient, with probability 1 - o(1) the two neurons learn different features \
+               (`both-features`), and `abs(Corr(f_1, f_2)) <= O(1/sqrt(d))`, i.e. \
+               `abs(corr_final) sqrt(d)` stays bounded as d grows.\n\n"
+            .into(),
+        ..Default::default()
+    };
+    body.sections.push(Section {
+        heading: "Both-features rate and decorrelation versus d".into(),
+        table: t,
+        verdict: Some(verdict),
+        rule: format!(
+            "holds when, at the largest d, the 95% Clopper-Pearson lower bound of the \
+             both-features rate is at least 0.5 and the log-log slope of \
+             `abs(corr_final) sqrt(d)` against d (both-features runs) has its 95% upper bound \
+             below 0.25 (bounded: growing like `sqrt(d)` would be slope 0.5); fails when the \
+             upper bound of the rate at the largest d is below 0.5 or the slope's lower bound \
+             exceeds 0.25; inconclusive otherwise. Fit: {}.",
+            fit_text(&f)
+        ),
+        notes: String::new(),
+    });
+    let rate_pts: Vec<(f64, f64)> = medians_by_dim(ctx, recs, |r| corr_scaled(ctx, r))?;
+    if !rate_pts.is_empty() {
+        let svg = plots::loglog_plot(
+            "Corollary 4.2: median |corr_final| sqrt(d)",
+            "d",
+            "|corr_final| sqrt(d)",
+            &[Scatter {
+                label: "median over seeds".into(),
+                points: rate_pts,
+                fit: f.map(|f| (f.slope, f.intercept)),
+            }],
+        )?;
+        body.figures.push((format!("{}.svg", ctx.spec.name), svg));
+    }
+    Ok(body)
+}
+
+/// Theorem 4.3 and Corollary 4.4 (frozen head).
+pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
+    let mut t = Table::new(&[
+        "m",
+        "d",
+        "alpha1/alpha2",
+        "runs",
+        "collapse",
+        "rate",
+        "95% CI",
+        "median (1 - abs(corr)) sqrt(d)",
+        "max (1 - abs(corr)) sqrt(d)",
+        "stopped early",
+    ]);
+    let gap = |ctx: &Context, r: &Record| {
+        let d = dim_of(ctx, r) as f64;
+        field(summary_of(r), "corr_final").map(|c| (1.0 - c.abs()) * d.sqrt())
+    };
+    let m_of = |r: &Record| r.point.neurons.unwrap_or(ctx.spec.base.setting.neurons);
+    let mut verdicts = Vec::new();
+    let mut fits = Vec::new();
+    let mut series = Vec::new();
+    for (m, rs_m) in groups(recs, m_of) {
+        let mut last = None;
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        let mut pts = Vec::new();
+        for (d, rs) in groups(&rs_m, |r| dim_of(ctx, r)) {
+            let c = ctx.config(rs[0])?;
+            let k = count(&rs, "collapse");
+            let ci = cp(k, rs.len())?;
+            last = Some(ci);
+            let col: Vec<&Record> = rs
+                .iter()
+                .copied()
+                .filter(|r| outcome_of(r) == "collapse")
+                .collect();
+            let g = values(&col, |r| gap(ctx, r));
+            for v in &g {
+                xs.push(d as f64);
+                ys.push(*v);
+            }
+            if let Some(md) = stats::median(&g)? {
+                pts.push((d as f64, md));
+            }
+            t.push(vec![
+                m.to_string(),
+                d.to_string(),
+                num(c.setting.alpha[0] / c.setting.alpha[1]),
+                rs.len().to_string(),
+                k.to_string(),
+                num(k as f64 / rs.len() as f64),
+                interval(ci),
+                med(&g)?,
+                max(&g),
+                stopped_early(&rs).to_string(),
+            ]);
+        }
+        let f = fit(&xs, &ys)?;
+        verdicts.push(match (last, &f) {
+            (Some(ci), _) if ci.hi < 0.5 => Verdict::Fails,
+            (_, Some(f)) if f.slope_ci.lo > 0.25 => Verdict::Fails,
+            (Some(ci), Some(f)) if ci.lo >= 0.5 && f.slope_ci.hi < 0.25 => Verdict::Holds,
+            // Exact collapse (1 - |corr| = 0 to rounding) leaves nothing to fit: bounded.
+            (Some(ci), None) if ci.lo >= 0.5 => Verdict::Holds,
+            _ => Verdict::Inconclusive,
+        });
+        fits.push(format!("m = {m}: {}", fit_text(&f)));
+        series.push(Scatter {
+            label: format!("m = {m}"),
+            points: pts,
+            fit: f.map(|f| (f.slope, f.intercept)),
+        });
+    }
+    let verdict = combine(&verdicts);
+    let mut body = Body {
+        text: "Claim (Theorem 4.3, Corollary 4.4): with the head frozen at `E = I` (batch \
+               normalization, stop-gradient), for any `m <= o(alpha1/alpha2)`, with probability \
+               1 - o(1) every neuron learns the strong feature v1 (`collapse`), and \
+               `abs(Corr(f_i, f_j)) >= 1 - O(1/sqrt(d))`, i.e. `(1 - abs(corr_final)) sqrt(d)` \
+               stays bounded (`corr_final` is the pair (0, 1)).\n\n"
+            .into(),
+        ..Default::default()
+    };
+    body.sections.push(Section {
+        heading: "Collapse rate and correlation versus d, per m".into(),
+        table: t,
+        verdict: Some(verdict),
+        rule: format!(
+            "per m, holds when at the largest d the 95% lower bound of the collapse rate is at \
+             least 0.5 and the log-log slope of `(1 - abs(corr_final)) sqrt(d)` against d \
+             (collapse runs) has its upper bound below 0.25; fails when the rate's upper bound \
+             at the largest d is below 0.5 or the slope's lower bound exceeds 0.25. The \
+             report's verdict is `fails` if some m fails, `holds` if every m holds, else \
+             `inconclusive`. Fits: {}.",
+            fits.join("; ")
+        ),
+        notes: String::new(),
+    });
+    if series.iter().any(|s| !s.points.is_empty()) {
+        let svg = plots::loglog_plot(
+            "Corollary 4.4: median (1 - |corr_final|) sqrt(d), frozen head",
+            "d",
+            "(1 - |corr|) sqrt(d)",
+            &series,
+        )?;
+        body.figures.push((format!("{}.svg", ctx.spec.name), svg));
+    }
+    Ok(body)
+}
+
+fn combine(v: &[Verdict]) -> Verdict {
+    if v.contains(&Verdict::Fails) {
+        Verdict::Fails
+    } else if !v.is_empty() && v.iter().all(|x| *x == Verdict::Holds) {
+        Verdict::Holds
+    } else {
+        Verdict::Inconclusive
+    }
+}
+
+/// Lemma 5.1: `t1 = d^(2 + o(1))`.
+pub fn lemma51(ctx: &Context, recs: &[&Record]) -> Result<Body> {
+    let mut t = Table::new(&[
+        "d",
+        "runs",
+        "reached t1",
+        "median t1",
+        "25%",
+        "75%",
+        "median t1 / d^2",
+        "local exponent",
+    ]);
+    let t1 = |r: &Record| field(summary_of(r), "t1");
+    let mut prev: Option<(f64, f64)> = None;
+    let (mut px, mut py) = (Vec::new(), Vec::new());
+    for (d, rs) in groups(recs, |r| dim_of(ctx, r)) {
+        let v = values(&rs, t1);
+        let m = stats::median(&v)?;
+        let df = d as f64;
+        let local = match (prev, m) {
+            (Some((d0, m0)), Some(m1)) => num((m1 / m0).ln() / (df / d0).ln()),
+            _ => "-".into(),
+        };
+        if let Some(m) = m {
+            prev = Some((df, m));
+        }
+        for x in &v {
+            px.push(df);
+            py.push(*x);
+        }
+        t.push(vec![
+            d.to_string(),
+            rs.len().to_string(),
+            v.len().to_string(),
+            opt_num(m),
+            opt_num(stats::quantile(&v, 0.25)?),
+            opt_num(stats::quantile(&v, 0.75)?),
+            opt_num(m.map(|m| m / (df * df))),
+            local,
+        ]);
+    }
+    let pts = medians_by_dim(ctx, recs, t1)?;
+    let (mx, my): (Vec<f64>, Vec<f64>) = pts.iter().copied().unzip();
+    let f = fit(&mx, &my)?;
+    let pooled = fit(&px, &py)?;
+    let verdict = match &f {
+        Some(f) if f.slope_ci.contains(2.0) || (f.slope - 2.0).abs() <= 0.1 => Verdict::Holds,
+        Some(f) if f.slope_ci.hi < 1.8 || f.slope_ci.lo > 2.2 => Verdict::Fails,
+        _ => Verdict::Inconclusive,
+    };
+    let mut body = Body {
+        text: "Claim (Lemma 5.1): the strong feature is learned, `abs(<w_s, v1>) >= 0.5`, after \
+               flow time `t1 = d^(2 + o(1))` (the paper's `T1 = d^(2+o(1))/eta` iterations). \
+               The fixed family isolates the `d^2` law: only d varies.\n\n"
+            .into(),
+        ..Default::default()
+    };
+    body.sections.push(Section {
+        heading: "t1 versus d".into(),
+        table: t,
+        verdict: Some(verdict),
+        rule: format!(
+            "the exponent is the slope of the least-squares line through (ln d, ln median t1); \
+             holds when its 95% interval contains 2 or it is within 0.1 of 2; fails when the \
+             interval lies outside [1.8, 2.2]; inconclusive otherwise. Fit of the medians: {}. \
+             Pooled fit of every run (for comparison): {}. The local exponent is \
+             `ln(t1(d)/t1(d')) / ln(d/d')` between consecutive d.",
+            fit_text(&f),
+            fit_text(&pooled)
+        ),
+        notes: String::new(),
+    });
+    if !pts.is_empty() {
+        let svg = plots::loglog_plot(
+            "Lemma 5.1: t1 versus d",
+            "d",
+            "t1 (flow time)",
+            &[
+                Scatter {
+                    label: "every run".into(),
+                    points: px.iter().copied().zip(py.iter().copied()).collect(),
+                    fit: None,
+                },
+                Scatter {
+                    label: "median, with fit".into(),
+                    points: pts,
+                    fit: f.map(|f| (f.slope, f.intercept)),
+                },
+            ],
+        )?;
+        body.figures.push((format!("{}.svg", ctx.spec.name), svg));
+    }
+    Ok(body)
+}
+
+/// Lemma 5.2: `(t2 - t1)/t1 -> 0`.
+pub fn lemma52(ctx: &Context, recs: &[&Record]) -> Result<Body> {
+    let mut t = Table::new(&[
+        "d",
+        "lr_head/lr",
+        "runs",
+        "reached t2",
+        "median (t2-t1)/t1",
+        "max (t2-t1)/t1",
+        "median t1",
+        "median t2 - t1",
+        "stopped early",
+    ]);
+    let ratio = |r: &Record| {
+        let s = summary_of(r);
+        match (field(s, "t1"), field(s, "t2")) {
+            (Some(a), Some(b)) if a > 0.0 => Some((b - a) / a),
+            _ => None,
+        }
+    };
+    let gap = |r: &Record| {
+        let s = summary_of(r);
+        Some(field(s, "t2")? - field(s, "t1")?)
+    };
+    let (mut px, mut py) = (Vec::new(), Vec::new());
+    for (d, rs) in groups(recs, |r| dim_of(ctx, r)) {
+        let c = ctx.config(rs[0])?;
+        let v = values(&rs, ratio);
+        for x in &v {
+            px.push(d as f64);
+            py.push(*x);
+        }
+        t.push(vec![
+            d.to_string(),
+            num(c.training.head_ratio()),
+            rs.len().to_string(),
+            v.len().to_string(),
+            med(&v)?,
+            max(&v),
+            med(&values(&rs, |r| field(summary_of(r), "t1")))?,
+            med(&values(&rs, gap))?,
+            stopped_early(&rs).to_string(),
+        ]);
+    }
+    let pts = medians_by_dim(ctx, recs, ratio)?;
+    let (mx, my): (Vec<f64>, Vec<f64>) = pts.iter().copied().unzip();
+    let f = fit(&mx, &my)?;
+    let verdict = match &f {
+        Some(f) if f.slope_ci.hi < 0.0 => Verdict::Holds,
+        Some(f) if f.slope_ci.lo >= 0.0 => Verdict::Fails,
+        _ => Verdict::Inconclusive,
+    };
+    let mut body = Body {
+        text: "Claim (Lemma 5.2): once the strong feature is learned, the head substitutes it \
+               into the other neuron (`t2`: the carried RMS is 10 times the neuron's own) within \
+               `T2 - T1 = o(T1)`, i.e. `(t2 - t1)/t1 -> 0` as d grows.\n\n"
+            .into(),
+        ..Default::default()
+    };
+    body.sections.push(Section {
+        heading: "(t2 - t1)/t1 versus d".into(),
+        table: t,
+        verdict: Some(verdict),
+        rule: format!(
+            "holds when the least-squares slope of ln(median (t2-t1)/t1) against ln d has its \
+             95% upper bound below 0 (the ratio decays as a power of d); fails when its lower \
+             bound is at least 0; inconclusive otherwise. Fit: {}.",
+            fit_text(&f)
+        ),
+        notes: String::new(),
+    });
+    if !pts.is_empty() {
+        let svg = plots::loglog_plot(
+            "Lemma 5.2: (t2 - t1)/t1 versus d",
+            "d",
+            "(t2 - t1)/t1",
+            &[
+                Scatter {
+                    label: "every run".into(),
+                    points: px.into_iter().zip(py).collect(),
+                    fit: None,
+                },
+                Scatter {
+                    label: "median, with fit".into(),
+                    points: pts,
+                    fit: f.map(|f| (f.slope, f.intercept)),
+                },
+            ],
+        )?;
+        body.figures.push((format!("{}.svg", ctx.spec.name), svg));
+    }
+    Ok(body)
+}
+
+/// Lemma 5.3: the acceleration effect.
+pub fn lemma53(ctx: &Context, recs: &[&Record]) -> Result<Body> {
+    let mut t = Table::new(&[
+        "d",
+        "runs",
+        "reached t2",
+        "median weak rate head / E = I",
+        "median strong rate head / E = I",
+        "median acceleration",
+        "min acceleration",
+        "acceleration > 1",
+        "95% CI",
+    ]);
+    let get = |r: &Record, k: &str| field(&r.result, k);
+    let weak = |r: &Record| Some(get(r, "weak_head")? / get(r, "weak_identity")?);
+    let strong = |r: &Record| Some(get(r, "strong_head")? / get(r, "strong_identity")?);
+    let accel = |r: &Record| Some(weak(r)? / strong(r)?);
+    let mut verdicts = Vec::new();
+    let mut pts = Vec::new();
+    for (d, rs) in groups(recs, |r| dim_of(ctx, r)) {
+        let v = values(&rs, accel);
+        let above = v.iter().filter(|x| **x > 1.0).count();
+        let ci = if v.is_empty() {
+            None
+        } else {
+            Some(cp(above, v.len())?)
+        };
+        verdicts.push(match ci {
+            Some(ci) if ci.lo >= 0.5 => Verdict::Holds,
+            Some(ci) if ci.hi < 0.5 => Verdict::Fails,
+            _ => Verdict::Inconclusive,
+        });
+        if let Some(m) = stats::median(&v)? {
+            pts.push((d as f64, m));
+        }
+        t.push(vec![
+            d.to_string(),
+            rs.len().to_string(),
+            v.len().to_string(),
+            med(&values(&rs, weak))?,
+            med(&values(&rs, strong))?,
+            med(&v)?,
+            min(&v),
+            above.to_string(),
+            ci.map_or("-".into(), interval),
+        ]);
+    }
+    let verdict = combine(&verdicts);
+    let mut body = Body {
+        text: "Claim (Lemma 5.3): after the substitution, learning v2 in the substituted neuron \
+               k is much faster than learning v1 there, thanks to the head (with stop-gradient \
+               and batch normalization). Measured at the state at `t2` of each run with the \
+               exact population gradient (`predhead::moments::population::evaluate`): the \
+               relative growth rates `-(dL/db_k)/b_k` of the weak feature and `-(dL/da_k)/a_k` \
+               of the strong one (`d b_k/dtau = -dL/db_k` under the flow), with the head as it \
+               is and with the head reset to the identity (same W). The acceleration is \
+               `(weak/strong with the head) / (weak/strong with E = I)`: how much the head \
+               tilts the neuron's learning toward v2. The head also divides both rates by the \
+               larger normalization of `F_k` (the first two ratio columns), which is why the \
+               comparison is relative, as in the paper's gradient formula of Section 5.3.\n\n"
+            .into(),
+        ..Default::default()
+    };
+    body.sections.push(Section {
+        heading: "Acceleration of the weak feature at t2: head against E = I".into(),
+        table: t,
+        verdict: Some(verdict),
+        rule: "at each d, holds when the 95% Clopper-Pearson lower bound of the fraction of runs \
+               with acceleration > 1 is at least 0.5, fails when its upper bound is below 0.5; \
+               the report holds if every d holds, fails if some d fails, else inconclusive."
+            .into(),
+        notes: String::new(),
+    });
+    if !pts.is_empty() {
+        let svg = plots::loglog_plot(
+            "Lemma 5.3: acceleration of v2 over v1 at t2, head / identity",
+            "d",
+            "median acceleration",
+            &[Scatter {
+                label: "median over seeds".into(),
+                points: pts,
+                fit: None,
+            }],
+        )?;
+        body.figures.push((format!("{}.svg", ctx.spec.name), svg));
+    }
+    Ok(body)
+}
+
+/// Linear interpolation of `(x, y)` at `at`, holding the end values outside the range.
+fn interp(x: &[f64], y: &[f64], at: f64) -> Option<f64> {
+    if x.is_empty() {
+        return None;
+    }
+    if at <= x[0] {
+        return Some(y[0]);
+    }
+    if at >= x[x.len() - 1] {
+        return Some(y[y.len() - 1]);
+    }
+    let i = x.partition_point(|v| *v <= at);
+    let (x0, x1, y0, y1) = (x[i - 1], x[i], y[i - 1], y[i]);
+    Some(if x1 > x0 {
+        y0 + (y1 - y0) * (at - x0) / (x1 - x0)
+    } else {
+        y1
+    })
+}
+
+fn array(v: &Value, key: &str) -> Vec<f64> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
+}
+
+/// Proposition 5.4 and Figures 2-3: the rise and fall of the head.
+pub fn prop54(ctx: &Context, recs: &[&Record]) -> Result<Body> {
+    let mut t = Table::new(&[
+        "d",
+        "runs",
+        "median offdiag peak",
+        "median offdiag final",
+        "median peak asymmetry",
+        "reached t_end",
+        "rise and fall",
+        "95% CI",
+        "median t_end",
+    ]);
+    let mut verdicts = Vec::new();
+    let mut off_bands = Vec::new();
+    let mut asym_bands = Vec::new();
+    let te = ctx.spec.base.phases.t_end;
+    for (d, rs) in groups(recs, |r| dim_of(ctx, r)) {
+        let peak = values(&rs, |r| field(summary_of(r), "offdiag_peak"));
+        let fin = values(&rs, |r| field(summary_of(r), "offdiag_final"));
+        let asym_peak = values(&rs, |r| {
+            array(&r.result, "asym").into_iter().reduce(f64::max)
+        });
+        let reached = rs
+            .iter()
+            .filter(|r| field(summary_of(r), "t_end").is_some())
+            .count();
+        let rise_fall = rs
+            .iter()
+            .filter(|r| {
+                let s = summary_of(r);
+                match (field(s, "offdiag_peak"), field(s, "offdiag_final")) {
+                    (Some(p), Some(f)) => p >= 10.0 * te && f <= te,
+                    _ => false,
+                }
+            })
+            .count();
+        let ci = cp(rise_fall, rs.len())?;
+        verdicts.push(if ci.lo >= 0.5 {
+            Verdict::Holds
+        } else if ci.hi < 0.5 {
+            Verdict::Fails
+        } else {
+            Verdict::Inconclusive
+        });
+        t.push(vec![
+            d.to_string(),
+            rs.len().to_string(),
+            med(&peak)?,
+            med(&fin)?,
+            med(&asym_peak)?,
+            reached.to_string(),
+            rise_fall.to_string(),
+            interval(ci),
+            med(&values(&rs, |r| field(summary_of(r), "t_end")))?,
+        ]);
+        // Common grid: log-spaced flow times over the runs' range.
+        let taus: Vec<Vec<f64>> = rs.iter().map(|r| array(&r.result, "tau")).collect();
+        let lo = taus
+            .iter()
+            .filter_map(|v| v.iter().copied().find(|x| *x > 0.0))
+            .fold(f64::INFINITY, f64::min);
+        let hi = taus
+            .iter()
+            .filter_map(|v| v.last().copied())
+            .fold(0.0, f64::max);
+        if !(lo.is_finite() && hi > lo) {
+            continue;
+        }
+        let n = 120;
+        let grid: Vec<f64> = (0..n)
+            .map(|k| (lo.ln() + (hi.ln() - lo.ln()) * k as f64 / (n - 1) as f64).exp())
+            .collect();
+        for (key, bands) in [("offdiag", &mut off_bands), ("asym", &mut asym_bands)] {
+            let curves: Vec<(Vec<f64>, Vec<f64>)> = rs
+                .iter()
+                .map(|r| (array(&r.result, "tau"), array(&r.result, key)))
+                .filter(|(x, y)| !x.is_empty() && x.len() == y.len())
+                .collect();
+            let mut band = Band {
+                label: format!("d = {d}"),
+                x: Vec::new(),
+                mid: Vec::new(),
+                lo: Vec::new(),
+                hi: Vec::new(),
+            };
+            for &g in &grid {
+                let at: Vec<f64> = curves.iter().filter_map(|(x, y)| interp(x, y, g)).collect();
+                if let Some(m) = stats::median(&at)? {
+                    band.x.push(g);
+                    band.mid.push(m);
+                    band.lo
+                        .push(at.iter().copied().fold(f64::INFINITY, f64::min));
+                    band.hi
+                        .push(at.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+                }
+            }
+            bands.push(band);
+        }
+    }
+    let verdict = combine(&verdicts);
+    let mut body = Body {
+        text: "Claim (Proposition 5.4; the rise and fall of Figures 2-3): the off-diagonal \
+               part of the head rises during the substitution and falls back, \
+               `||E - I||_F <= 1/poly(d)` eventually. Curves: median and min-max band over \
+               seeds of `||E - diag(E)||_F` and of the asymmetry `||E - E^T||_F` against flow \
+               time (each run sampled at its accepted steps, interpolated linearly onto a \
+               common log-spaced grid, held constant after the run stops at t_end).\n\n"
+            .into(),
+        ..Default::default()
+    };
+    body.sections.push(Section {
+        heading: "Rise and fall of the off-diagonal head".into(),
+        table: t,
+        verdict: Some(verdict),
+        rule: format!(
+            "a run rises and falls when its peak `||E - diag(E)||_F` is at least {} (10 t_end) \
+             and its final value at most t_end = {}; at each d, holds when the 95% lower bound of \
+             the fraction of such runs is at least 0.5, fails when its upper bound is below \
+             0.5; the report holds if every d holds, fails if some d fails.",
+            num(10.0 * te),
+            num(te)
+        ),
+        notes: String::new(),
+    });
+    if !off_bands.is_empty() {
+        let name = &ctx.spec.name;
+        body.figures.push((
+            format!("{name}.svg"),
+            plots::band_plot(
+                "||E - diag(E)||_F over flow time (median, min-max over seeds)",
+                &Axis::log("flow time tau"),
+                &Axis::log("||E - diag(E)||_F"),
+                &off_bands,
+            )?,
+        ));
+        body.figures.push((
+            format!("{name}_asymmetry.svg"),
+            plots::band_plot(
+                "||E - E^T||_F over flow time (median, min-max over seeds)",
+                &Axis::log("flow time tau"),
+                &Axis::log("||E - E^T||_F"),
+                &asym_bands,
+            )?,
+        ));
+    }
+    Ok(body)
+}
+
+/// The paper's prediction for a model, with its source, if it makes one.
+fn prediction(c: &Config) -> Option<(&'static str, &'static str)> {
+    use crate::setting::{HeadMode, Normalization};
+    let m = &c.model;
+    match (m.head, m.normalization, m.stop_gradient) {
+        (HeadMode::IdentityOffdiag, Normalization::Batchnorm, true) => {
+            Some(("both-features", "Theorem 4.1"))
+        }
+        (HeadMode::Frozen, Normalization::Batchnorm, true) => Some(("collapse", "Theorem 4.3")),
+        (HeadMode::IdentityOffdiag, Normalization::None, true) => {
+            Some(("not both-features", "Section 5.3, output normalization"))
+        }
+        _ => None,
+    }
+}
+
+/// Whether the rates agree with a predicted outcome (by the 95% interval).
+fn agreement(pred: &str, both: Interval, collapse: Interval) -> Verdict {
+    let (ci, negate) = match pred {
+        "both-features" => (both, false),
+        "collapse" => (collapse, false),
+        _ => (both, true),
+    };
+    let (yes, no) = if negate {
+        (ci.hi < 0.5, ci.lo >= 0.5)
+    } else {
+        (ci.lo >= 0.5, ci.hi < 0.5)
+    };
+    if yes {
+        Verdict::Holds
+    } else if no {
+        Verdict::Fails
+    } else {
+        Verdict::Inconclusive
+    }
+}
+
+/// Ablations over head x normalization x stop-gradient.
+pub fn ablations(ctx: &Context, recs: &[&Record]) -> Result<Body> {
+    let mut t = Table::new(&[
+        "d",
+        "head",
+        "normalization",
+        "stop_gradient",
+        "runs",
+        "both-features",
+        "collapse",
+        "undecided",
+        "error",
+        "both rate 95% CI",
+        "collapse rate 95% CI",
+        "paper predicts",
+        "agrees",
+    ]);
+    let mut verdicts = Vec::new();
+    let key = |r: &Record| {
+        (
+            dim_of(ctx, r),
+            r.point.head,
+            r.point.normalization,
+            r.point.stop_gradient,
+        )
+    };
+    for (_, rs) in groups(recs, key) {
+        let c = ctx.config(rs[0])?;
+        let n = rs.len();
+        let both = count(&rs, "both-features");
+        let col = count(&rs, "collapse");
+        let (bci, cci) = (cp(both, n)?, cp(col, n)?);
+        let (pred, agrees) = match prediction(&c) {
+            Some((p, src)) => {
+                let v = agreement(p, bci, cci);
+                verdicts.push(v);
+                (format!("{p} ({src})"), v.name().to_string())
+            }
+            None => ("no claim".into(), "-".into()),
+        };
+        t.push(vec![
+            c.setting.dim.to_string(),
+            c.model.head.name().into(),
+            c.model.normalization.name().into(),
+            c.model.stop_gradient.to_string(),
+            n.to_string(),
+            both.to_string(),
+            col.to_string(),
+            count(&rs, "undecided").to_string(),
+            count(&rs, "error").to_string(),
+            interval(bci),
+            interval(cci),
+            pred,
+            agrees,
+        ]);
+    }
+    let mut body = Body {
+        text: "Which ingredients matter. The paper predicts `both-features` for its head with \
+               batch normalization and stop-gradient (Theorem 4.1), `collapse` for the frozen \
+               head (Theorem 4.3), and says that without the output normalization v1 dominates \
+               even with the trained head (Section 5.3). It makes no claim for the other \
+               combinations; Section 5.3 explains the role of stop-gradient informally. \
+               `error` counts runs the flow could not finish (e.g. a vanishing batch-norm \
+               variance).\n\n"
+            .into(),
+        ..Default::default()
+    };
+    body.sections.push(Section {
+        heading: "Outcome rates over head x normalization x stop-gradient".into(),
+        table: t,
+        verdict: Some(combine(&verdicts)),
+        rule: "for each row with a prediction: `both-features` (or `collapse`) agrees when the \
+               95% Clopper-Pearson lower bound of its rate is at least 0.5 and contradicts when \
+               the upper bound is below 0.5; `not both-features` agrees when the both-features \
+               upper bound is below 0.5 and contradicts when its lower bound is at least 0.5. \
+               Holds if every predicted row agrees, fails if one contradicts, else \
+               inconclusive."
+            .into(),
+        notes: String::new(),
+    });
+    Ok(body)
+}
+
+/// The `lr_head / lr` sweep, including `lr_head = lr` (footnote 2).
+pub fn head_ratio(ctx: &Context, recs: &[&Record]) -> Result<Body> {
+    let mut t = Table::new(&[
+        "d",
+        "lr_head/lr",
+        "in Theorem 4.1's range",
+        "runs",
+        "both-features",
+        "rate",
+        "95% CI",
+        "median t2 - t1",
+        "median t_end",
+    ]);
+    let mut in_range = Vec::new();
+    let mut at_one = Vec::new();
+    let key = |r: &Record| (dim_of(ctx, r), r.point.head_ratio.map(f64::to_bits));
+    let mut series: Vec<Scatter> = Vec::new();
+    for (_, rs) in groups(recs, key) {
+        let c = ctx.config(rs[0])?;
+        let ratio = c.training.head_ratio();
+        let d = c.setting.dim as f64;
+        // Theorem 4.1: eta_E in [eta / alpha1^O(1), eta / polylog(d)]; we take the upper
+        // end as 1 / ln d.
+        let theorem = ratio <= 1.0 / d.ln();
+        let n = rs.len();
+        let both = count(&rs, "both-features");
+        let ci = cp(both, n)?;
+        if theorem {
+            in_range.push(ci);
+        }
+        if (ratio - 1.0).abs() < 1e-12 {
+            at_one.push(ci);
+        }
+        let label = format!("d = {}", c.setting.dim);
+        let rate = both as f64 / n as f64;
+        match series.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.points.push((ratio, rate.max(1e-3))),
+            None => series.push(Scatter {
+                label,
+                points: vec![(ratio, rate.max(1e-3))],
+                fit: None,
+            }),
+        }
+        t.push(vec![
+            c.setting.dim.to_string(),
+            num(ratio),
+            if theorem { "yes" } else { "no" }.into(),
+            n.to_string(),
+            both.to_string(),
+            num(rate),
+            interval(ci),
+            med(&values(&rs, |r| {
+                let s = summary_of(r);
+                Some(field(s, "t2")? - field(s, "t1")?)
+            }))?,
+            med(&values(&rs, |r| field(summary_of(r), "t_end")))?,
+        ]);
+    }
+    let verdict = if in_range.iter().any(|ci| ci.hi < 0.5) {
+        Verdict::Fails
+    } else if !in_range.is_empty() && in_range.iter().all(|ci| ci.lo >= 0.5) {
+        Verdict::Holds
+    } else {
+        Verdict::Inconclusive
+    };
+    let footnote = match at_one.as_slice() {
+        [] => "no row has lr_head = lr".to_string(),
+        v if v.iter().all(|ci| ci.lo >= 0.5) => {
+            "at lr_head = lr the both-features rate is above 1/2 (the 95% lower bound is at \
+             least 0.5): the flow is consistent with the footnote-2 conjecture in this setting"
+                .to_string()
+        }
+        v if v.iter().any(|ci| ci.hi < 0.5) => {
+            "at lr_head = lr the both-features rate is below 1/2 (95% upper bound below 0.5) \
+             in this setting (footnote 2 conjectures success only under a modified noise \
+             model, so this is not a contradiction)"
+                .to_string()
+        }
+        _ => "at lr_head = lr the interval straddles 1/2".to_string(),
+    };
+    let mut body = Body {
+        text: "Theorem 4.1 asks for `eta_E in [eta/alpha1^O(1), eta/polylog(d)]`; footnote 2 \
+               conjectures a similar result for `eta_E = eta` (under a modified noise model). \
+               Here `lr_head/lr` sweeps across that range and up to 1.\n\n"
+            .into(),
+        ..Default::default()
+    };
+    body.sections.push(Section {
+        heading: "Both-features rate versus lr_head / lr".into(),
+        table: t,
+        verdict: Some(verdict),
+        rule: format!(
+            "over the rows inside Theorem 4.1's range (taken as `lr_head/lr <= 1/ln d`), holds \
+             when every 95% lower bound of the both-features rate is at least 0.5, fails when \
+             some upper bound is below 0.5, else inconclusive. Footnote 2: {footnote}."
+        ),
+        notes: String::new(),
+    });
+    if !series.is_empty() {
+        body.figures.push((
+            format!("{}.svg", ctx.spec.name),
+            plots::loglog_plot(
+                "Both-features rate versus lr_head / lr (rate 0 drawn at 1e-3)",
+                "lr_head / lr",
+                "both-features rate",
+                &series,
+            )?,
+        ));
+    }
+    Ok(body)
+}
+
+/// Footnote 3: `loss_final` against the exact OPT.
+pub fn footnote3(ctx: &Context, recs: &[&Record]) -> Result<Body> {
+    let mut t = Table::new(&[
+        "d",
+        "P",
+        "P0",
+        "m",
+        "OPT (exact)",
+        "OPT",
+        "OPT ln d",
+        "runs",
+        "both-features",
+        "median loss - OPT",
+        "max loss - OPT",
+        "min loss - OPT",
+        "stopped early",
+    ]);
+    let mut below = false;
+    let mut excess_pts = Vec::new();
+    for (d, rs) in groups(recs, |r| dim_of(ctx, r)) {
+        let c = ctx.config(rs[0])?;
+        let per = OverlapMoments::new(&c.setting).opt_per_neuron();
+        let exact = per * rug::Rational::from(c.setting.neurons as u64);
+        let opt = exact.to_f64();
+        let both: Vec<&Record> = rs
+            .iter()
+            .copied()
+            .filter(|r| outcome_of(r) == "both-features")
+            .collect();
+        let ex = values(&both, |r| Some(field(summary_of(r), "loss_final")? - opt));
+        let all = values(&rs, |r| Some(field(summary_of(r), "loss_final")? - opt));
+        if all.iter().any(|e| *e < -1e-9 * opt) {
+            below = true;
+        }
+        if let Some(m) = stats::median(&ex)? {
+            excess_pts.push((d as f64, m.max(f64::MIN_POSITIVE)));
+        }
+        t.push(vec![
+            d.to_string(),
+            c.setting.patches.to_string(),
+            c.setting.feature_patches.to_string(),
+            c.setting.neurons.to_string(),
+            exact.to_string(),
+            num(opt),
+            num(opt * (d as f64).ln()),
+            rs.len().to_string(),
+            both.len().to_string(),
+            med(&ex)?,
+            max(&ex),
+            min(&all),
+            stopped_early(&rs).to_string(),
+        ]);
+    }
+    let last_med = excess_pts.last().map(|p| p.1);
+    let verdict = if below {
+        Verdict::Fails
+    } else {
+        match last_med {
+            Some(m) if m <= 1e-2 => Verdict::Holds,
+            _ => Verdict::Inconclusive,
+        }
+    };
+    let mut body = Body {
+        text: "Claim (Theorem 4.1 and footnote 3): the loss converges to the global optimum, \
+               `L <= OPT + 1/poly(d)`, with `OPT = m (2 - 2 E[K K'] / E[K^2]) = Theta(1/log d)` \
+               per the footnote (`K = abs(S ∩ A)`, `K' = P0 - K`). OPT is computed exactly as a \
+               rational from the hypergeometric law of K \
+               (`OverlapMoments::opt_per_neuron`). The excess columns are over both-features \
+               runs; `min loss - OPT` over all runs (a negative value below rounding would \
+               contradict OPT being the minimum).\n\n"
+            .into(),
+        ..Default::default()
+    };
+    body.sections.push(Section {
+        heading: "loss_final - OPT versus d".into(),
+        table: t,
+        verdict: Some(verdict),
+        rule: "fails when some run ends below OPT by more than a relative 1e-9; holds when the \
+               median excess `loss_final - OPT` of the both-features runs at the largest d is at \
+               most 1e-2; inconclusive otherwise. The runs go on past t_end to 2 t_end \
+               (runner `flow-converge`), so that the encoder converges too."
+            .into(),
+        notes: String::new(),
+    });
+    if !excess_pts.is_empty() {
+        body.figures.push((
+            format!("{}.svg", ctx.spec.name),
+            plots::loglog_plot(
+                "Footnote 3: median loss_final - OPT (both-features runs)",
+                "d",
+                "loss_final - OPT",
+                &[Scatter {
+                    label: "median over seeds".into(),
+                    points: excess_pts,
+                    fit: None,
+                }],
+            )?,
+        ));
+    }
+    Ok(body)
+}
+
+/// Flow against SGD at small d.
+pub fn flow_vs_sgd(ctx: &Context, recs: &[&Record]) -> Result<Body> {
+    let mut t = Table::new(&[
+        "d",
+        "lr",
+        "N",
+        "solver",
+        "runs",
+        "both-features",
+        "collapse",
+        "undecided",
+        "error",
+        "median t1",
+        "median t2",
+        "median t3",
+        "median t_end",
+    ]);
+    let key = |r: &Record| {
+        (
+            dim_of(ctx, r),
+            r.point.lr.map(f64::to_bits),
+            r.point.batch,
+            r.point.runner.clone(),
+        )
+    };
+    for ((d, _, _, runner), rs) in groups(recs, key) {
+        let c = ctx.config(rs[0])?;
+        t.push(vec![
+            d.to_string(),
+            num(c.training.lr),
+            c.training.batch.to_string(),
+            if runner == "sgd" {
+                "sgd".into()
+            } else {
+                "flow".into()
+            },
+            rs.len().to_string(),
+            count(&rs, "both-features").to_string(),
+            count(&rs, "collapse").to_string(),
+            count(&rs, "undecided").to_string(),
+            count(&rs, "error").to_string(),
+            med(&values(&rs, |r| field(summary_of(r), "t1")))?,
+            med(&values(&rs, |r| field(summary_of(r), "t2")))?,
+            med(&values(&rs, |r| field(summary_of(r), "t3")))?,
+            med(&values(&rs, |r| field(summary_of(r), "t_end")))?,
+        ]);
+    }
+    // Seed by seed: the same W(0) under both solvers.
+    let mut p = Table::new(&[
+        "lr",
+        "N",
+        "seed",
+        "flow outcome",
+        "sgd outcome",
+        "flow t1",
+        "sgd t1",
+        "flow t3",
+        "sgd t3",
+        "agree",
+    ]);
+    let mut verdicts = Vec::new();
+    let pair_key = |r: &Record| (dim_of(ctx, r), r.point.lr.map(f64::to_bits), r.point.batch);
+    for (_, rs) in groups(recs, pair_key) {
+        let c = ctx.config(rs[0])?;
+        let lr = c.training.lr;
+        let (mut agree, mut mismatch, mut n) = (0, 0, 0);
+        for (seed, pair) in groups(&rs, |r| r.seed) {
+            let flow = pair.iter().find(|r| r.point.runner != "sgd");
+            let sgd = pair.iter().find(|r| r.point.runner == "sgd");
+            let (Some(f), Some(g)) = (flow, sgd) else {
+                continue;
+            };
+            n += 1;
+            let (fs, gs) = (summary_of(f), summary_of(g));
+            let same_outcome = outcome_of(f) == outcome_of(g);
+            let t1_close = match (field(fs, "t1"), field(gs, "t1")) {
+                (Some(a), Some(b)) => (a - b).abs() <= 0.25 * a + lr,
+                (None, None) => true,
+                _ => false,
+            };
+            let ok = same_outcome && t1_close && outcome_of(f) != "error";
+            if ok {
+                agree += 1;
+            }
+            if !same_outcome {
+                mismatch += 1;
+            }
+            p.push(vec![
+                num(lr),
+                c.training.batch.to_string(),
+                seed.to_string(),
+                outcome_of(f).into(),
+                outcome_of(g).into(),
+                opt_num(field(fs, "t1")),
+                opt_num(field(gs, "t1")),
+                opt_num(field(fs, "t3")),
+                opt_num(field(gs, "t3")),
+                if ok { "yes" } else { "no" }.into(),
+            ]);
+        }
+        verdicts.push(if n > 0 && agree == n {
+            Verdict::Holds
+        } else if 2 * mismatch > n {
+            Verdict::Fails
+        } else {
+            Verdict::Inconclusive
+        });
+    }
+    let mut body = Body {
+        text: "The flow is the small-learning-rate, large-batch limit of SGD (the paper's \
+               `eta <= 1/poly(d)`, `N >= poly(d)`). Both start from the same explicit \
+               `W(0)` (`predhead::init::explicit`, seed = the run's seed; the flow starts from its \
+               reduced coordinates, runner `flow-explicit`), and SGD runs `horizon/lr` steps \
+               with data seed = the run's seed, both stopped at t_end or the horizon. Event \
+               times are flow times `tau = lr t`; SGD's are multiples of lr. SGD is the \
+               expensive part of `predhead report`, so d, the horizon and the seeds are small.\n\n"
+            .into(),
+        ..Default::default()
+    };
+    body.sections.push(Section {
+        heading: "Event times and outcomes: flow and SGD side by side".into(),
+        table: t,
+        verdict: None,
+        rule: String::new(),
+        notes: String::new(),
+    });
+    body.sections.push(Section {
+        heading: "Seed by seed, from the same W(0)".into(),
+        table: p,
+        verdict: Some(combine(&verdicts)),
+        rule: "a seed agrees when both solvers reach the same outcome and their t1 differ by at \
+               most 25% of the flow's plus one SGD step (lr); for each (lr, N), holds when every \
+               seed agrees, fails when more than half of the seeds reach different outcomes, \
+               else inconclusive; the report holds if every (lr, N) holds, fails if one fails."
+            .into(),
+        notes: String::new(),
+    });
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolation_holds_the_ends() {
+        let x = [0.0, 1.0, 3.0];
+        let y = [1.0, 3.0, 7.0];
+        assert_eq!(interp(&x, &y, -1.0), Some(1.0));
+        assert_eq!(interp(&x, &y, 0.5), Some(2.0));
+        assert_eq!(interp(&x, &y, 2.0), Some(5.0));
+        assert_eq!(interp(&x, &y, 9.0), Some(7.0));
+        assert_eq!(interp(&[], &[], 1.0), None);
+    }
+
+    #[test]
+    fn verdict_rules() {
+        let yes = Interval { lo: 0.7, hi: 1.0 };
+        let no = Interval { lo: 0.0, hi: 0.3 };
+        let mid = Interval { lo: 0.3, hi: 0.8 };
+        assert_eq!(agreement("both-features", yes, no), Verdict::Holds);
+        assert_eq!(agreement("both-features", no, yes), Verdict::Fails);
+        assert_eq!(agreement("collapse", no, yes), Verdict::Holds);
+        assert_eq!(agreement("not both-features", no, yes), Verdict::Holds);
+        assert_eq!(agreement("not both-features", yes, no), Verdict::Fails);
+        assert_eq!(agreement("both-features", mid, mid), Verdict::Inconclusive);
+        assert_eq!(combine(&[Verdict::Holds, Verdict::Holds]), Verdict::Holds);
+        assert_eq!(
+            combine(&[Verdict::Holds, Verdict::Inconclusive]),
+            Verdict::Inconclusive
+        );
+        assert_eq!(
+            combine(&[Verdict::Inconclusive, Verdict::Fails]),
+            Verdict::Fails
+        );
+        assert_eq!(combine(&[]), Verdict::Inconclusive);
+    }
+}

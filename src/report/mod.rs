@@ -1,0 +1,227 @@
+//! The reports of `predhead report`: statistics, plots, the task runner, and one report per
+//! claim of the paper (Sections 4-5), each a table with a verdict by a stated rule.
+//!
+//! A report is built from a sweep spec ([`crate::sweep::Spec`], `reports/<name>.toml`) and
+//! its results ([`crate::sweep::Record`]s): [`build`] dispatches on the spec's `report` key
+//! to the builders of [`claims`] and returns the Markdown page, the per-run CSV and the SVG
+//! figures, all deterministic functions of the results.
+
+pub mod claims;
+pub mod plots;
+pub mod runner;
+pub mod stats;
+pub mod table;
+
+use crate::error::{Error, Result};
+use crate::sweep::{Record, Spec};
+use serde_json::Value;
+use table::{csv_num, Table};
+
+/// A built report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    /// The report's name (file stem).
+    pub name: String,
+    /// The title (for the index).
+    pub title: String,
+    /// The Markdown page.
+    pub markdown: String,
+    /// The tables with their verdicts (the part the snapshot tests hold).
+    pub tables: String,
+    /// The per-run CSV.
+    pub csv: String,
+    /// `(file name, SVG text)` of each figure.
+    pub figures: Vec<(String, String)>,
+    /// The verdicts, in table order.
+    pub verdicts: Vec<(String, table::Verdict)>,
+}
+
+/// The report kinds, in index order: `(spec key, title)`.
+pub const KINDS: [(&str, &str); 10] = [
+    (
+        "theorem41",
+        "Theorem 4.1 / Corollary 4.2: both features, no collapse",
+    ),
+    (
+        "theorem43",
+        "Theorem 4.3 / Corollary 4.4: frozen head collapses",
+    ),
+    ("lemma51", "Lemma 5.1: t1 = d^(2+o(1))"),
+    (
+        "lemma52",
+        "Lemma 5.2: substitution is fast, (t2 - t1)/t1 -> 0",
+    ),
+    ("lemma53", "Lemma 5.3: the acceleration effect"),
+    (
+        "prop54",
+        "Proposition 5.4 and Figures 2-3: rise and fall of the head",
+    ),
+    (
+        "ablations",
+        "Ablations: head x normalization x stop-gradient",
+    ),
+    ("head_ratio", "Ablations: lr_head / lr, footnote 2"),
+    ("footnote3", "Footnote 3: loss_final against the exact OPT"),
+    ("flow_vs_sgd", "Flow against SGD at small d"),
+];
+
+/// Builds the report of `spec` from its records (`quick`: the spec's `[quick]` grid).
+pub fn build(spec: &Spec, records: &[Record], quick: bool) -> Result<Output> {
+    let recs: Vec<&Record> = records.iter().collect();
+    let ctx = claims::Context { spec, quick };
+    let body = match spec.report.as_str() {
+        "theorem41" => claims::theorem41(&ctx, &recs)?,
+        "theorem43" => claims::theorem43(&ctx, &recs)?,
+        "lemma51" => claims::lemma51(&ctx, &recs)?,
+        "lemma52" => claims::lemma52(&ctx, &recs)?,
+        "lemma53" => claims::lemma53(&ctx, &recs)?,
+        "prop54" => claims::prop54(&ctx, &recs)?,
+        "ablations" => claims::ablations(&ctx, &recs)?,
+        "head_ratio" => claims::head_ratio(&ctx, &recs)?,
+        "footnote3" => claims::footnote3(&ctx, &recs)?,
+        "flow_vs_sgd" => claims::flow_vs_sgd(&ctx, &recs)?,
+        other => {
+            return Err(Error::invalid(
+                "report",
+                format!(
+                    "unknown report \"{other}\", expected one of {}",
+                    KINDS.map(|k| k.0).join(", ")
+                ),
+            ))
+        }
+    };
+    let title = KINDS
+        .iter()
+        .find(|k| k.0 == spec.report)
+        .map_or(spec.report.clone(), |k| k.1.to_string());
+    let mut md = format!("# {title}\n\n");
+    md.push_str(&ctx.header());
+    md.push_str(&body.text);
+    let mut tables = String::new();
+    for s in &body.sections {
+        md.push_str(&s.render());
+        tables.push_str(&s.render_table());
+    }
+    for (file, _) in &body.figures {
+        md.push_str(&format!("![{file}]({file})\n\n"));
+    }
+    md.push_str(&format!(
+        "Per-run data: [`{0}.csv`]({0}.csv). Regenerate with `predhead report --only {0}`.\n",
+        spec.name
+    ));
+    Ok(Output {
+        name: spec.name.clone(),
+        title,
+        markdown: md,
+        tables,
+        csv: per_run_csv(spec, &recs),
+        figures: body.figures,
+        verdicts: body
+            .sections
+            .iter()
+            .filter_map(|s| s.verdict.map(|v| (s.heading.clone(), v)))
+            .collect(),
+    })
+}
+
+/// The summary object of a record: `result.summary` for runners that add measurements,
+/// else `result` itself.
+pub fn summary_of(rec: &Record) -> &Value {
+    rec.result.get("summary").unwrap_or(&rec.result)
+}
+
+/// A number field of a JSON object.
+pub fn field(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+/// The outcome of a record (`error` when the runner failed).
+pub fn outcome_of(rec: &Record) -> &str {
+    if rec.result.get("error").is_some() {
+        return "error";
+    }
+    summary_of(rec)
+        .get("outcome")
+        .and_then(Value::as_str)
+        .unwrap_or("error")
+}
+
+/// One row per run: the grid point, the resolved setting and the summary's scalars.
+fn per_run_csv(spec: &Spec, recs: &[&Record]) -> String {
+    let mut t = Table::new(&[
+        "task",
+        "seed",
+        "runner",
+        "d",
+        "P",
+        "P0",
+        "alpha1",
+        "alpha2",
+        "m",
+        "head",
+        "normalization",
+        "stop_gradient",
+        "lr",
+        "lr_head",
+        "batch",
+        "outcome",
+        "t1",
+        "t2",
+        "t3",
+        "t_end",
+        "strong_neuron",
+        "offdiag_peak",
+        "offdiag_final",
+        "corr_final",
+        "loss_final",
+        "opt",
+        "termination",
+        "tau_final",
+        "error",
+    ]);
+    for r in recs {
+        let s = summary_of(r);
+        let c = spec.config_for(&r.point).ok();
+        let cfg =
+            |f: &dyn Fn(&crate::setting::Config) -> String| c.as_ref().map_or(String::new(), f);
+        let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        t.push(vec![
+            r.task.to_string(),
+            r.seed.to_string(),
+            r.point.runner.clone(),
+            cfg(&|c| c.setting.dim.to_string()),
+            cfg(&|c| c.setting.patches.to_string()),
+            cfg(&|c| c.setting.feature_patches.to_string()),
+            cfg(&|c| format!("{:?}", c.setting.alpha[0])),
+            cfg(&|c| format!("{:?}", c.setting.alpha[1])),
+            cfg(&|c| c.setting.neurons.to_string()),
+            cfg(&|c| c.model.head.name().to_string()),
+            cfg(&|c| c.model.normalization.name().to_string()),
+            cfg(&|c| c.model.stop_gradient.to_string()),
+            cfg(&|c| format!("{:?}", c.training.lr)),
+            cfg(&|c| format!("{:?}", c.training.lr_head)),
+            cfg(&|c| c.training.batch.to_string()),
+            outcome_of(r).to_string(),
+            csv_num(field(s, "t1")),
+            csv_num(field(s, "t2")),
+            csv_num(field(s, "t3")),
+            csv_num(field(s, "t_end")),
+            s.get("strong_neuron")
+                .and_then(Value::as_u64)
+                .map_or(String::new(), |v| v.to_string()),
+            csv_num(field(s, "offdiag_peak")),
+            csv_num(field(s, "offdiag_final")),
+            csv_num(field(s, "corr_final")),
+            csv_num(field(s, "loss_final")),
+            csv_num(field(s, "opt")),
+            text("termination"),
+            csv_num(field(s, "tau_final")),
+            r.result
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        ]);
+    }
+    t.csv()
+}

@@ -1,0 +1,261 @@
+//! What a sweep task runs: the exact flow ([`crate::flow`]) or SGD ([`crate::sgd`]), with the
+//! measurements the reports need. [`ModelRunner`] is the production
+//! [`crate::sweep::TaskRunner`]; the runner name is the task's `point.runner`:
+//!
+//! - `flow`: the flow from the exact reduced initialization ([`crate::init::reduced`]) with
+//!   seed `seed`, stopped at `t_end` or the horizon; the result is the [`Summary`].
+//! - `flow-converge`: the same, integrated on to `2 t_end` (capped at the horizon) so that
+//!   the encoder converges too (the head converges first).
+//! - `flow-explicit`: the same from the reduced coordinates of the explicit initialization
+//!   [`crate::init::explicit`] (the very `W(0)` that `sgd` starts from).
+//! - `trajectory`: `flow`, plus `||E - diag(E)||_F` and `||E - E^T||_F` at (at most
+//!   [`TRAJECTORY_POINTS`]) accepted steps: `{"summary", "tau", "offdiag", "asym"}`.
+//! - `acceleration`: `flow`, plus the growth rates of Lemma 5.3 at the state at `t2`
+//!   (see [`acceleration_rates`]).
+//! - `sgd`: SGD from [`crate::init::explicit`] with data seed `seed`, for
+//!   `ceil(horizon / lr)` steps (the flow's horizon in flow time), stopped at `t_end`.
+
+use crate::error::{Error, Result};
+use crate::flow::{integrate, Options};
+use crate::init;
+use crate::moments::population::{evaluate, Constants, Reduced};
+use crate::observe::{asymmetry, offdiag_norm, Summary, TrajectoryRecorder};
+use crate::reduced::reduce;
+use crate::setting::Config;
+use crate::square::Square;
+use crate::sweep::{Task, TaskRunner};
+use serde_json::{json, Value};
+
+/// The runner names [`ModelRunner`] knows.
+pub const RUNNERS: [&str; 6] = [
+    "flow",
+    "flow-converge",
+    "flow-explicit",
+    "trajectory",
+    "acceleration",
+    "sgd",
+];
+
+/// Checks that every task of `spec` (full and quick grids) names a known runner.
+pub fn check_runners(spec: &crate::sweep::Spec) -> Result<()> {
+    for quick in [false, true] {
+        let (_, axes) = spec.grid(quick);
+        let names = if axes.runner.is_empty() {
+            vec![spec.runner.clone()]
+        } else {
+            axes.runner
+        };
+        for n in names {
+            if !RUNNERS.contains(&n.as_str()) {
+                return Err(Error::invalid(
+                    "runner",
+                    format!(
+                        "unknown runner \"{n}\", expected one of {}",
+                        RUNNERS.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The most trajectory samples a `trajectory` task keeps (evenly thinned).
+pub const TRAJECTORY_POINTS: usize = 400;
+
+/// The production task runner (see the module documentation for the runner names).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ModelRunner;
+
+fn to_value(s: &Summary) -> Result<Value> {
+    serde_json::to_value(s).map_err(|e| Error::numerical("summary", e.to_string()))
+}
+
+/// The step budget of a report's flow run (accepted plus rejected steps): a run that needs
+/// more ends with termination `step-limit` and counts as "stopped early" in the tables. It
+/// bounds the time of `predhead report` (a step costs microseconds).
+pub const MAX_STEPS: u64 = 100_000;
+
+/// The flow options of the reports: the defaults of [`Options::new`], stopped at `t_end`,
+/// at most [`MAX_STEPS`] steps.
+pub fn flow_options(config: &Config) -> Options {
+    let mut o = Options::new(config);
+    o.stop_at_t_end = true;
+    o.max_steps = o.max_steps.min(MAX_STEPS);
+    o
+}
+
+/// Runs the flow of `config` from `x0`, calling `on_sample` at every sample.
+fn flow(
+    config: &Config,
+    x0: &Reduced<f64>,
+    on_sample: &mut dyn FnMut(f64, &Reduced<f64>) -> Result<()>,
+) -> Result<Summary> {
+    Ok(integrate::<f64>(config, x0, &flow_options(config), on_sample)?.summary)
+}
+
+/// The flow past `t_end`: integrated to `CONVERGE_FACTOR t_end` (capped at the horizon),
+/// not stopped at `t_end`; without `t_end`, the run stopped at the horizon.
+fn flow_converge(config: &Config, x0: &Reduced<f64>) -> Result<Summary> {
+    let first = flow(config, x0, &mut |_, _| Ok(()))?;
+    let Some(t_end) = first.t_end else {
+        return Ok(first);
+    };
+    let mut o = flow_options(config);
+    o.stop_at_t_end = false;
+    o.horizon = (CONVERGE_FACTOR * t_end).min(config.training.horizon);
+    Ok(integrate::<f64>(config, x0, &o, &mut |_, _| Ok(()))?.summary)
+}
+
+/// `flow-converge` integrates to this multiple of `t_end`.
+pub const CONVERGE_FACTOR: f64 = 2.0;
+
+/// The growth rates of Lemma 5.3 at a state `x` for neuron `k`: with the head as it is,
+/// and with the head reset to the identity (same `W`). Under the flow
+/// `d b_k / dtau = -dL/db_k`, so the relative growth rate of the weak feature is
+/// `-(dL/db_k) / b_k` and that of the strong one `-(dL/da_k) / a_k`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AccelerationRates {
+    /// `-(dL/db_k)/b_k` with the head `E`.
+    pub weak_head: f64,
+    /// `-(dL/db_k)/b_k` with `E = I`.
+    pub weak_identity: f64,
+    /// `-(dL/da_k)/a_k` with the head `E`.
+    pub strong_head: f64,
+    /// `-(dL/da_k)/a_k` with `E = I`.
+    pub strong_identity: f64,
+}
+
+/// Evaluates [`AccelerationRates`] for neuron `k` at `x` with the population gradient
+/// ([`crate::moments::population::evaluate`]).
+pub fn acceleration_rates(
+    config: &Config,
+    x: &Reduced<f64>,
+    k: usize,
+) -> Result<AccelerationRates> {
+    let constants = Constants::<f64>::new(&config.setting, ());
+    let with_head = evaluate(&constants, &config.model, x)?;
+    let mut reset = x.clone();
+    reset.e = Square::identity(x.neurons(), ());
+    let with_identity = evaluate(&constants, &config.model, &reset)?;
+    Ok(AccelerationRates {
+        weak_head: -with_head.grad_b[k] / x.b[k],
+        weak_identity: -with_identity.grad_b[k] / x.b[k],
+        strong_head: -with_head.grad_a[k] / x.a[k],
+        strong_identity: -with_identity.grad_a[k] / x.a[k],
+    })
+}
+
+/// Keeps at most `n` evenly spaced entries of `v` (always the first and the last).
+fn thin<T: Clone>(v: &[T], n: usize) -> Vec<T> {
+    if v.len() <= n || n < 2 {
+        return v.to_vec();
+    }
+    (0..n)
+        .map(|i| v[i * (v.len() - 1) / (n - 1)].clone())
+        .collect()
+}
+
+impl TaskRunner for ModelRunner {
+    fn run(&self, task: &Task) -> Result<Value> {
+        let config = &task.config;
+        let mut none = |_: f64, _: &Reduced<f64>| Ok(());
+        match task.point.runner.as_str() {
+            "flow" => {
+                let x0 = init::reduced(&config.setting, task.seed)?;
+                to_value(&flow(config, &x0, &mut none)?)
+            }
+            "flow-converge" => {
+                let x0 = init::reduced(&config.setting, task.seed)?;
+                to_value(&flow_converge(config, &x0)?)
+            }
+            "flow-explicit" => {
+                let w0 = init::explicit(&config.setting, task.seed)?;
+                let x0 = reduce::<f64>(&w0, ());
+                to_value(&flow(config, &x0, &mut none)?)
+            }
+            "trajectory" => {
+                let x0 = init::reduced(&config.setting, task.seed)?;
+                let mut samples: Vec<(f64, f64, f64)> = Vec::new();
+                let summary = flow(config, &x0, &mut |tau, x| {
+                    samples.push((tau, offdiag_norm(x), asymmetry(x)));
+                    Ok(())
+                })?;
+                let kept = thin(&samples, TRAJECTORY_POINTS);
+                Ok(json!({
+                    "summary": to_value(&summary)?,
+                    "tau": kept.iter().map(|s| s.0).collect::<Vec<_>>(),
+                    "offdiag": kept.iter().map(|s| s.1).collect::<Vec<_>>(),
+                    "asym": kept.iter().map(|s| s.2).collect::<Vec<_>>(),
+                }))
+            }
+            "acceleration" => {
+                let x0 = init::reduced(&config.setting, task.seed)?;
+                let first = flow(config, &x0, &mut none)?;
+                let (Some(t2), Some(s)) = (first.t2, first.strong_neuron) else {
+                    return Ok(json!({ "summary": to_value(&first)?, "reached_t2": false }));
+                };
+                // The state at t2: the flow samples every event, so the first sample at
+                // t2 is the state there.
+                let mut at_t2: Option<Reduced<f64>> = None;
+                flow(config, &x0, &mut |tau, x| {
+                    if at_t2.is_none() && tau >= t2 {
+                        at_t2 = Some(x.clone());
+                    }
+                    Ok(())
+                })?;
+                let x2 =
+                    at_t2.ok_or_else(|| Error::numerical("acceleration", "no sample at t2"))?;
+                // The substituted neuron: the k != s with the largest carried feature E_ks^2.
+                let k = (0..x2.neurons())
+                    .filter(|&j| j != s)
+                    .max_by(|&i, &j| x2.e.at(i, s).abs().total_cmp(&x2.e.at(j, s).abs()))
+                    .ok_or_else(|| Error::invalid("setting.neurons", "needs 2 neurons"))?;
+                let r = acceleration_rates(config, &x2, k)?;
+                Ok(json!({
+                    "summary": to_value(&first)?,
+                    "reached_t2": true,
+                    "t2": t2,
+                    "neuron": k,
+                    "a_k": x2.a[k],
+                    "b_k": x2.b[k],
+                    "e_ks": x2.e.at(k, s),
+                    "weak_head": r.weak_head,
+                    "weak_identity": r.weak_identity,
+                    "strong_head": r.strong_head,
+                    "strong_identity": r.strong_identity,
+                }))
+            }
+            "sgd" => {
+                let mut config = config.clone();
+                let steps = (config.training.horizon / config.training.lr).ceil();
+                if !((1.0..1e12).contains(&steps)) {
+                    return Err(Error::invalid(
+                        "training.horizon",
+                        format!("horizon / lr = {steps} steps is out of range for sgd"),
+                    ));
+                }
+                config.training.steps = steps as u64;
+                let w0 = init::explicit(&config.setting, task.seed)?;
+                let mut sgd = crate::sgd::Sgd::new(&config, w0, task.seed)?;
+                let summary = crate::sgd::run(
+                    &mut sgd,
+                    crate::sgd::RunOptions {
+                        record_every: u64::MAX,
+                        stop_at_t_end: true,
+                    },
+                    None::<&mut TrajectoryRecorder<std::io::Sink>>,
+                    |_| {},
+                )?;
+                to_value(&summary)
+            }
+            other => Err(Error::invalid(
+                "runner",
+                format!(
+                    "unknown runner \"{other}\", expected flow, flow-converge, flow-explicit, trajectory, \
+                     acceleration or sgd"
+                ),
+            )),
+        }
+    }
+}

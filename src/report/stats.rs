@@ -1,0 +1,315 @@
+//! Statistics of the reports: binomial intervals for rates over seeds, the log-log
+//! least-squares fit of scaling exponents with a t-based interval, medians and quantiles
+//! (`derivations/scaling.md`, Section "Statistics").
+
+use crate::error::{Error, Result};
+use statrs::distribution::{Beta, ContinuousCDF, Normal, StudentsT};
+
+/// A two-sided interval `[lo, hi]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Interval {
+    /// Lower end.
+    pub lo: f64,
+    /// Upper end.
+    pub hi: f64,
+}
+
+impl Interval {
+    /// Whether `x` lies in `[lo, hi]`.
+    pub fn contains(&self, x: f64) -> bool {
+        self.lo <= x && x <= self.hi
+    }
+}
+
+fn check_rate(successes: u64, trials: u64, confidence: f64) -> Result<()> {
+    if trials == 0 {
+        return Err(Error::invalid("trials", "must be positive, got 0"));
+    }
+    if successes > trials {
+        return Err(Error::invalid(
+            "successes",
+            format!("{successes} exceeds the number of trials {trials}"),
+        ));
+    }
+    if !(confidence > 0.0 && confidence < 1.0) {
+        return Err(Error::invalid(
+            "confidence",
+            format!("must lie in (0, 1), got {confidence}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The standard normal quantile `z_{1 - (1 - confidence)/2}`.
+fn normal_quantile(confidence: f64) -> f64 {
+    // Normal::new(0, 1) is valid; the standard normal cannot fail to build.
+    let n = Normal::standard();
+    n.inverse_cdf(1.0 - (1.0 - confidence) / 2.0)
+}
+
+/// The Wilson score interval for a binomial rate `k / n` at level `confidence`:
+/// `(p + z^2/(2n) ± z sqrt(p(1-p)/n + z^2/(4n^2))) / (1 + z^2/n)`.
+pub fn wilson(successes: u64, trials: u64, confidence: f64) -> Result<Interval> {
+    check_rate(successes, trials, confidence)?;
+    let z = normal_quantile(confidence);
+    let n = trials as f64;
+    let p = successes as f64 / n;
+    let z2 = z * z;
+    let center = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
+    Ok(Interval {
+        lo: (center - half).max(0.0),
+        hi: (center + half).min(1.0),
+    })
+}
+
+/// The exact (Clopper-Pearson) interval for a binomial rate `k / n` at level
+/// `confidence`: `lo = B^{-1}(q; k, n - k + 1)`, `hi = B^{-1}(1 - q; k + 1, n - k)` with
+/// `q = (1 - confidence)/2`, and `lo = 0` for `k = 0`, `hi = 1` for `k = n`.
+pub fn clopper_pearson(successes: u64, trials: u64, confidence: f64) -> Result<Interval> {
+    check_rate(successes, trials, confidence)?;
+    let q = (1.0 - confidence) / 2.0;
+    let k = successes as f64;
+    let n = trials as f64;
+    let beta = |a: f64, b: f64| {
+        Beta::new(a, b).map_err(|e| Error::numerical("Clopper-Pearson interval", e.to_string()))
+    };
+    let lo = if successes == 0 {
+        0.0
+    } else {
+        beta(k, n - k + 1.0)?.inverse_cdf(q)
+    };
+    let hi = if successes == trials {
+        1.0
+    } else {
+        beta(k + 1.0, n - k)?.inverse_cdf(1.0 - q)
+    };
+    Ok(Interval { lo, hi })
+}
+
+/// The `q`-quantile of `values` (linear interpolation between order statistics, the
+/// "type 7" rule: position `q (n - 1)`); `None` for no values. NaNs are an error.
+pub fn quantile(values: &[f64], q: f64) -> Result<Option<f64>> {
+    if !(0.0..=1.0).contains(&q) {
+        return Err(Error::invalid(
+            "quantile",
+            format!("must lie in [0, 1], got {q}"),
+        ));
+    }
+    if values.iter().any(|v| v.is_nan()) {
+        return Err(Error::invalid("values", "contain NaN"));
+    }
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let pos = q * (v.len() - 1) as f64;
+    let i = pos.floor() as usize;
+    let frac = pos - i as f64;
+    Ok(Some(if i + 1 < v.len() {
+        v[i] + frac * (v[i + 1] - v[i])
+    } else {
+        v[i]
+    }))
+}
+
+/// The median (the 0.5-quantile).
+pub fn median(values: &[f64]) -> Result<Option<f64>> {
+    quantile(values, 0.5)
+}
+
+/// A least-squares line `y = intercept + slope x` with a t-based interval for the slope.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LineFit {
+    /// The slope.
+    pub slope: f64,
+    /// The intercept.
+    pub intercept: f64,
+    /// The interval for the slope at the requested level (`slope ± t_{n-2} se`); infinite
+    /// for exactly 2 points.
+    pub slope_ci: Interval,
+    /// The standard error of the slope.
+    pub slope_se: f64,
+    /// The number of points.
+    pub points: usize,
+    /// The coefficient of determination.
+    pub r_squared: f64,
+}
+
+/// Ordinary least squares of `y` on `x` with the slope interval at level `confidence`:
+/// `se = sqrt(RSS / (n - 2) / Sxx)` and `slope ± t_{n-2, 1-(1-c)/2} se`.
+pub fn ols(x: &[f64], y: &[f64], confidence: f64) -> Result<LineFit> {
+    if x.len() != y.len() {
+        return Err(Error::invalid(
+            "fit",
+            format!("{} x values but {} y values", x.len(), y.len()),
+        ));
+    }
+    let n = x.len();
+    if n < 2 {
+        return Err(Error::invalid(
+            "fit",
+            format!("needs at least 2 points, got {n}"),
+        ));
+    }
+    if x.iter().chain(y).any(|v| !v.is_finite()) {
+        return Err(Error::invalid("fit", "non-finite point"));
+    }
+    if !(confidence > 0.0 && confidence < 1.0) {
+        return Err(Error::invalid(
+            "confidence",
+            format!("must lie in (0, 1), got {confidence}"),
+        ));
+    }
+    let nf = n as f64;
+    let mx = x.iter().sum::<f64>() / nf;
+    let my = y.iter().sum::<f64>() / nf;
+    let sxx: f64 = x.iter().map(|v| (v - mx).powi(2)).sum();
+    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let syy: f64 = y.iter().map(|v| (v - my).powi(2)).sum();
+    if sxx <= 0.0 {
+        return Err(Error::invalid("fit", "all x values are equal"));
+    }
+    let slope = sxy / sxx;
+    let intercept = my - slope * mx;
+    let rss: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(a, b)| (b - intercept - slope * a).powi(2))
+        .sum();
+    let r_squared = if syy > 0.0 { 1.0 - rss / syy } else { 1.0 };
+    let (slope_se, slope_ci) = if n > 2 {
+        let se = (rss / (nf - 2.0) / sxx).sqrt();
+        let t = StudentsT::new(0.0, 1.0, nf - 2.0)
+            .map_err(|e| Error::numerical("t quantile", e.to_string()))?
+            .inverse_cdf(1.0 - (1.0 - confidence) / 2.0);
+        (
+            se,
+            Interval {
+                lo: slope - t * se,
+                hi: slope + t * se,
+            },
+        )
+    } else {
+        (
+            f64::INFINITY,
+            Interval {
+                lo: f64::NEG_INFINITY,
+                hi: f64::INFINITY,
+            },
+        )
+    };
+    Ok(LineFit {
+        slope,
+        intercept,
+        slope_ci,
+        slope_se,
+        points: n,
+        r_squared,
+    })
+}
+
+/// The log-log fit `ln y = intercept + slope ln x` (scaling exponents); every value must be
+/// positive.
+pub fn loglog_fit(x: &[f64], y: &[f64], confidence: f64) -> Result<LineFit> {
+    if x.iter().chain(y).any(|v| *v <= 0.0) {
+        return Err(Error::invalid("fit", "log-log fit needs positive values"));
+    }
+    let lx: Vec<f64> = x.iter().map(|v| v.ln()).collect();
+    let ly: Vec<f64> = y.iter().map(|v| v.ln()).collect();
+    ols(&lx, &ly, confidence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    /// Clopper-Pearson 95% against the published tables (e.g. Newcombe 1998, Table II;
+    /// R `binom.test`): 0/10 -> [0, 0.3085], 10/10 -> [0.6915, 1], 3/10 -> [0.0667, 0.6525],
+    /// 81/263 -> [0.2531, 0.3676].
+    #[test]
+    fn clopper_pearson_matches_tables() {
+        let i = clopper_pearson(0, 10, 0.95).unwrap();
+        assert_eq!(i.lo, 0.0);
+        assert!(close(i.hi, 0.30850, 5e-5), "{i:?}");
+        let i = clopper_pearson(10, 10, 0.95).unwrap();
+        assert!(close(i.lo, 0.69150, 5e-5), "{i:?}");
+        assert_eq!(i.hi, 1.0);
+        let i = clopper_pearson(3, 10, 0.95).unwrap();
+        assert!(close(i.lo, 0.06674, 5e-5), "{i:?}");
+        assert!(close(i.hi, 0.65245, 5e-5), "{i:?}");
+        let i = clopper_pearson(81, 263, 0.95).unwrap();
+        assert!(
+            close(i.lo, 0.2531, 5e-4) && close(i.hi, 0.3676, 5e-4),
+            "{i:?}"
+        );
+        // 0/n closed form: hi = 1 - (q)^(1/n).
+        let i = clopper_pearson(0, 20, 0.9).unwrap();
+        assert!(close(i.hi, 1.0 - 0.05f64.powf(1.0 / 20.0), 1e-10), "{i:?}");
+    }
+
+    /// Wilson 95% against Newcombe (1998), Table I: 81/263 -> [0.2553, 0.3662],
+    /// 15/148 -> [0.0624, 0.1605], 0/20 -> [0, 0.1611], and 3/10 -> [0.1078, 0.6032].
+    #[test]
+    fn wilson_matches_tables() {
+        for (k, n, lo, hi) in [
+            (81, 263, 0.2553, 0.3662),
+            (15, 148, 0.0624, 0.1605),
+            (0, 20, 0.0, 0.1611),
+            (3, 10, 0.1078, 0.6032),
+        ] {
+            let i = wilson(k, n, 0.95).unwrap();
+            assert!(
+                close(i.lo, lo, 1e-4) && close(i.hi, hi, 1e-4),
+                "{k}/{n}: {i:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_rates_are_errors() {
+        assert!(wilson(3, 0, 0.95).is_err());
+        assert!(clopper_pearson(11, 10, 0.95).is_err());
+        assert!(wilson(1, 10, 1.0).is_err());
+    }
+
+    /// On exact data the slope is exact and the interval collapses to it; on data with
+    /// known residuals the interval matches a hand computation.
+    #[test]
+    fn ols_exact_and_by_hand() {
+        let x: Vec<f64> = [1e2, 1e3, 1e4, 1e5].to_vec();
+        let y: Vec<f64> = x.iter().map(|v| 3.0 * v * v).collect();
+        let f = loglog_fit(&x, &y, 0.95).unwrap();
+        assert!(close(f.slope, 2.0, 1e-12));
+        assert!(close(f.intercept, 3f64.ln(), 1e-9));
+        assert!(f.slope_ci.hi - f.slope_ci.lo < 1e-9);
+        // x = 0, 1, 2, 3; y = 0, 1, 1, 3: slope = 0.9, intercept = -0.1, RSS = 0.7,
+        // Sxx = 5, se = sqrt(0.7 / 2 / 5) = 0.264575; t_{2, 0.975} = 4.302653.
+        let f = ols(&[0.0, 1.0, 2.0, 3.0], &[0.0, 1.0, 1.0, 3.0], 0.95).unwrap();
+        assert!(close(f.slope, 0.9, 1e-12));
+        assert!(close(f.intercept, -0.1, 1e-12));
+        assert!(close(f.slope_se, 0.264575, 1e-6));
+        assert!(
+            close(f.slope_ci.hi, 0.9 + 4.302653 * 0.264575, 1e-5),
+            "{f:?}"
+        );
+        assert!(ols(&[1.0, 1.0], &[1.0, 2.0], 0.95).is_err());
+    }
+
+    #[test]
+    fn quantiles() {
+        let v = [5.0, 1.0, 3.0, 2.0, 4.0];
+        assert_eq!(median(&v).unwrap(), Some(3.0));
+        assert_eq!(median(&[1.0, 2.0]).unwrap(), Some(1.5));
+        assert_eq!(quantile(&v, 0.25).unwrap(), Some(2.0));
+        assert_eq!(quantile(&v, 1.0).unwrap(), Some(5.0));
+        assert_eq!(quantile(&v, 0.1).unwrap(), Some(1.4));
+        assert_eq!(median(&[]).unwrap(), None);
+        assert!(median(&[f64::NAN]).is_err());
+    }
+}

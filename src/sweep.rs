@@ -1,0 +1,1019 @@
+//! Sweeps: a grid of configurations times seeds, run in parallel, resumable, shardable.
+//!
+//! A sweep spec (TOML, usually `reports/<name>.toml`) names a base configuration, a scaling
+//! family (`derivations/scaling.md`), grid axes and seeds. [`Spec::tasks`] expands it into
+//! tasks in a fixed order; task `k` has the stable id `k` and a key that hashes its resolved
+//! configuration, its runner and its seed, so a changed spec never reuses stale results.
+//!
+//! Results are JSON lines, one per finished task, each appended with one `write` of the full
+//! line and a flush ([`run`]). A re-run skips the tasks already in the file; a torn last line
+//! (the process was killed mid-write) is cut off. When every task of the shard is done the
+//! file is rewritten sorted by task id (through a temporary file and a rename), so a resumed
+//! run, and the [`merge`] of the shards of `--shard i/n` (task `k` belongs to shard `k mod n`),
+//! are byte-identical to an uninterrupted unsharded run.
+//!
+//! Spec format (every key but `seeds` optional):
+//!
+//! ```toml
+//! name = "theorem41"        # default: the file stem
+//! report = "theorem41"      # which report reads the results
+//! runner = "flow"           # what a task runs (see `crate::report::runner`)
+//! seeds = 20                # seeds 0..20, or a list [3, 7]
+//! horizon_factor = 1e3      # flow horizon = horizon_factor * d^2
+//! [family]                  # "fixed" (default) or "paper" with its constants
+//! name = "paper"
+//! [axes]                    # each axis a list; the grid is their product
+//! dim = [1e2, 1e3]
+//! neurons = [2]
+//! head = ["identity-offdiag", "frozen"]
+//! normalization = ["batchnorm"]
+//! stop_gradient = [true]
+//! head_ratio = [0.1]        # lr_head / lr
+//! lr = [1e-3]
+//! batch = [256]
+//! lr_batch = [[1e-2, 256]]  # (lr, batch) pairs, instead of the product of lr and batch
+//! runner = ["flow", "sgd"]
+//! [quick]                   # overrides for `--quick`: seeds and any axis
+//! seeds = 3
+//! dim = [1e2]
+//! results = "other"         # share the results file of a spec with the same grid
+//! [options]                 # free-form, read by the report
+//! [base.setting]            # the base configuration (or base_config = "path.toml")
+//! ```
+
+use crate::config::{parse_config, validate};
+use crate::error::{Error, Result};
+use crate::setting::{Config, HeadMode, Normalization};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A scaling family: how the setting moves with `d` (`derivations/scaling.md`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Family {
+    /// The base setting fixed; only `d` (and the horizon) vary (eq. (D0)).
+    Fixed,
+    /// The paper's polylog scalings with explicit constants (eqs. (D1)-(D5)).
+    Paper(PaperFamily),
+}
+
+/// The constants of the paper family (`derivations/scaling.md`, eqs. (D1)-(D5)).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaperFamily {
+    /// `P = 2 ceil(c_p (ln d)^k_p / 2)` (D1).
+    pub c_p: f64,
+    /// Exponent of (D1).
+    pub k_p: f64,
+    /// `P0 = min(P, max(1, round(c_0 ln d)))` (D2).
+    pub c_0: f64,
+    /// `alpha1 = 2^(c_a (ln ln d)^k_a)` (D3).
+    pub c_a: f64,
+    /// Exponent of (D3).
+    pub k_a: f64,
+    /// `alpha2 = alpha1 / max(1, c_2 (ln d)^k_2)` (D4).
+    pub c_2: f64,
+    /// Exponent of (D4).
+    pub k_2: f64,
+    /// `lr_head / lr = 1 / max(1, c_h (ln d)^k_h)` (D5).
+    pub c_h: f64,
+    /// Exponent of (D5).
+    pub k_h: f64,
+}
+
+impl Default for PaperFamily {
+    fn default() -> Self {
+        PaperFamily {
+            c_p: 2.0,
+            k_p: 1.0,
+            c_0: 0.5,
+            c_a: 1.0,
+            k_a: 1.0,
+            c_2: 0.5,
+            k_2: 1.0,
+            c_h: 1.0,
+            k_h: 1.0,
+        }
+    }
+}
+
+/// The values the paper family assigns at dimension `d`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FamilyPoint {
+    /// `P`.
+    pub patches: usize,
+    /// `P0`.
+    pub feature_patches: usize,
+    /// `[alpha1, alpha2]`.
+    pub alpha: [f64; 2],
+    /// `lr_head / lr`.
+    pub head_ratio: f64,
+}
+
+impl PaperFamily {
+    /// The setting at dimension `d` (`derivations/scaling.md`, eqs. (D1)-(D5)).
+    pub fn at(&self, dim: u64) -> FamilyPoint {
+        let ld = (dim as f64).ln();
+        let lld = ld.ln().max(0.0);
+        let half = (self.c_p * ld.powf(self.k_p) / 2.0).ceil().max(1.0);
+        let patches = 2 * half as usize;
+        let feature_patches = ((self.c_0 * ld).round().max(1.0) as usize).min(patches);
+        let alpha1 = 2f64.powf(self.c_a * lld.powf(self.k_a));
+        let alpha2 = alpha1 / (self.c_2 * ld.powf(self.k_2)).max(1.0);
+        let head_ratio = 1.0 / (self.c_h * ld.powf(self.k_h)).max(1.0);
+        FamilyPoint {
+            patches,
+            feature_patches,
+            alpha: [alpha1, alpha2],
+            head_ratio,
+        }
+    }
+}
+
+impl Family {
+    /// The name used in specs and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Family::Fixed => "fixed",
+            Family::Paper(_) => "paper",
+        }
+    }
+
+    /// One line describing the family and its constants, for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Family::Fixed => {
+                "fixed (eq. (D0) of derivations/scaling.md): the base setting, only d varies".into()
+            }
+            Family::Paper(p) => format!(
+                "paper (eqs. (D1)-(D5) of derivations/scaling.md): P = 2 ceil({} (ln d)^{} / 2), \
+                 P0 = min(P, max(1, round({} ln d))), alpha1 = 2^({} (ln ln d)^{}), \
+                 alpha2 = alpha1 / max(1, {} (ln d)^{}), lr_head/lr = 1 / max(1, {} (ln d)^{})",
+                p.c_p, p.k_p, p.c_0, p.c_a, p.k_a, p.c_2, p.k_2, p.c_h, p.k_h
+            ),
+        }
+    }
+
+    /// Sets `d` in `config` and, for the paper family, `P`, `P0`, `alpha` and `lr_head`.
+    pub fn apply(&self, dim: u64, config: &mut Config) {
+        config.setting.dim = dim;
+        if let Family::Paper(p) = self {
+            let fp = p.at(dim);
+            config.setting.patches = fp.patches;
+            config.setting.feature_patches = fp.feature_patches;
+            config.setting.alpha = fp.alpha;
+            config.training.lr_head = config.training.lr * fp.head_ratio;
+        }
+    }
+}
+
+/// Which shard of a sweep to run: task `k` belongs to shard `k mod count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// `i` in `0..count`.
+    pub index: u64,
+    /// `n >= 1`.
+    pub count: u64,
+}
+
+impl Shard {
+    /// The whole sweep.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `i/n` with `0 <= i < n`.
+    pub fn parse(text: &str) -> Result<Shard> {
+        let bad = || {
+            Error::invalid(
+                "--shard",
+                format!("expected i/n with 0 <= i < n, got \"{text}\""),
+            )
+        };
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let index: u64 = i.trim().parse().map_err(|_| bad())?;
+        let count: u64 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether task `id` belongs to this shard.
+    pub fn owns(&self, id: u64) -> bool {
+        id % self.count == self.index
+    }
+}
+
+/// The axis values of one grid point (`None`: the axis is not swept, the base value holds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Point {
+    /// What the task runs.
+    pub runner: String,
+    /// `d`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dim: Option<u64>,
+    /// `m`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub neurons: Option<usize>,
+    /// Head mode.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub head: Option<HeadMode>,
+    /// Normalization.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub normalization: Option<Normalization>,
+    /// Stop-gradient.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stop_gradient: Option<bool>,
+    /// `lr_head / lr`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub head_ratio: Option<f64>,
+    /// `lr`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lr: Option<f64>,
+    /// SGD batch size `N`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub batch: Option<usize>,
+}
+
+/// The grid axes of a spec, each a list of values (empty: not swept).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Axes {
+    /// `d`.
+    pub dim: Vec<u64>,
+    /// `m`.
+    pub neurons: Vec<usize>,
+    /// Head modes.
+    pub head: Vec<HeadMode>,
+    /// Normalizations.
+    pub normalization: Vec<Normalization>,
+    /// Stop-gradient values.
+    pub stop_gradient: Vec<bool>,
+    /// `lr_head / lr` values.
+    pub head_ratio: Vec<f64>,
+    /// `lr` values (`lr_head` keeps its ratio to `lr`).
+    pub lr: Vec<f64>,
+    /// SGD batch sizes.
+    pub batch: Vec<usize>,
+    /// Runners.
+    pub runner: Vec<String>,
+    /// `(lr, batch)` pairs, zipped (an alternative to the product of `lr` and `batch`).
+    pub lr_batch: Vec<(f64, usize)>,
+}
+
+/// One task: a grid point, a seed and the resolved configuration.
+#[derive(Clone, Debug)]
+pub struct Task {
+    /// The stable id: the position in [`Spec::tasks`].
+    pub id: u64,
+    /// The grid point.
+    pub point: Point,
+    /// The seed.
+    pub seed: u64,
+    /// The resolved configuration.
+    pub config: Config,
+    /// A hash of runner, configuration and seed (16 hex digits).
+    pub key: String,
+}
+
+/// A parsed sweep spec.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// The sweep's name (the results file is `<name>.jsonl`).
+    pub name: String,
+    /// The report that reads the results.
+    pub report: String,
+    /// The default runner.
+    pub runner: String,
+    /// The base configuration.
+    pub base: Config,
+    /// The scaling family.
+    pub family: Family,
+    /// `horizon = horizon_factor * d^2` (flow time).
+    pub horizon_factor: f64,
+    /// Seeds.
+    pub seeds: Vec<u64>,
+    /// The grid.
+    pub axes: Axes,
+    /// The overrides of `--quick`: seeds and axes.
+    pub quick: Option<(Option<Vec<u64>>, Axes)>,
+    /// Free-form options for the report.
+    pub options: toml::Table,
+    /// The stem of the results file (default: the name). Specs with the same grid may share
+    /// one results file: their tasks have the same keys, so each task runs once.
+    pub results: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    name: Option<String>,
+    report: Option<String>,
+    runner: Option<String>,
+    seeds: SeedsFile,
+    horizon_factor: Option<f64>,
+    family: Option<FamilyFile>,
+    axes: Option<AxesFile>,
+    quick: Option<QuickFile>,
+    options: Option<toml::Table>,
+    base: Option<toml::Table>,
+    base_config: Option<String>,
+    results: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SeedsFile {
+    Count(u64),
+    List(Vec<u64>),
+}
+
+impl SeedsFile {
+    fn seeds(self) -> Vec<u64> {
+        match self {
+            SeedsFile::Count(n) => (0..n).collect(),
+            SeedsFile::List(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FamilyFile {
+    name: String,
+    #[serde(flatten)]
+    constants: toml::Table,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AxesFile {
+    #[serde(default)]
+    dim: Vec<f64>,
+    #[serde(default)]
+    neurons: Vec<usize>,
+    #[serde(default)]
+    head: Vec<HeadMode>,
+    #[serde(default)]
+    normalization: Vec<Normalization>,
+    #[serde(default)]
+    stop_gradient: Vec<bool>,
+    #[serde(default)]
+    head_ratio: Vec<f64>,
+    #[serde(default)]
+    lr: Vec<f64>,
+    #[serde(default)]
+    batch: Vec<usize>,
+    #[serde(default)]
+    runner: Vec<String>,
+    #[serde(default)]
+    lr_batch: Vec<(f64, usize)>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuickFile {
+    seeds: Option<SeedsFile>,
+    #[serde(flatten)]
+    axes: AxesFile,
+}
+
+impl AxesFile {
+    fn resolve(self) -> Result<Axes> {
+        let dim = self
+            .dim
+            .iter()
+            .map(|&d| {
+                if d.fract() == 0.0 && (3.0..1.8e19).contains(&d) {
+                    Ok(d as u64)
+                } else {
+                    Err(Error::invalid(
+                        "axes.dim",
+                        format!("expected integers >= 3, got {d}"),
+                    ))
+                }
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        Ok(Axes {
+            dim,
+            neurons: self.neurons,
+            head: self.head,
+            normalization: self.normalization,
+            stop_gradient: self.stop_gradient,
+            head_ratio: self.head_ratio,
+            lr: self.lr,
+            batch: self.batch,
+            runner: self.runner,
+            lr_batch: self.lr_batch,
+        })
+    }
+}
+
+/// FNV-1a, 64 bits: a platform-independent hash for task keys.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The `(lr, batch)` combinations: the `lr_batch` pairs if given, else the product of the
+/// `lr` and `batch` axes.
+fn lr_batch_pairs(a: &Axes) -> Vec<(Option<f64>, Option<usize>)> {
+    if !a.lr_batch.is_empty() {
+        return a
+            .lr_batch
+            .iter()
+            .map(|&(l, b)| (Some(l), Some(b)))
+            .collect();
+    }
+    let mut out = Vec::new();
+    for lr in each(&a.lr) {
+        for batch in each(&a.batch) {
+            out.push((lr, batch));
+        }
+    }
+    out
+}
+
+/// Calls `f` on each value of `axis`, or once with `None` when the axis is empty.
+fn each<T: Clone>(axis: &[T]) -> Vec<Option<T>> {
+    if axis.is_empty() {
+        vec![None]
+    } else {
+        axis.iter().cloned().map(Some).collect()
+    }
+}
+
+impl Spec {
+    /// Reads a spec file; `base_config` paths are relative to the spec's directory.
+    pub fn load(path: impl AsRef<Path>) -> Result<Spec> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "sweep".into());
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Spec::parse(&text, &stem, dir)
+    }
+
+    /// Parses spec text; `default_name` is used when the spec has no `name`.
+    pub fn parse(text: &str, default_name: &str, dir: &Path) -> Result<Spec> {
+        let file: SpecFile =
+            toml::from_str(text).map_err(|e| Error::parse(format!("spec {default_name}"), e))?;
+        let base = match (file.base, file.base_config) {
+            (Some(t), None) => {
+                let text = toml::to_string(&t).map_err(|e| Error::parse("spec base", e))?;
+                parse_config(&text)?
+            }
+            (None, Some(p)) => crate::config::load_config(dir.join(p))?,
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "base",
+                    "give either [base] or base_config, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(Error::Missing {
+                    field: "base".into(),
+                })
+            }
+        };
+        let family = match file.family {
+            None => Family::Fixed,
+            Some(f) if f.name == "fixed" => {
+                if !f.constants.is_empty() {
+                    return Err(Error::invalid(
+                        "family",
+                        "the fixed family takes no constants",
+                    ));
+                }
+                Family::Fixed
+            }
+            Some(f) if f.name == "paper" => {
+                let text =
+                    toml::to_string(&f.constants).map_err(|e| Error::parse("spec family", e))?;
+                let p: PaperFamily =
+                    toml::from_str(&text).map_err(|e| Error::parse("spec family", e))?;
+                Family::Paper(p)
+            }
+            Some(f) => {
+                return Err(Error::invalid(
+                    "family.name",
+                    format!("unknown family \"{}\", expected fixed or paper", f.name),
+                ))
+            }
+        };
+        let horizon_factor = file
+            .horizon_factor
+            .unwrap_or(crate::setting::Training::DEFAULT_HORIZON_FACTOR);
+        if !(horizon_factor.is_finite() && horizon_factor > 0.0) {
+            return Err(Error::invalid(
+                "horizon_factor",
+                format!("must be positive, got {horizon_factor}"),
+            ));
+        }
+        let seeds = file.seeds.seeds();
+        if seeds.is_empty() {
+            return Err(Error::invalid("seeds", "no seeds"));
+        }
+        let quick = match file.quick {
+            None => None,
+            Some(q) => Some((q.seeds.map(SeedsFile::seeds), q.axes.resolve()?)),
+        };
+        let name = file.name.unwrap_or_else(|| default_name.to_string());
+        if let Some(r) = &file.results {
+            if r.is_empty() || r.contains(['/', '\\']) {
+                return Err(Error::invalid(
+                    "results",
+                    format!("must be a file stem, got \"{r}\""),
+                ));
+            }
+        }
+        let spec = Spec {
+            results: file.results.unwrap_or_else(|| name.clone()),
+            report: file.report.unwrap_or_else(|| name.clone()),
+            name,
+            runner: file.runner.unwrap_or_else(|| "flow".into()),
+            base,
+            family,
+            horizon_factor,
+            seeds,
+            axes: file.axes.unwrap_or_default().resolve()?,
+            quick,
+            options: file.options.unwrap_or_default(),
+        };
+        // Every task must resolve to a valid configuration.
+        spec.tasks(false)?;
+        spec.tasks(true)?;
+        Ok(spec)
+    }
+
+    /// The seeds and axes in effect (`quick`: with the `[quick]` overrides).
+    pub fn grid(&self, quick: bool) -> (Vec<u64>, Axes) {
+        let mut seeds = self.seeds.clone();
+        let mut axes = self.axes.clone();
+        if let (true, Some((qs, qa))) = (quick, &self.quick) {
+            if let Some(s) = qs {
+                seeds = s.clone();
+            }
+            macro_rules! over {
+                ($($f:ident),*) => {$(if !qa.$f.is_empty() { axes.$f = qa.$f.clone(); })*};
+            }
+            over!(
+                dim,
+                neurons,
+                head,
+                normalization,
+                stop_gradient,
+                head_ratio,
+                lr,
+                batch,
+                runner
+            );
+        }
+        (seeds, axes)
+    }
+
+    /// The configuration of a grid point (`derivations/scaling.md`): the base, then the
+    /// family at `d`, the horizon `horizon_factor d^2`, then the other axes in order.
+    pub fn config_for(&self, point: &Point) -> Result<Config> {
+        let mut c = self.base.clone();
+        let dim = point.dim.unwrap_or(c.setting.dim);
+        self.family.apply(dim, &mut c);
+        let d = dim as f64;
+        c.training.horizon = self.horizon_factor * d * d;
+        if let Some(m) = point.neurons {
+            c.setting.neurons = m;
+            if m >= 2 {
+                // The base head is E = I for every m; nothing else depends on m.
+            }
+        }
+        if let Some(h) = point.head {
+            c.model.head = h;
+        }
+        if let Some(n) = point.normalization {
+            c.model.normalization = n;
+        }
+        if let Some(s) = point.stop_gradient {
+            c.model.stop_gradient = s;
+        }
+        if let Some(lr) = point.lr {
+            let ratio = c.training.head_ratio();
+            c.training.lr = lr;
+            c.training.lr_head = lr * ratio;
+        }
+        if let Some(r) = point.head_ratio {
+            c.training.lr_head = c.training.lr * r;
+        }
+        if let Some(b) = point.batch {
+            c.training.batch = b;
+        }
+        validate(&c)?;
+        Ok(c)
+    }
+
+    /// The tasks, in their fixed order: runner, d, m, head, normalization, stop-gradient,
+    /// `lr_head/lr`, `lr`, batch, then seed innermost. Task ids are positions.
+    pub fn tasks(&self, quick: bool) -> Result<Vec<Task>> {
+        let (seeds, a) = self.grid(quick);
+        let runners = if a.runner.is_empty() {
+            vec![self.runner.clone()]
+        } else {
+            a.runner.clone()
+        };
+        let mut out = Vec::new();
+        for runner in &runners {
+            for dim in each(&a.dim) {
+                for neurons in each(&a.neurons) {
+                    for head in each(&a.head) {
+                        for normalization in each(&a.normalization) {
+                            for stop_gradient in each(&a.stop_gradient) {
+                                for head_ratio in each(&a.head_ratio) {
+                                    for (lr, batch) in lr_batch_pairs(&a) {
+                                        let point = Point {
+                                            runner: runner.clone(),
+                                            dim,
+                                            neurons,
+                                            head,
+                                            normalization,
+                                            stop_gradient,
+                                            head_ratio,
+                                            lr,
+                                            batch,
+                                        };
+                                        let config = self.config_for(&point)?;
+                                        let text = config.to_toml();
+                                        for &seed in &seeds {
+                                            let h = fnv1a(
+                                                format!("{runner}\n{seed}\n{text}").as_bytes(),
+                                            );
+                                            out.push(Task {
+                                                id: out.len() as u64,
+                                                point: point.clone(),
+                                                seed,
+                                                config: config.clone(),
+                                                key: format!("{h:016x}"),
+                                            });
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One line of a results file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The task id.
+    pub task: u64,
+    /// The task key.
+    pub key: String,
+    /// The seed.
+    pub seed: u64,
+    /// The grid point.
+    pub point: Point,
+    /// What the runner returned, or `{"error": message}` when it failed.
+    pub result: serde_json::Value,
+}
+
+/// What a task computes: a function of the task (configuration, seed, runner name) to a
+/// JSON value. It must be deterministic.
+pub trait TaskRunner: Sync {
+    /// Runs one task.
+    fn run(&self, task: &Task) -> Result<serde_json::Value>;
+}
+
+impl<F> TaskRunner for F
+where
+    F: Fn(&Task) -> Result<serde_json::Value> + Sync,
+{
+    fn run(&self, task: &Task) -> Result<serde_json::Value> {
+        self(task)
+    }
+}
+
+/// Options of [`run`].
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The results file (created if absent).
+    pub results: PathBuf,
+    /// The shard to run.
+    pub shard: Shard,
+    /// Use the `[quick]` grid.
+    pub quick: bool,
+    /// Run at most this many pending tasks, then stop (an interruption on purpose).
+    pub max_tasks: Option<usize>,
+    /// Show a progress bar (only drawn when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// What [`run`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunStats {
+    /// Tasks in this shard.
+    pub total: usize,
+    /// Tasks found finished in the results file.
+    pub skipped: usize,
+    /// Tasks run now.
+    pub ran: usize,
+    /// Tasks still pending (non-zero only after `max_tasks`).
+    pub remaining: usize,
+}
+
+/// A results file read back: the parsed records with their exact line text.
+#[derive(Clone, Debug, Default)]
+pub struct Results {
+    /// `(record, line)` in file order; `line` has no newline.
+    pub lines: Vec<(Record, String)>,
+}
+
+impl Results {
+    /// The records, in file order.
+    pub fn records(&self) -> Vec<&Record> {
+        self.lines.iter().map(|(r, _)| r).collect()
+    }
+}
+
+/// Reads a results file. A last line without its newline is a torn write: it is ignored,
+/// and with `repair` cut off the file. Any other unreadable line is an error.
+pub fn read_results(path: &Path, repair: bool) -> Result<Results> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Results::default()),
+        Err(e) => return Err(Error::io(path, &e)),
+    };
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(i) => i + 1,
+        None => 0,
+    };
+    if complete < bytes.len() && repair {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, &e))?;
+        f.set_len(complete as u64)
+            .map_err(|e| Error::io(path, &e))?;
+        f.sync_all().map_err(|e| Error::io(path, &e))?;
+    }
+    let text = std::str::from_utf8(&bytes[..complete])
+        .map_err(|_| Error::parse(path.display().to_string(), "not UTF-8"))?;
+    let mut lines = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let rec: Record = serde_json::from_str(line)
+            .map_err(|e| Error::parse(format!("{} line {}", path.display(), i + 1), e))?;
+        lines.push((rec, line.to_string()));
+    }
+    Ok(Results { lines })
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, &e))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| Error::io(&tmp, &e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, &e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, &e))
+}
+
+/// Sorted, deduplicated text of `lines` (by task id; a repeated id must carry the same key).
+fn canonical(lines: Vec<(Record, String)>) -> Result<String> {
+    let mut by_id: BTreeMap<u64, (Record, String)> = BTreeMap::new();
+    for (rec, line) in lines {
+        match by_id.get(&rec.task) {
+            Some((old, _)) if old.key != rec.key => {
+                return Err(Error::invalid(
+                    "results",
+                    format!(
+                        "task {} appears with two keys ({} and {}): files of different specs",
+                        rec.task, old.key, rec.key
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                by_id.insert(rec.task, (rec, line));
+            }
+        }
+    }
+    let mut out = String::new();
+    for (_, (_, line)) in by_id {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Runs the pending tasks of `spec` (its shard, its grid) with `runner` in parallel,
+/// appending each result to `options.results` as soon as it is done.
+///
+/// A task whose runner fails is recorded with `{"error": message}` (deterministic, so a
+/// re-run would fail the same way). When no task of the shard remains, the file is
+/// rewritten sorted by task id, keeping only the current spec's tasks.
+pub fn run(spec: &Spec, runner: &dyn TaskRunner, options: &RunOptions) -> Result<RunStats> {
+    let tasks: Vec<Task> = spec
+        .tasks(options.quick)?
+        .into_iter()
+        .filter(|t| options.shard.owns(t.id))
+        .collect();
+    let path = &options.results;
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
+        }
+    }
+    let existing = read_results(path, true)?;
+    let done: HashSet<(u64, String)> = existing
+        .lines
+        .iter()
+        .map(|(r, _)| (r.task, r.key.clone()))
+        .collect();
+    let pending: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| !done.contains(&(t.id, t.key.clone())))
+        .collect();
+    let skipped = tasks.len() - pending.len();
+    let budget = options.max_tasks.unwrap_or(usize::MAX).min(pending.len());
+    let todo = &pending[..budget];
+
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, &e))?;
+    let file = Mutex::new(file);
+    let bar = if options.progress && std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(todo.len() as u64);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta} left)")
+        {
+            b.set_style(style);
+        }
+        b.set_message(spec.name.clone());
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    todo.par_iter().try_for_each(|task| -> Result<()> {
+        let result = match runner.run(task) {
+            Ok(v) => v,
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        let rec = Record {
+            task: task.id,
+            key: task.key.clone(),
+            seed: task.seed,
+            point: task.point.clone(),
+            result,
+        };
+        let mut line = serde_json::to_string(&rec)
+            .map_err(|e| Error::numerical("result record", e.to_string()))?;
+        line.push('\n');
+        {
+            let mut f = file
+                .lock()
+                .map_err(|_| Error::numerical("results file", "lock poisoned"))?;
+            f.write_all(line.as_bytes())
+                .map_err(|e| Error::io(path, &e))?;
+            f.flush().map_err(|e| Error::io(path, &e))?;
+        }
+        bar.inc(1);
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    drop(file);
+
+    let remaining = pending.len() - todo.len();
+    if remaining == 0 {
+        let current: HashSet<(u64, String)> = tasks.iter().map(|t| (t.id, t.key.clone())).collect();
+        let all = read_results(path, true)?;
+        let keep: Vec<(Record, String)> = all
+            .lines
+            .into_iter()
+            .filter(|(r, _)| current.contains(&(r.task, r.key.clone())))
+            .collect();
+        write_atomic(path, &canonical(keep)?)?;
+    }
+    Ok(RunStats {
+        total: tasks.len(),
+        skipped,
+        ran: todo.len(),
+        remaining,
+    })
+}
+
+/// Joins result files (the shards of one sweep): deduplicates by task id (a repeated id
+/// must carry the same key), sorts by task id and writes `out` atomically. A torn last line
+/// of an input is ignored. Returns the number of records written.
+pub fn merge(files: &[PathBuf], out: &Path) -> Result<usize> {
+    if files.is_empty() {
+        return Err(Error::invalid("files", "no result files to merge"));
+    }
+    let mut lines = Vec::new();
+    for f in files {
+        if !f.exists() {
+            return Err(Error::invalid(
+                "files",
+                format!("{} does not exist", f.display()),
+            ));
+        }
+        lines.extend(read_results(f, false)?.lines);
+    }
+    let text = canonical(lines)?;
+    let n = text.lines().count();
+    write_atomic(out, &text)?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+seeds = 3
+[axes]
+dim = [1e2, 1e3]
+head = ["identity-offdiag", "frozen"]
+[quick]
+seeds = [7]
+dim = [50]
+[base.setting]
+dim = 10
+patches = 4
+feature_patches = 2
+alpha = [4.0, 1.0]
+noise_std = 1.0
+neurons = 2
+[base.model]
+head = "identity-offdiag"
+normalization = "batchnorm"
+stop_gradient = true
+"#;
+
+    #[test]
+    fn tasks_are_ordered_and_keyed() {
+        let spec = Spec::parse(SPEC, "t", Path::new(".")).unwrap();
+        let tasks = spec.tasks(false).unwrap();
+        assert_eq!(tasks.len(), 2 * 2 * 3);
+        assert_eq!(tasks[0].point.dim, Some(100));
+        assert_eq!(tasks[0].point.head, Some(HeadMode::IdentityOffdiag));
+        assert_eq!(tasks[3].point.head, Some(HeadMode::Frozen));
+        assert_eq!(tasks[6].config.setting.dim, 1000);
+        assert_eq!(tasks[6].config.training.horizon, 1e9);
+        let keys: HashSet<&String> = tasks.iter().map(|t| &t.key).collect();
+        assert_eq!(keys.len(), tasks.len());
+        // Keys are stable across parses.
+        let again = Spec::parse(SPEC, "t", Path::new(".")).unwrap();
+        assert_eq!(again.tasks(false).unwrap()[5].key, tasks[5].key);
+        let q = spec.tasks(true).unwrap();
+        assert_eq!(q.len(), 2);
+        assert_eq!((q[0].seed, q[0].config.setting.dim), (7, 50));
+    }
+
+    #[test]
+    fn shards_and_bad_specs() {
+        assert_eq!(Shard::parse("2/3").unwrap(), Shard { index: 2, count: 3 });
+        assert!(Shard::parse("3/3").is_err());
+        assert!(Shard::parse("1").is_err());
+        assert!(Shard::parse("0/0").is_err());
+        let bad = SPEC.replace("dim = [1e2, 1e3]", "dim = [2]");
+        assert!(Spec::parse(&bad, "t", Path::new(".")).is_err());
+        let bad = SPEC.replace("seeds = 3", "seeds = 3\nfoo = 1");
+        assert!(Spec::parse(&bad, "t", Path::new(".")).is_err());
+        let bad = SPEC.replace("[axes]", "[family]\nname = \"other\"\n[axes]");
+        assert!(Spec::parse(&bad, "t", Path::new(".")).is_err());
+    }
+
+    /// The paper family at d = e^4: ln d = 4, ln ln d = ln 4.
+    #[test]
+    fn paper_family_by_hand() {
+        let p = PaperFamily::default();
+        let d = 4f64.exp().round() as u64; // 55
+        let ld = (d as f64).ln();
+        let fp = p.at(d);
+        assert_eq!(fp.patches, 2 * (ld).ceil() as usize);
+        assert_eq!(fp.feature_patches, (0.5 * ld).round() as usize);
+        let a1 = 2f64.powf(ld.ln());
+        assert!((fp.alpha[0] - a1).abs() < 1e-12);
+        assert!((fp.alpha[1] - a1 / (0.5 * ld)).abs() < 1e-12);
+        assert!((fp.head_ratio - 1.0 / ld).abs() < 1e-12);
+    }
+}
