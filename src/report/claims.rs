@@ -146,6 +146,56 @@ pub struct Body {
     pub figures: Vec<(String, String)>,
 }
 
+impl Body {
+    /// A body whose text states the claim; tables and figures are added after.
+    fn claim(text: &str) -> Body {
+        Body {
+            text: text.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Adds a table with its verdict and the rule behind it (no notes).
+    fn section(
+        &mut self,
+        heading: &str,
+        table: Table,
+        verdict: Option<Verdict>,
+        rule: impl Into<String>,
+    ) {
+        self.sections.push(Section {
+            heading: heading.into(),
+            table,
+            verdict,
+            rule: rule.into(),
+            notes: String::new(),
+        });
+    }
+
+    /// Adds the report's log-log figure (`plots::loglog_plot`), file `<spec name>.svg`,
+    /// when some series has a point (with none there is nothing to draw).
+    fn loglog_figure(
+        &mut self,
+        ctx: &Context,
+        title: &str,
+        x_label: &str,
+        y_label: &str,
+        series: &[Scatter],
+    ) -> Result<()> {
+        if series.iter().any(|s| !s.points.is_empty()) {
+            let svg = plots::loglog_plot(title, x_label, y_label, series)?;
+            self.figure(ctx, "", svg);
+        }
+        Ok(())
+    }
+
+    /// Adds a figure of the report, file `<spec name><suffix>.svg`.
+    fn figure(&mut self, ctx: &Context, suffix: &str, svg: String) {
+        self.figures
+            .push((format!("{}{suffix}.svg", ctx.spec.name), svg));
+    }
+}
+
 /// Groups records by a key, in order of first appearance (records come in task order).
 fn groups<'a, K: PartialEq + Clone>(
     recs: &[&'a Record],
@@ -188,6 +238,14 @@ fn stopped_early(rs: &[&Record]) -> usize {
         .count()
 }
 
+/// The runs that ended with `outcome`.
+fn with_outcome<'a>(rs: &[&'a Record], outcome: &str) -> Vec<&'a Record> {
+    rs.iter()
+        .copied()
+        .filter(|r| outcome_of(r) == outcome)
+        .collect()
+}
+
 fn count(rs: &[&Record], outcome: &str) -> usize {
     rs.iter().filter(|r| outcome_of(r) == outcome).count()
 }
@@ -203,6 +261,11 @@ fn med(v: &[f64]) -> Result<String> {
     Ok(opt_num(stats::median(v)?))
 }
 
+/// The median over the runs of the summary field `key` (e.g. `t_end`), as a table cell.
+fn med_summary(rs: &[&Record], key: &str) -> Result<String> {
+    med(&values(rs, |r| field(summary_of(r), key)))
+}
+
 fn max(v: &[f64]) -> String {
     opt_num(v.iter().copied().reduce(f64::max))
 }
@@ -211,13 +274,12 @@ fn min(v: &[f64]) -> String {
     opt_num(v.iter().copied().reduce(f64::min))
 }
 
-/// A log-log fit, `None` with fewer than 3 usable points.
-fn fit(x: &[f64], y: &[f64]) -> Result<Option<stats::LineFit>> {
-    let pts: Vec<(f64, f64)> = x
+/// A log-log fit through `(x, y)` points, `None` with fewer than 3 usable points.
+fn fit(points: &[(f64, f64)]) -> Result<Option<stats::LineFit>> {
+    let pts: Vec<(f64, f64)> = points
         .iter()
-        .zip(y)
-        .filter(|(a, b)| **a > 0.0 && **b > 0.0 && a.is_finite() && b.is_finite())
-        .map(|(a, b)| (*a, *b))
+        .copied()
+        .filter(|(a, b)| *a > 0.0 && *b > 0.0 && a.is_finite() && b.is_finite())
         .collect();
     if pts.len() < 3 || pts.iter().all(|p| p.0 == pts[0].0) {
         return Ok(None);
@@ -253,6 +315,69 @@ fn medians_by_dim(
     Ok(out)
 }
 
+/// The fitted line of a plot, `(slope, intercept)`.
+fn fit_line(f: Option<stats::LineFit>) -> Option<(f64, f64)> {
+    f.map(|f| (f.slope, f.intercept))
+}
+
+/// The per-d medians over seeds, as a plot series with the fit's line if any.
+fn medians_scatter(points: Vec<(f64, f64)>, f: Option<stats::LineFit>) -> Scatter {
+    Scatter {
+        label: "median over seeds".into(),
+        points,
+        fit: fit_line(f),
+    }
+}
+
+/// Every run's point, then the per-d medians with the fitted line through them.
+fn runs_and_medians(
+    runs: Vec<(f64, f64)>,
+    medians: Vec<(f64, f64)>,
+    f: Option<stats::LineFit>,
+) -> [Scatter; 2] {
+    [
+        Scatter {
+            label: "every run".into(),
+            points: runs,
+            fit: None,
+        },
+        Scatter {
+            label: "median, with fit".into(),
+            points: medians,
+            fit: fit_line(f),
+        },
+    ]
+}
+
+/// `holds` if the rule's condition for holding is met, else `fails` if its condition for
+/// failing is, else `inconclusive`.
+fn decide(holds: bool, fails: bool) -> Verdict {
+    if holds {
+        Verdict::Holds
+    } else if fails {
+        Verdict::Fails
+    } else {
+        Verdict::Inconclusive
+    }
+}
+
+/// A rate against 1/2 by its 95% interval: holds when the lower bound is at least 0.5,
+/// fails when the upper bound is below 0.5.
+fn rate_verdict(ci: Interval) -> Verdict {
+    decide(ci.lo >= 0.5, ci.hi < 0.5)
+}
+
+/// The rule of Theorems 4.1 and 4.3: at the largest d (`last`) the outcome's rate is at
+/// least 1/2 and the statistic stays bounded in d (log-log slope below 0.25).
+fn rate_and_bounded(last: Option<Interval>, f: &Option<stats::LineFit>) -> Verdict {
+    match (last, f) {
+        (Some(ci), _) if ci.hi < 0.5 => Verdict::Fails,
+        (_, Some(f)) if f.slope_ci.lo > 0.25 => Verdict::Fails,
+        (Some(ci), Some(f)) if ci.lo >= 0.5 && f.slope_ci.hi < 0.25 => Verdict::Holds,
+        _ => Verdict::Inconclusive,
+    }
+}
+
 /// Theorem 4.1 and Corollary 4.2.
 pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     let mut t = Table::new(&[
@@ -276,23 +401,14 @@ pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         field(summary_of(r), "corr_final").map(|c| c.abs() * d.sqrt())
     };
     let mut last: Option<Interval> = None;
-    let mut xs = Vec::new();
-    let mut ys = Vec::new();
+    let mut runs = Vec::new();
     for (d, rs) in groups(recs, |r| dim_of(ctx, r)) {
         let c = ctx.config(rs[0])?;
         let k = count(&rs, "both-features");
         let ci = cp(k, rs.len())?;
         last = Some(ci);
-        let both: Vec<&Record> = rs
-            .iter()
-            .copied()
-            .filter(|r| outcome_of(r) == "both-features")
-            .collect();
-        let cs = values(&both, |r| corr_scaled(ctx, r));
-        for v in &cs {
-            xs.push(d as f64);
-            ys.push(*v);
-        }
+        let cs = values(&with_outcome(&rs, "both-features"), |r| corr_scaled(ctx, r));
+        runs.extend(cs.iter().map(|v| (d as f64, *v)));
         t.push(vec![
             d.to_string(),
             c.setting.patches.to_string(),
@@ -306,30 +422,23 @@ pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             interval(ci),
             med(&cs)?,
             max(&cs),
-            med(&values(&rs, |r| field(summary_of(r), "t_end")))?,
+            med_summary(&rs, "t_end")?,
             stopped_early(&rs).to_string(),
         ]);
     }
-    let f = fit(&xs, &ys)?;
-    let verdict = match (last, &f) {
-        (Some(ci), _) if ci.hi < 0.5 => Verdict::Fails,
-        (_, Some(f)) if f.slope_ci.lo > 0.25 => Verdict::Fails,
-        (Some(ci), Some(f)) if ci.lo >= 0.5 && f.slope_ci.hi < 0.25 => Verdict::Holds,
-        _ => Verdict::Inconclusive,
-    };
-    let mut body = Body {
-        text: "Claim (Theorem 4.1, Corollary 4.2): with the trained head, batch normalization and \
-               stop-gradient, with probability 1 - o(1) the two neurons learn different features \
-               (`both-features`), and `abs(Corr(f_1, f_2)) <= O(1/sqrt(d))`, i.e. \
-               `abs(corr_final) sqrt(d)` stays bounded as d grows.\n\n"
-            .into(),
-        ..Default::default()
-    };
-    body.sections.push(Section {
-        heading: "Both-features rate and decorrelation versus d".into(),
-        table: t,
-        verdict: Some(verdict),
-        rule: format!(
+    let f = fit(&runs)?;
+    let verdict = rate_and_bounded(last, &f);
+    let mut body = Body::claim(
+        "Claim (Theorem 4.1, Corollary 4.2): with the trained head, batch normalization and \
+         stop-gradient, with probability 1 - o(1) the two neurons learn different features \
+         (`both-features`), and `abs(Corr(f_1, f_2)) <= O(1/sqrt(d))`, i.e. \
+         `abs(corr_final) sqrt(d)` stays bounded as d grows.\n\n",
+    );
+    body.section(
+        "Both-features rate and decorrelation versus d",
+        t,
+        Some(verdict),
+        format!(
             "holds when, at the largest d, the 95% Clopper-Pearson lower bound of the \
              both-features rate is at least 0.5 and the log-log slope of \
              `abs(corr_final) sqrt(d)` against d (both-features runs) has its 95% upper bound \
@@ -338,22 +447,15 @@ pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
              exceeds 0.25; inconclusive otherwise. Fit: {}.",
             fit_text(&f)
         ),
-        notes: String::new(),
-    });
+    );
     let rate_pts: Vec<(f64, f64)> = medians_by_dim(ctx, recs, |r| corr_scaled(ctx, r))?;
-    if !rate_pts.is_empty() {
-        let svg = plots::loglog_plot(
-            "Corollary 4.2: median |corr_final| sqrt(d)",
-            "d",
-            "|corr_final| sqrt(d)",
-            &[Scatter {
-                label: "median over seeds".into(),
-                points: rate_pts,
-                fit: f.map(|f| (f.slope, f.intercept)),
-            }],
-        )?;
-        body.figures.push((format!("{}.svg", ctx.spec.name), svg));
-    }
+    body.loglog_figure(
+        ctx,
+        "Corollary 4.2: median |corr_final| sqrt(d)",
+        "d",
+        "|corr_final| sqrt(d)",
+        &[medians_scatter(rate_pts, f)],
+    )?;
     Ok(body)
 }
 
@@ -381,23 +483,15 @@ pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     let mut series = Vec::new();
     for (m, rs_m) in groups(recs, m_of) {
         let mut last = None;
-        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        let mut runs = Vec::new();
         let mut pts = Vec::new();
         for (d, rs) in groups(&rs_m, |r| dim_of(ctx, r)) {
             let c = ctx.config(rs[0])?;
             let k = count(&rs, "collapse");
             let ci = cp(k, rs.len())?;
             last = Some(ci);
-            let col: Vec<&Record> = rs
-                .iter()
-                .copied()
-                .filter(|r| outcome_of(r) == "collapse")
-                .collect();
-            let g = values(&col, |r| gap(ctx, r));
-            for v in &g {
-                xs.push(d as f64);
-                ys.push(*v);
-            }
+            let g = values(&with_outcome(&rs, "collapse"), |r| gap(ctx, r));
+            runs.extend(g.iter().map(|v| (d as f64, *v)));
             if let Some(md) = stats::median(&g)? {
                 pts.push((d as f64, md));
             }
@@ -414,37 +508,34 @@ pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
                 stopped_early(&rs).to_string(),
             ]);
         }
-        let f = fit(&xs, &ys)?;
-        verdicts.push(match (last, &f) {
-            (Some(ci), _) if ci.hi < 0.5 => Verdict::Fails,
-            (_, Some(f)) if f.slope_ci.lo > 0.25 => Verdict::Fails,
-            (Some(ci), Some(f)) if ci.lo >= 0.5 && f.slope_ci.hi < 0.25 => Verdict::Holds,
+        let f = fit(&runs)?;
+        verdicts.push(match rate_and_bounded(last, &f) {
             // Exact collapse (1 - |corr| = 0 to rounding) leaves nothing to fit: bounded.
-            (Some(ci), None) if ci.lo >= 0.5 => Verdict::Holds,
-            _ => Verdict::Inconclusive,
+            Verdict::Inconclusive if f.is_none() && last.is_some_and(|ci| ci.lo >= 0.5) => {
+                Verdict::Holds
+            }
+            v => v,
         });
         fits.push(format!("m = {m}: {}", fit_text(&f)));
         series.push(Scatter {
             label: format!("m = {m}"),
             points: pts,
-            fit: f.map(|f| (f.slope, f.intercept)),
+            fit: fit_line(f),
         });
     }
     let verdict = combine(&verdicts);
-    let mut body = Body {
-        text: "Claim (Theorem 4.3, Corollary 4.4): with the head frozen at `E = I` (batch \
-               normalization, stop-gradient), for any `m <= o(alpha1/alpha2)`, with probability \
-               1 - o(1) every neuron learns the strong feature v1 (`collapse`), and \
-               `abs(Corr(f_i, f_j)) >= 1 - O(1/sqrt(d))`, i.e. `(1 - abs(corr_final)) sqrt(d)` \
-               stays bounded (`corr_final` is the pair (0, 1)).\n\n"
-            .into(),
-        ..Default::default()
-    };
-    body.sections.push(Section {
-        heading: "Collapse rate and correlation versus d, per m".into(),
-        table: t,
-        verdict: Some(verdict),
-        rule: format!(
+    let mut body = Body::claim(
+        "Claim (Theorem 4.3, Corollary 4.4): with the head frozen at `E = I` (batch \
+         normalization, stop-gradient), for any `m <= o(alpha1/alpha2)`, with probability \
+         1 - o(1) every neuron learns the strong feature v1 (`collapse`), and \
+         `abs(Corr(f_i, f_j)) >= 1 - O(1/sqrt(d))`, i.e. `(1 - abs(corr_final)) sqrt(d)` \
+         stays bounded (`corr_final` is the pair (0, 1)).\n\n",
+    );
+    body.section(
+        "Collapse rate and correlation versus d, per m",
+        t,
+        Some(verdict),
+        format!(
             "per m, holds when at the largest d the 95% lower bound of the collapse rate is at \
              least 0.5 and the log-log slope of `(1 - abs(corr_final)) sqrt(d)` against d \
              (collapse runs) has its upper bound below 0.25; fails when the rate's upper bound \
@@ -453,28 +544,24 @@ pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
              `inconclusive`. Fits: {}.",
             fits.join("; ")
         ),
-        notes: String::new(),
-    });
-    if series.iter().any(|s| !s.points.is_empty()) {
-        let svg = plots::loglog_plot(
-            "Corollary 4.4: median (1 - |corr_final|) sqrt(d), frozen head",
-            "d",
-            "(1 - |corr|) sqrt(d)",
-            &series,
-        )?;
-        body.figures.push((format!("{}.svg", ctx.spec.name), svg));
-    }
+    );
+    body.loglog_figure(
+        ctx,
+        "Corollary 4.4: median (1 - |corr_final|) sqrt(d), frozen head",
+        "d",
+        "(1 - |corr|) sqrt(d)",
+        &series,
+    )?;
     Ok(body)
 }
 
+/// The verdict of a report made of parts: holds if every part holds, fails if one fails
+/// (the two cannot both be true).
 fn combine(v: &[Verdict]) -> Verdict {
-    if v.contains(&Verdict::Fails) {
-        Verdict::Fails
-    } else if !v.is_empty() && v.iter().all(|x| *x == Verdict::Holds) {
-        Verdict::Holds
-    } else {
-        Verdict::Inconclusive
-    }
+    decide(
+        !v.is_empty() && v.iter().all(|x| *x == Verdict::Holds),
+        v.contains(&Verdict::Fails),
+    )
 }
 
 /// Lemma 5.1: `t1 = d^(2 + o(1))`.
@@ -491,7 +578,7 @@ pub fn lemma51(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     ]);
     let t1 = |r: &Record| field(summary_of(r), "t1");
     let mut prev: Option<(f64, f64)> = None;
-    let (mut px, mut py) = (Vec::new(), Vec::new());
+    let mut runs = Vec::new();
     for (d, rs) in groups(recs, |r| dim_of(ctx, r)) {
         let v = values(&rs, t1);
         let m = stats::median(&v)?;
@@ -503,10 +590,7 @@ pub fn lemma51(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         if let Some(m) = m {
             prev = Some((df, m));
         }
-        for x in &v {
-            px.push(df);
-            py.push(*x);
-        }
+        runs.extend(v.iter().map(|x| (df, *x)));
         t.push(vec![
             d.to_string(),
             rs.len().to_string(),
@@ -519,26 +603,23 @@ pub fn lemma51(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         ]);
     }
     let pts = medians_by_dim(ctx, recs, t1)?;
-    let (mx, my): (Vec<f64>, Vec<f64>) = pts.iter().copied().unzip();
-    let f = fit(&mx, &my)?;
-    let pooled = fit(&px, &py)?;
+    let f = fit(&pts)?;
+    let pooled = fit(&runs)?;
     let verdict = match &f {
         Some(f) if f.slope_ci.contains(2.0) || (f.slope - 2.0).abs() <= 0.1 => Verdict::Holds,
         Some(f) if f.slope_ci.hi < 1.8 || f.slope_ci.lo > 2.2 => Verdict::Fails,
         _ => Verdict::Inconclusive,
     };
-    let mut body = Body {
-        text: "Claim (Lemma 5.1): the strong feature is learned, `abs(<w_s, v1>) >= 0.5`, after \
-               flow time `t1 = d^(2 + o(1))` (the paper's `T1 = d^(2+o(1))/eta` iterations). \
-               The fixed family isolates the `d^2` law: only d varies.\n\n"
-            .into(),
-        ..Default::default()
-    };
-    body.sections.push(Section {
-        heading: "t1 versus d".into(),
-        table: t,
-        verdict: Some(verdict),
-        rule: format!(
+    let mut body = Body::claim(
+        "Claim (Lemma 5.1): the strong feature is learned, `abs(<w_s, v1>) >= 0.5`, after \
+         flow time `t1 = d^(2 + o(1))` (the paper's `T1 = d^(2+o(1))/eta` iterations). \
+         The fixed family isolates the `d^2` law: only d varies.\n\n",
+    );
+    body.section(
+        "t1 versus d",
+        t,
+        Some(verdict),
+        format!(
             "the exponent is the slope of the least-squares line through (ln d, ln median t1); \
              holds when its 95% interval contains 2 or it is within 0.1 of 2; fails when the \
              interval lies outside [1.8, 2.2]; inconclusive otherwise. Fit of the medians: {}. \
@@ -547,28 +628,14 @@ pub fn lemma51(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             fit_text(&f),
             fit_text(&pooled)
         ),
-        notes: String::new(),
-    });
-    if !pts.is_empty() {
-        let svg = plots::loglog_plot(
-            "Lemma 5.1: t1 versus d",
-            "d",
-            "t1 (flow time)",
-            &[
-                Scatter {
-                    label: "every run".into(),
-                    points: px.iter().copied().zip(py.iter().copied()).collect(),
-                    fit: None,
-                },
-                Scatter {
-                    label: "median, with fit".into(),
-                    points: pts,
-                    fit: f.map(|f| (f.slope, f.intercept)),
-                },
-            ],
-        )?;
-        body.figures.push((format!("{}.svg", ctx.spec.name), svg));
-    }
+    );
+    body.loglog_figure(
+        ctx,
+        "Lemma 5.1: t1 versus d",
+        "d",
+        "t1 (flow time)",
+        &runs_and_medians(runs, pts, f),
+    )?;
     Ok(body)
 }
 
@@ -596,14 +663,11 @@ pub fn lemma52(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         let s = summary_of(r);
         Some(field(s, "t2")? - field(s, "t1")?)
     };
-    let (mut px, mut py) = (Vec::new(), Vec::new());
+    let mut runs = Vec::new();
     for (d, rs) in groups(recs, |r| dim_of(ctx, r)) {
         let c = ctx.config(rs[0])?;
         let v = values(&rs, ratio);
-        for x in &v {
-            px.push(d as f64);
-            py.push(*x);
-        }
+        runs.extend(v.iter().map(|x| (d as f64, *x)));
         t.push(vec![
             d.to_string(),
             num(c.training.head_ratio()),
@@ -611,58 +675,41 @@ pub fn lemma52(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             v.len().to_string(),
             med(&v)?,
             max(&v),
-            med(&values(&rs, |r| field(summary_of(r), "t1")))?,
+            med_summary(&rs, "t1")?,
             med(&values(&rs, gap))?,
             stopped_early(&rs).to_string(),
         ]);
     }
     let pts = medians_by_dim(ctx, recs, ratio)?;
-    let (mx, my): (Vec<f64>, Vec<f64>) = pts.iter().copied().unzip();
-    let f = fit(&mx, &my)?;
+    let f = fit(&pts)?;
     let verdict = match &f {
         Some(f) if f.slope_ci.hi < 0.0 => Verdict::Holds,
         Some(f) if f.slope_ci.lo >= 0.0 => Verdict::Fails,
         _ => Verdict::Inconclusive,
     };
-    let mut body = Body {
-        text: "Claim (Lemma 5.2): once the strong feature is learned, the head substitutes it \
-               into the other neuron (`t2`: the carried RMS is 10 times the neuron's own) within \
-               `T2 - T1 = o(T1)`, i.e. `(t2 - t1)/t1 -> 0` as d grows.\n\n"
-            .into(),
-        ..Default::default()
-    };
-    body.sections.push(Section {
-        heading: "(t2 - t1)/t1 versus d".into(),
-        table: t,
-        verdict: Some(verdict),
-        rule: format!(
+    let mut body = Body::claim(
+        "Claim (Lemma 5.2): once the strong feature is learned, the head substitutes it \
+         into the other neuron (`t2`: the carried RMS is 10 times the neuron's own) within \
+         `T2 - T1 = o(T1)`, i.e. `(t2 - t1)/t1 -> 0` as d grows.\n\n",
+    );
+    body.section(
+        "(t2 - t1)/t1 versus d",
+        t,
+        Some(verdict),
+        format!(
             "holds when the least-squares slope of ln(median (t2-t1)/t1) against ln d has its \
              95% upper bound below 0 (the ratio decays as a power of d); fails when its lower \
              bound is at least 0; inconclusive otherwise. Fit: {}.",
             fit_text(&f)
         ),
-        notes: String::new(),
-    });
-    if !pts.is_empty() {
-        let svg = plots::loglog_plot(
-            "Lemma 5.2: (t2 - t1)/t1 versus d",
-            "d",
-            "(t2 - t1)/t1",
-            &[
-                Scatter {
-                    label: "every run".into(),
-                    points: px.into_iter().zip(py).collect(),
-                    fit: None,
-                },
-                Scatter {
-                    label: "median, with fit".into(),
-                    points: pts,
-                    fit: f.map(|f| (f.slope, f.intercept)),
-                },
-            ],
-        )?;
-        body.figures.push((format!("{}.svg", ctx.spec.name), svg));
-    }
+    );
+    body.loglog_figure(
+        ctx,
+        "Lemma 5.2: (t2 - t1)/t1 versus d",
+        "d",
+        "(t2 - t1)/t1",
+        &runs_and_medians(runs, pts, f),
+    )?;
     Ok(body)
 }
 
@@ -693,11 +740,7 @@ pub fn lemma53(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         } else {
             Some(cp(above, v.len())?)
         };
-        verdicts.push(match ci {
-            Some(ci) if ci.lo >= 0.5 => Verdict::Holds,
-            Some(ci) if ci.hi < 0.5 => Verdict::Fails,
-            _ => Verdict::Inconclusive,
-        });
+        verdicts.push(ci.map_or(Verdict::Inconclusive, rate_verdict));
         if let Some(m) = stats::median(&v)? {
             pts.push((d as f64, m));
         }
@@ -714,44 +757,34 @@ pub fn lemma53(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         ]);
     }
     let verdict = combine(&verdicts);
-    let mut body = Body {
-        text: "Claim (Lemma 5.3): after the substitution, learning v2 in the substituted neuron \
-               k is much faster than learning v1 there, thanks to the head (with stop-gradient \
-               and batch normalization). Measured at the state at `t2` of each run with the \
-               exact population gradient (`predhead::moments::population::evaluate`): the \
-               relative growth rates `-(dL/db_k)/b_k` of the weak feature and `-(dL/da_k)/a_k` \
-               of the strong one (`d b_k/dtau = -dL/db_k` under the flow), with the head as it \
-               is and with the head reset to the identity (same W). The acceleration is \
-               `(weak/strong with the head) / (weak/strong with E = I)`: how much the head \
-               tilts the neuron's learning toward v2. The head also divides both rates by the \
-               larger normalization of `F_k` (the first two ratio columns), which is why the \
-               comparison is relative, as in the paper's gradient formula of Section 5.3.\n\n"
-            .into(),
-        ..Default::default()
-    };
-    body.sections.push(Section {
-        heading: "Acceleration of the weak feature at t2: head against E = I".into(),
-        table: t,
-        verdict: Some(verdict),
-        rule: "at each d, holds when the 95% Clopper-Pearson lower bound of the fraction of runs \
-               with acceleration > 1 is at least 0.5, fails when its upper bound is below 0.5; \
-               the report holds if every d holds, fails if some d fails, else inconclusive."
-            .into(),
-        notes: String::new(),
-    });
-    if !pts.is_empty() {
-        let svg = plots::loglog_plot(
-            "Lemma 5.3: acceleration of v2 over v1 at t2, head / identity",
-            "d",
-            "median acceleration",
-            &[Scatter {
-                label: "median over seeds".into(),
-                points: pts,
-                fit: None,
-            }],
-        )?;
-        body.figures.push((format!("{}.svg", ctx.spec.name), svg));
-    }
+    let mut body = Body::claim(
+        "Claim (Lemma 5.3): after the substitution, learning v2 in the substituted neuron \
+         k is much faster than learning v1 there, thanks to the head (with stop-gradient \
+         and batch normalization). Measured at the state at `t2` of each run with the \
+         exact population gradient (`predhead::moments::population::evaluate`): the \
+         relative growth rates `-(dL/db_k)/b_k` of the weak feature and `-(dL/da_k)/a_k` \
+         of the strong one (`d b_k/dtau = -dL/db_k` under the flow), with the head as it \
+         is and with the head reset to the identity (same W). The acceleration is \
+         `(weak/strong with the head) / (weak/strong with E = I)`: how much the head \
+         tilts the neuron's learning toward v2. The head also divides both rates by the \
+         larger normalization of `F_k` (the first two ratio columns), which is why the \
+         comparison is relative, as in the paper's gradient formula of Section 5.3.\n\n",
+    );
+    body.section(
+        "Acceleration of the weak feature at t2: head against E = I",
+        t,
+        Some(verdict),
+        "at each d, holds when the 95% Clopper-Pearson lower bound of the fraction of runs \
+         with acceleration > 1 is at least 0.5, fails when its upper bound is below 0.5; \
+         the report holds if every d holds, fails if some d fails, else inconclusive.",
+    );
+    body.loglog_figure(
+        ctx,
+        "Lemma 5.3: acceleration of v2 over v1 at t2, head / identity",
+        "d",
+        "median acceleration",
+        &[medians_scatter(pts, None)],
+    )?;
     Ok(body)
 }
 
@@ -820,13 +853,7 @@ pub fn prop54(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             })
             .count();
         let ci = cp(rise_fall, rs.len())?;
-        verdicts.push(if ci.lo >= 0.5 {
-            Verdict::Holds
-        } else if ci.hi < 0.5 {
-            Verdict::Fails
-        } else {
-            Verdict::Inconclusive
-        });
+        verdicts.push(rate_verdict(ci));
         t.push(vec![
             d.to_string(),
             rs.len().to_string(),
@@ -836,7 +863,7 @@ pub fn prop54(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             reached.to_string(),
             rise_fall.to_string(),
             interval(ci),
-            med(&values(&rs, |r| field(summary_of(r), "t_end")))?,
+            med_summary(&rs, "t_end")?,
         ]);
         // Common grid: log-spaced flow times over the runs' range.
         let taus: Vec<Vec<f64>> = rs.iter().map(|r| array(&r.result, "tau")).collect();
@@ -883,21 +910,19 @@ pub fn prop54(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         }
     }
     let verdict = combine(&verdicts);
-    let mut body = Body {
-        text: "Claim (Proposition 5.4; the rise and fall of Figures 2-3): the off-diagonal \
-               part of the head rises during the substitution and falls back, \
-               `||E - I||_F <= 1/poly(d)` eventually. Curves: median and min-max band over \
-               seeds of `||E - diag(E)||_F` and of the asymmetry `||E - E^T||_F` against flow \
-               time (each run sampled at its accepted steps, interpolated linearly onto a \
-               common log-spaced grid, held constant after the run stops at t_end).\n\n"
-            .into(),
-        ..Default::default()
-    };
-    body.sections.push(Section {
-        heading: "Rise and fall of the off-diagonal head".into(),
-        table: t,
-        verdict: Some(verdict),
-        rule: format!(
+    let mut body = Body::claim(
+        "Claim (Proposition 5.4; the rise and fall of Figures 2-3): the off-diagonal \
+         part of the head rises during the substitution and falls back, \
+         `||E - I||_F <= 1/poly(d)` eventually. Curves: median and min-max band over \
+         seeds of `||E - diag(E)||_F` and of the asymmetry `||E - E^T||_F` against flow \
+         time (each run sampled at its accepted steps, interpolated linearly onto a \
+         common log-spaced grid, held constant after the run stops at t_end).\n\n",
+    );
+    body.section(
+        "Rise and fall of the off-diagonal head",
+        t,
+        Some(verdict),
+        format!(
             "a run rises and falls when its peak `||E - diag(E)||_F` is at least {} (10 t_end) \
              and its final value at most t_end = {}; at each d, holds when the 95% lower bound of \
              the fraction of such runs is at least 0.5, fails when its upper bound is below \
@@ -905,28 +930,28 @@ pub fn prop54(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             num(10.0 * te),
             num(te)
         ),
-        notes: String::new(),
-    });
+    );
     if !off_bands.is_empty() {
-        let name = &ctx.spec.name;
-        body.figures.push((
-            format!("{name}.svg"),
+        body.figure(
+            ctx,
+            "",
             plots::band_plot(
                 "||E - diag(E)||_F over flow time (median, min-max over seeds)",
                 &Axis::log("flow time tau"),
                 &Axis::log("||E - diag(E)||_F"),
                 &off_bands,
             )?,
-        ));
-        body.figures.push((
-            format!("{name}_asymmetry.svg"),
+        );
+        body.figure(
+            ctx,
+            "_asymmetry",
             plots::band_plot(
                 "||E - E^T||_F over flow time (median, min-max over seeds)",
                 &Axis::log("flow time tau"),
                 &Axis::log("||E - E^T||_F"),
                 &asym_bands,
             )?,
-        ));
+        );
     }
     Ok(body)
 }
@@ -954,17 +979,10 @@ fn agreement(pred: &str, both: Interval, collapse: Interval) -> Verdict {
         "collapse" => (collapse, false),
         _ => (both, true),
     };
-    let (yes, no) = if negate {
-        (ci.hi < 0.5, ci.lo >= 0.5)
+    if negate {
+        decide(ci.hi < 0.5, ci.lo >= 0.5)
     } else {
-        (ci.lo >= 0.5, ci.hi < 0.5)
-    };
-    if yes {
-        Verdict::Holds
-    } else if no {
-        Verdict::Fails
-    } else {
-        Verdict::Inconclusive
+        rate_verdict(ci)
     }
 }
 
@@ -1024,30 +1042,26 @@ pub fn ablations(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             agrees,
         ]);
     }
-    let mut body = Body {
-        text: "Which ingredients matter. The paper predicts `both-features` for its head with \
-               batch normalization and stop-gradient (Theorem 4.1), `collapse` for the frozen \
-               head (Theorem 4.3), and says that without the output normalization v1 dominates \
-               even with the trained head (Section 5.3). It makes no claim for the other \
-               combinations; Section 5.3 explains the role of stop-gradient informally. \
-               `error` counts runs the flow could not finish (e.g. a vanishing batch-norm \
-               variance).\n\n"
-            .into(),
-        ..Default::default()
-    };
-    body.sections.push(Section {
-        heading: "Outcome rates over head x normalization x stop-gradient".into(),
-        table: t,
-        verdict: Some(combine(&verdicts)),
-        rule: "for each row with a prediction: `both-features` (or `collapse`) agrees when the \
-               95% Clopper-Pearson lower bound of its rate is at least 0.5 and contradicts when \
-               the upper bound is below 0.5; `not both-features` agrees when the both-features \
-               upper bound is below 0.5 and contradicts when its lower bound is at least 0.5. \
-               Holds if every predicted row agrees, fails if one contradicts, else \
-               inconclusive."
-            .into(),
-        notes: String::new(),
-    });
+    let mut body = Body::claim(
+        "Which ingredients matter. The paper predicts `both-features` for its head with \
+         batch normalization and stop-gradient (Theorem 4.1), `collapse` for the frozen \
+         head (Theorem 4.3), and says that without the output normalization v1 dominates \
+         even with the trained head (Section 5.3). It makes no claim for the other \
+         combinations; Section 5.3 explains the role of stop-gradient informally. \
+         `error` counts runs the flow could not finish (e.g. a vanishing batch-norm \
+         variance).\n\n",
+    );
+    body.section(
+        "Outcome rates over head x normalization x stop-gradient",
+        t,
+        Some(combine(&verdicts)),
+        "for each row with a prediction: `both-features` (or `collapse`) agrees when the \
+         95% Clopper-Pearson lower bound of its rate is at least 0.5 and contradicts when \
+         the upper bound is below 0.5; `not both-features` agrees when the both-features \
+         upper bound is below 0.5 and contradicts when its lower bound is at least 0.5. \
+         Holds if every predicted row agrees, fails if one contradicts, else \
+         inconclusive.",
+    );
     Ok(body)
 }
 
@@ -1106,7 +1120,7 @@ pub fn head_ratio(ctx: &Context, recs: &[&Record]) -> Result<Body> {
                 let s = summary_of(r);
                 Some(field(s, "t2")? - field(s, "t1")?)
             }))?,
-            med(&values(&rs, |r| field(summary_of(r), "t_end")))?,
+            med_summary(&rs, "t_end")?,
         ]);
     }
     let verdict = if in_range.iter().any(|ci| ci.hi < 0.5) {
@@ -1131,35 +1145,28 @@ pub fn head_ratio(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         }
         _ => "at lr_head = lr the interval straddles 1/2".to_string(),
     };
-    let mut body = Body {
-        text: "Theorem 4.1 asks for `eta_E in [eta/alpha1^O(1), eta/polylog(d)]`; footnote 2 \
-               conjectures a similar result for `eta_E = eta` (under a modified noise model). \
-               Here `lr_head/lr` sweeps across that range and up to 1.\n\n"
-            .into(),
-        ..Default::default()
-    };
-    body.sections.push(Section {
-        heading: "Both-features rate versus lr_head / lr".into(),
-        table: t,
-        verdict: Some(verdict),
-        rule: format!(
+    let mut body = Body::claim(
+        "Theorem 4.1 asks for `eta_E in [eta/alpha1^O(1), eta/polylog(d)]`; footnote 2 \
+         conjectures a similar result for `eta_E = eta` (under a modified noise model). \
+         Here `lr_head/lr` sweeps across that range and up to 1.\n\n",
+    );
+    body.section(
+        "Both-features rate versus lr_head / lr",
+        t,
+        Some(verdict),
+        format!(
             "over the rows inside Theorem 4.1's range (taken as `lr_head/lr <= 1/ln d`), holds \
              when every 95% lower bound of the both-features rate is at least 0.5, fails when \
              some upper bound is below 0.5, else inconclusive. Footnote 2: {footnote}."
         ),
-        notes: String::new(),
-    });
-    if !series.is_empty() {
-        body.figures.push((
-            format!("{}.svg", ctx.spec.name),
-            plots::loglog_plot(
-                "Both-features rate versus lr_head / lr (rate 0 drawn at 1e-3)",
-                "lr_head / lr",
-                "both-features rate",
-                &series,
-            )?,
-        ));
-    }
+    );
+    body.loglog_figure(
+        ctx,
+        "Both-features rate versus lr_head / lr (rate 0 drawn at 1e-3)",
+        "lr_head / lr",
+        "both-features rate",
+        &series,
+    )?;
     Ok(body)
 }
 
@@ -1187,11 +1194,7 @@ pub fn footnote3(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         let per = OverlapMoments::new(&c.setting).opt_per_neuron();
         let exact = per * rug::Rational::from(c.setting.neurons as u64);
         let opt = exact.to_f64();
-        let both: Vec<&Record> = rs
-            .iter()
-            .copied()
-            .filter(|r| outcome_of(r) == "both-features")
-            .collect();
+        let both = with_outcome(&rs, "both-features");
         let ex = values(&both, |r| Some(field(summary_of(r), "loss_final")? - opt));
         let all = values(&rs, |r| Some(field(summary_of(r), "loss_final")? - opt));
         if all.iter().any(|e| *e < -1e-9 * opt) {
@@ -1225,43 +1228,31 @@ pub fn footnote3(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             _ => Verdict::Inconclusive,
         }
     };
-    let mut body = Body {
-        text: "Claim (Theorem 4.1 and footnote 3): the loss converges to the global optimum, \
-               `L <= OPT + 1/poly(d)`, with `OPT = m (2 - 2 E[K K'] / E[K^2]) = Theta(1/log d)` \
-               per the footnote (`K = abs(S ∩ A)`, `K' = P0 - K`). OPT is computed exactly as a \
-               rational from the hypergeometric law of K \
-               (`OverlapMoments::opt_per_neuron`). The excess columns are over both-features \
-               runs; `min loss - OPT` over all runs (a negative value below rounding would \
-               contradict OPT being the minimum).\n\n"
-            .into(),
-        ..Default::default()
-    };
-    body.sections.push(Section {
-        heading: "loss_final - OPT versus d".into(),
-        table: t,
-        verdict: Some(verdict),
-        rule: "fails when some run ends below OPT by more than a relative 1e-9; holds when the \
-               median excess `loss_final - OPT` of the both-features runs at the largest d is at \
-               most 1e-2; inconclusive otherwise. The runs go on past t_end to 2 t_end \
-               (runner `flow-converge`), so that the encoder converges too."
-            .into(),
-        notes: String::new(),
-    });
-    if !excess_pts.is_empty() {
-        body.figures.push((
-            format!("{}.svg", ctx.spec.name),
-            plots::loglog_plot(
-                "Footnote 3: median loss_final - OPT (both-features runs)",
-                "d",
-                "loss_final - OPT",
-                &[Scatter {
-                    label: "median over seeds".into(),
-                    points: excess_pts,
-                    fit: None,
-                }],
-            )?,
-        ));
-    }
+    let mut body = Body::claim(
+        "Claim (Theorem 4.1 and footnote 3): the loss converges to the global optimum, \
+         `L <= OPT + 1/poly(d)`, with `OPT = m (2 - 2 E[K K'] / E[K^2]) = Theta(1/log d)` \
+         per the footnote (`K = abs(S ∩ A)`, `K' = P0 - K`). OPT is computed exactly as a \
+         rational from the hypergeometric law of K \
+         (`OverlapMoments::opt_per_neuron`). The excess columns are over both-features \
+         runs; `min loss - OPT` over all runs (a negative value below rounding would \
+         contradict OPT being the minimum).\n\n",
+    );
+    body.section(
+        "loss_final - OPT versus d",
+        t,
+        Some(verdict),
+        "fails when some run ends below OPT by more than a relative 1e-9; holds when the \
+         median excess `loss_final - OPT` of the both-features runs at the largest d is at \
+         most 1e-2; inconclusive otherwise. The runs go on past t_end to 2 t_end \
+         (runner `flow-converge`), so that the encoder converges too.",
+    );
+    body.loglog_figure(
+        ctx,
+        "Footnote 3: median loss_final - OPT (both-features runs)",
+        "d",
+        "loss_final - OPT",
+        &[medians_scatter(excess_pts, None)],
+    )?;
     Ok(body)
 }
 
@@ -1306,10 +1297,10 @@ pub fn flow_vs_sgd(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             count(&rs, "collapse").to_string(),
             count(&rs, "undecided").to_string(),
             count(&rs, "error").to_string(),
-            med(&values(&rs, |r| field(summary_of(r), "t1")))?,
-            med(&values(&rs, |r| field(summary_of(r), "t2")))?,
-            med(&values(&rs, |r| field(summary_of(r), "t3")))?,
-            med(&values(&rs, |r| field(summary_of(r), "t_end")))?,
+            med_summary(&rs, "t1")?,
+            med_summary(&rs, "t2")?,
+            med_summary(&rs, "t3")?,
+            med_summary(&rs, "t_end")?,
         ]);
     }
     // Seed by seed: the same W(0) under both solvers.
@@ -1365,43 +1356,32 @@ pub fn flow_vs_sgd(ctx: &Context, recs: &[&Record]) -> Result<Body> {
                 if ok { "yes" } else { "no" }.into(),
             ]);
         }
-        verdicts.push(if n > 0 && agree == n {
-            Verdict::Holds
-        } else if 2 * mismatch > n {
-            Verdict::Fails
-        } else {
-            Verdict::Inconclusive
-        });
+        verdicts.push(decide(n > 0 && agree == n, 2 * mismatch > n));
     }
-    let mut body = Body {
-        text: "The flow is the small-learning-rate, large-batch limit of SGD (the paper's \
-               `eta <= 1/poly(d)`, `N >= poly(d)`). Both start from the same explicit \
-               `W(0)` (`predhead::init::explicit`, seed = the run's seed; the flow starts from its \
-               reduced coordinates, runner `flow-explicit`), and SGD runs `horizon/lr` steps \
-               with data seed = the run's seed, both stopped at t_end or the horizon. Event \
-               times are flow times `tau = lr t`; SGD's are multiples of lr. SGD is the \
-               expensive part of `predhead report`, so d, the horizon and the seeds are small.\n\n"
-            .into(),
-        ..Default::default()
-    };
-    body.sections.push(Section {
-        heading: "Event times and outcomes: flow and SGD side by side".into(),
-        table: t,
-        verdict: None,
-        rule: String::new(),
-        notes: String::new(),
-    });
-    body.sections.push(Section {
-        heading: "Seed by seed, from the same W(0)".into(),
-        table: p,
-        verdict: Some(combine(&verdicts)),
-        rule: "a seed agrees when both solvers reach the same outcome and their t1 differ by at \
-               most 25% of the flow's plus one SGD step (lr); for each (lr, N), holds when every \
-               seed agrees, fails when more than half of the seeds reach different outcomes, \
-               else inconclusive; the report holds if every (lr, N) holds, fails if one fails."
-            .into(),
-        notes: String::new(),
-    });
+    let mut body = Body::claim(
+        "The flow is the small-learning-rate, large-batch limit of SGD (the paper's \
+         `eta <= 1/poly(d)`, `N >= poly(d)`). Both start from the same explicit \
+         `W(0)` (`predhead::init::explicit`, seed = the run's seed; the flow starts from its \
+         reduced coordinates, runner `flow-explicit`), and SGD runs `horizon/lr` steps \
+         with data seed = the run's seed, both stopped at t_end or the horizon. Event \
+         times are flow times `tau = lr t`; SGD's are multiples of lr. SGD is the \
+         expensive part of `predhead report`, so d, the horizon and the seeds are small.\n\n",
+    );
+    body.section(
+        "Event times and outcomes: flow and SGD side by side",
+        t,
+        None,
+        "",
+    );
+    body.section(
+        "Seed by seed, from the same W(0)",
+        p,
+        Some(combine(&verdicts)),
+        "a seed agrees when both solvers reach the same outcome and their t1 differ by at \
+         most 25% of the flow's plus one SGD step (lr); for each (lr, N), holds when every \
+         seed agrees, fails when more than half of the seeds reach different outcomes, \
+         else inconclusive; the report holds if every (lr, N) holds, fails if one fails.",
+    );
     Ok(body)
 }
 

@@ -3,6 +3,7 @@
 //! with a fitted line.
 
 use crate::error::{Error, Result};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 /// One series of a band plot: a middle line (e.g. the median over seeds) and a shaded band
@@ -114,8 +115,27 @@ pub fn tick_label(v: &f64) -> String {
     }
 }
 
-/// Draws into a chart built on any of the four linear/log coordinate combinations.
+/// Draws into a chart built on any of the four linear/log coordinate combinations: the
+/// mesh (labelled by the axes), then `$body` (the series), then the legend.
 macro_rules! with_chart {
+    (@framed $chart:ident, $xa:expr, $ya:expr, $body:block) => {{
+        $chart
+            .configure_mesh()
+            .x_label_formatter(&tick_label)
+            .y_label_formatter(&tick_label)
+            .x_desc($xa.label.as_str())
+            .y_desc($ya.label.as_str())
+            .light_line_style(WHITE)
+            .draw()
+            .map_err(plot_err)?;
+        $body
+        $chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_err)?;
+    }};
     ($root:expr, $title:expr, $xa:expr, $ya:expr, $xr:expr, $yr:expr, |$chart:ident| $body:block) => {{
         let mut builder = ChartBuilder::on(&$root);
         builder
@@ -128,28 +148,40 @@ macro_rules! with_chart {
                 let mut $chart = builder
                     .build_cartesian_2d($xr.0..$xr.1, $yr.0..$yr.1)
                     .map_err(plot_err)?;
-                $body
+                with_chart!(@framed $chart, $xa, $ya, $body)
             }
             (true, false) => {
                 let mut $chart = builder
                     .build_cartesian_2d(($xr.0..$xr.1).log_scale(), $yr.0..$yr.1)
                     .map_err(plot_err)?;
-                $body
+                with_chart!(@framed $chart, $xa, $ya, $body)
             }
             (false, true) => {
                 let mut $chart = builder
                     .build_cartesian_2d($xr.0..$xr.1, ($yr.0..$yr.1).log_scale())
                     .map_err(plot_err)?;
-                $body
+                with_chart!(@framed $chart, $xa, $ya, $body)
             }
             (true, true) => {
                 let mut $chart = builder
                     .build_cartesian_2d(($xr.0..$xr.1).log_scale(), ($yr.0..$yr.1).log_scale())
                     .map_err(plot_err)?;
-                $body
+                with_chart!(@framed $chart, $xa, $ya, $body)
             }
         }
     }};
+}
+
+/// Renders one figure to an SVG string: a white 720 x 440 canvas that `draw` paints on.
+fn render_svg(draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<()>) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 440)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        draw(&root)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
 }
 
 /// A line plot of each band's middle line over its shaded `[lo, hi]` band.
@@ -169,20 +201,8 @@ pub fn band_plot(title: &str, x_axis: &Axis, y_axis: &Axis, bands: &[Band]) -> R
             .flat_map(|b| b.lo.iter().chain(&b.hi).chain(&b.mid).copied()),
         y_axis.log,
     )?;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (720, 440)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
+    render_svg(|root| {
         with_chart!(root, title, x_axis, y_axis, xr, yr, |chart| {
-            chart
-                .configure_mesh()
-                .x_label_formatter(&tick_label)
-                .y_label_formatter(&tick_label)
-                .x_desc(x_axis.label.as_str())
-                .y_desc(y_axis.label.as_str())
-                .light_line_style(WHITE)
-                .draw()
-                .map_err(plot_err)?;
             for (i, b) in bands.iter().enumerate() {
                 let color = PALETTE[i % PALETTE.len()];
                 let idx: Vec<usize> = (0..b.x.len())
@@ -211,16 +231,9 @@ pub fn band_plot(title: &str, x_axis: &Axis, y_axis: &Axis, bands: &[Band]) -> R
                         PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                     });
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(plot_err)?;
         });
-        root.present().map_err(plot_err)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// A scatter series of a log-log plot, with an optional fitted line
@@ -252,20 +265,8 @@ pub fn loglog_plot(
         series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
         true,
     )?;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (720, 440)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
+    render_svg(|root| {
         with_chart!(root, title, x_axis, y_axis, xr, yr, |chart| {
-            chart
-                .configure_mesh()
-                .x_label_formatter(&tick_label)
-                .y_label_formatter(&tick_label)
-                .x_desc(x_label)
-                .y_desc(y_label)
-                .light_line_style(WHITE)
-                .draw()
-                .map_err(plot_err)?;
             for (i, s) in series.iter().enumerate() {
                 let color = PALETTE[i % PALETTE.len()];
                 let pts: Vec<(f64, f64)> = s
@@ -295,16 +296,9 @@ pub fn loglog_plot(
                         .map_err(plot_err)?;
                 }
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(plot_err)?;
         });
-        root.present().map_err(plot_err)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 #[cfg(test)]
