@@ -429,32 +429,24 @@ pub fn integrate<S: FlowScalar>(
     let mut after_reject = false;
     // The last accepted step `(h, err)` of the current method (predictive control).
     let mut last_accepted: Option<(f64, f64)> = None;
+    // Ends the run with the counters as they stand: `stop!(reason)` at the current state,
+    // `stop!(t, x, reason)` at an event's time and state.
+    macro_rules! stop {
+        ($why:expr) => {
+            stop!(t, to_f64(&problem.unpack(&y)), $why)
+        };
+        ($t:expr, $x:expr, $why:expr) => {
+            return finish(
+                &tracker, $t, $x, $why, evals, acc, rej, stiff_from, switches,
+            )
+        };
+    }
     loop {
         if clock.until(opts.horizon) <= 0.0 {
-            return finish(
-                &tracker,
-                t,
-                to_f64(&problem.unpack(&y)),
-                Termination::Horizon,
-                evals,
-                acc,
-                rej,
-                stiff_from,
-                switches,
-            );
+            stop!(Termination::Horizon);
         }
         if acc[0] + acc[1] + rej >= opts.max_steps {
-            return finish(
-                &tracker,
-                t,
-                to_f64(&problem.unpack(&y)),
-                Termination::StepLimit,
-                evals,
-                acc,
-                rej,
-                stiff_from,
-                switches,
-            );
+            stop!(Termination::StepLimit);
         }
         let remaining = clock.until(opts.horizon);
         let last = h >= remaining;
@@ -462,17 +454,7 @@ pub fn integrate<S: FlowScalar>(
             h = remaining;
         }
         if h.is_nan() || h <= 1e-28 * t.abs() || h <= 0.0 {
-            return finish(
-                &tracker,
-                t,
-                to_f64(&problem.unpack(&y)),
-                Termination::StepUnderflow,
-                evals,
-                acc,
-                rej,
-                stiff_from,
-                switches,
-            );
+            stop!(Termination::StepUnderflow);
         }
         // One attempt: (y1, f1 if known, err, dense if built, h_lambda).
         let attempt: Result<Attempt<S>> = if !stiff {
@@ -544,17 +526,7 @@ pub fn integrate<S: FlowScalar>(
             on_sample(te, &xe)?;
             if ev == Event::TEnd && opts.stop_at_t_end {
                 acc[usize::from(stiff)] += 1;
-                return finish(
-                    &tracker,
-                    te,
-                    xe,
-                    Termination::TEnd,
-                    evals,
-                    acc,
-                    rej,
-                    stiff_from,
-                    switches,
-                );
+                stop!(te, xe, Termination::TEnd);
             }
         }
         acc[usize::from(stiff)] += 1;
@@ -574,17 +546,7 @@ pub fn integrate<S: FlowScalar>(
         }
         on_sample(t, sampler.state(&problem, &y))?;
         if last {
-            return finish(
-                &tracker,
-                t,
-                to_f64(&problem.unpack(&y)),
-                Termination::Horizon,
-                evals,
-                acc,
-                rej,
-                stiff_from,
-                switches,
-            );
+            stop!(Termination::Horizon);
         }
         if opts.method == Method::Auto {
             // Stiffness switch (derivations/numerics.md, "Stiffness"): estimate the
