@@ -1,6 +1,7 @@
 //! `predhead flow` on the command line (contract: `../shared/contract.md`).
 
-use std::process::Command;
+mod common;
+use common::{assert_bad_input, predhead, SUMMARY_KEYS};
 
 const CONFIG: &str = r#"
 [setting]
@@ -20,18 +21,6 @@ stop_gradient = true
 lr = 1e-3
 lr_head = 2e-4
 "#;
-
-fn predhead(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_predhead"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
 
 /// `--json` prints one object with the contract keys in the contract's order; `--out`
 /// writes the documented CSV; `--state` and `--seed` both work.
@@ -53,22 +42,7 @@ fn json_summary_and_trajectory() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count(), 1);
-    let keys = [
-        "t1",
-        "t2",
-        "t3",
-        "t_end",
-        "strong_neuron",
-        "offdiag_peak",
-        "offdiag_final",
-        "corr_final",
-        "loss_final",
-        "opt",
-        "a_final",
-        "b_final",
-        "outcome",
-        "rhs_evals",
-    ];
+    let keys: Vec<&str> = SUMMARY_KEYS.iter().copied().chain(["rhs_evals"]).collect();
     let pos: Vec<usize> = keys
         .iter()
         .map(|k| {
@@ -131,9 +105,6 @@ fn bad_input_exits_2_with_one_line() {
         vec!["flow", "--config", "/nonexistent.toml"],
         vec!["flow", "--config", c, "--state", z],
     ] {
-        let (code, out, err) = predhead(&args);
-        assert_eq!(code, 2, "{args:?}: {err}");
-        assert!(out.is_empty(), "{args:?}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert_bad_input(&args);
     }
 }

@@ -2,8 +2,9 @@
 //! `flow` (without `rhs_evals`), times in flow time, the trajectory CSV, `--state` and
 //! `--seed`, and bad input as exit status 2 with one stderr line.
 
+mod common;
+use common::{assert_bad_input, predhead, SUMMARY_KEYS};
 use std::path::Path;
-use std::process::Command;
 
 const CONFIG: &str = r#"
 [setting]
@@ -23,18 +24,6 @@ lr_head = 0.02
 batch = 64
 steps = 300
 "#;
-
-fn predhead(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_predhead"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
@@ -65,21 +54,7 @@ fn json_summary_has_the_contract_keys_and_csv_has_the_requested_rows() {
         "no progress bar when stderr is not a terminal: {err}"
     );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for key in [
-        "t1",
-        "t2",
-        "t3",
-        "t_end",
-        "strong_neuron",
-        "offdiag_peak",
-        "offdiag_final",
-        "corr_final",
-        "loss_final",
-        "opt",
-        "a_final",
-        "b_final",
-        "outcome",
-    ] {
+    for key in SUMMARY_KEYS {
         assert!(v.get(key).is_some(), "missing key {key} in {out}");
     }
     assert!(v.get("rhs_evals").is_none(), "rhs_evals is flow-only");
@@ -156,10 +131,7 @@ fn bad_input_exits_2_with_one_stderr_line() {
         ),
     ];
     for (args, field) in cases {
-        let (code, out, err) = predhead(&args);
-        assert_eq!(code, 2, "{args:?}: {err}");
-        assert!(out.is_empty(), "{args:?}: stdout {out}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        let err = assert_bad_input(&args);
         assert!(err.contains(field), "{args:?}: {err} should name {field}");
     }
 }
