@@ -62,8 +62,8 @@ fn readme_headline_is_the_committed_table() {
     );
 }
 
-/// The committed reports are what `predhead report` produces (the full grids: about 2
-/// minutes on 2 cores). Run with `cargo test --release --test reports -- --ignored`.
+/// The committed reports are what `predhead report` produces (the full grids: about
+/// 30 s on 2 cores). Run with `cargo test --release --test reports -- --ignored`.
 #[test]
 #[ignore]
 fn committed_reports_are_reproduced() {
