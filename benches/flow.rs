@@ -3,14 +3,16 @@
 //! default tolerances). The cost should be flat in `d` (at most `log d` growth).
 //!
 //! Run: `cargo bench --bench flow` (environment `FLOW_BENCH_RTOL` overrides the relative
-//! tolerance, default 1e-9; the absolute ones follow it as in `Options::new`). Before the timings it prints, for each `d`, the event
+//! tolerance, default 1e-9, the absolute ones following it as in `Options::new`;
+//! `FLOW_BENCH_PAIRS=dopri5,ros4` selects the explicit and the Rosenbrock method, default
+//! `dop853,rodas5`). Before the timings it prints, for each `d`, the event
 //! times, the right-hand-side evaluations, the Jacobians (one dual-number pass each, not counted
 //! in the evaluations) and the steps of one trajectory. The figures are recorded in
 //! the README, section "performance", subsection "Flow".
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use predhead::config::parse_config;
-use predhead::flow::{integrate, Options};
+use predhead::flow::{integrate, Explicit, Options, Stiff};
 use predhead::setting::Config;
 use std::hint::black_box;
 use std::time::Duration;
@@ -52,6 +54,13 @@ fn trajectory(c: &Config) -> predhead::flow::Run {
         opts.tol.rtol = r;
         opts.tol.atol = Options::default_atol(r, c.setting.dim);
         opts.tol.atol_head = Options::DEFAULT_ATOL_HEAD_FACTOR * r;
+    }
+    if let Ok(pairs) = std::env::var("FLOW_BENCH_PAIRS") {
+        let (e, s) = pairs
+            .split_once(',')
+            .expect("FLOW_BENCH_PAIRS=explicit,stiff");
+        opts.explicit = Explicit::from_name(e).expect("dop853 or dopri5");
+        opts.stiff = Stiff::from_name(s).expect("rodas5 or ros4");
     }
     integrate(c, &x0, &opts, &mut |_, _| Ok(())).expect("flow")
 }

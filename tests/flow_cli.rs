@@ -53,6 +53,14 @@ fn json_summary_and_trajectory() {
     assert!(pos.windows(2).all(|w| w[0] < w[1]), "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["rhs_evals"].as_u64().unwrap() > 0);
+    // The integrators' extras: the defaults, and the steps split between them.
+    assert_eq!(v["method"], "auto");
+    assert_eq!(v["explicit"], "dop853");
+    assert_eq!(v["stiff"], "rodas5");
+    assert_eq!(
+        v["explicit_steps"].as_u64().unwrap() + v["rosenbrock_steps"].as_u64().unwrap(),
+        v["steps"].as_u64().unwrap()
+    );
     let text = std::fs::read_to_string(&csv).unwrap();
     let header = text.lines().next().unwrap();
     assert_eq!(
@@ -100,6 +108,8 @@ fn bad_input_exits_2_with_one_line() {
     for args in [
         vec!["flow", "--config", c, "--seed", "1", "--state", s],
         vec!["flow", "--config", c, "--method", "euler"],
+        vec!["flow", "--config", c, "--explicit", "rk4"],
+        vec!["flow", "--config", c, "--stiff", "radau5"],
         vec!["flow", "--config", c, "--rtol", "-1"],
         vec!["flow", "--config", c, "--state", s],
         vec!["flow", "--config", "/nonexistent.toml"],

@@ -11,7 +11,7 @@
 use crate::config::load_config;
 use crate::error::{Error, Result};
 use crate::flow::control::Tolerance;
-use crate::flow::{integrate, Method, Options, Run};
+use crate::flow::{integrate, Explicit, Method, Options, Run, Stiff};
 use crate::moments::population::{Constants, Reduced};
 use crate::observe::{Summary, TrajectoryRecorder};
 use crate::state::State;
@@ -46,9 +46,15 @@ pub struct Args {
     /// Absolute tolerance of the head's entries (default 1e-3 * rtol).
     #[arg(long)]
     pub atol_head: Option<f64>,
-    /// Integrator: auto (Dormand-Prince, Rosenbrock once stiff), dopri5 or rosenbrock.
+    /// Integrator: auto (explicit, Rosenbrock once stiff), explicit or rosenbrock.
     #[arg(long, default_value = "auto")]
     pub method: String,
+    /// Explicit pair: dop853 (order 8) or dopri5 (Dormand-Prince 5(4)).
+    #[arg(long, default_value = "dop853")]
+    pub explicit: String,
+    /// Rosenbrock method: rodas5 (order 5, L-stable) or ros4 (Shampine's 4(3)).
+    #[arg(long, default_value = "rodas5")]
+    pub stiff: String,
     /// Stop at t_end instead of integrating to the horizon.
     #[arg(long)]
     pub stop_at_t_end: bool,
@@ -61,10 +67,12 @@ struct Report<'a> {
     summary: &'a Summary,
     horizon: f64,
     method: Method,
+    explicit: Explicit,
+    stiff: Stiff,
     rtol: f64,
     atol: f64,
     stiff_from: Option<f64>,
-    dopri5_steps: u64,
+    explicit_steps: u64,
     rosenbrock_steps: u64,
     init: String,
 }
@@ -75,7 +83,22 @@ pub fn run(args: &Args) -> Result<String> {
     let method = Method::from_name(&args.method).ok_or_else(|| {
         Error::invalid(
             "--method",
-            format!("expected auto, dopri5 or rosenbrock, got {:?}", args.method),
+            format!(
+                "expected auto, explicit or rosenbrock, got {:?}",
+                args.method
+            ),
+        )
+    })?;
+    let explicit = Explicit::from_name(&args.explicit).ok_or_else(|| {
+        Error::invalid(
+            "--explicit",
+            format!("expected dop853 or dopri5, got {:?}", args.explicit),
+        )
+    })?;
+    let stiff = Stiff::from_name(&args.stiff).ok_or_else(|| {
+        Error::invalid(
+            "--stiff",
+            format!("expected rodas5 or ros4, got {:?}", args.stiff),
         )
     })?;
     let atol = args
@@ -127,6 +150,8 @@ pub fn run(args: &Args) -> Result<String> {
         head_from: usize::MAX,
     };
     opts.method = method;
+    opts.explicit = explicit;
+    opts.stiff = stiff;
     opts.stop_at_t_end = args.stop_at_t_end;
     let run: Run = match &args.out {
         Some(path) => {
@@ -149,10 +174,12 @@ pub fn run(args: &Args) -> Result<String> {
             summary: &run.summary,
             horizon: opts.horizon,
             method,
+            explicit,
+            stiff,
             rtol: opts.tol.rtol,
             atol: opts.tol.atol,
             stiff_from: run.stiff_from,
-            dopri5_steps: run.steps_by_method[0],
+            explicit_steps: run.steps_by_method[0],
             rosenbrock_steps: run.steps_by_method[1],
             init,
         };

@@ -30,6 +30,16 @@ impl Tolerance {
         }
     }
 
+    /// Every tolerance multiplied by `factor`.
+    pub fn scaled(&self, factor: f64) -> Self {
+        Tolerance {
+            rtol: self.rtol * factor,
+            atol: self.atol * factor,
+            atol_head: self.atol_head * factor,
+            head_from: self.head_from,
+        }
+    }
+
     /// The absolute tolerance of component `i`.
     pub fn atol_at(&self, i: usize) -> f64 {
         if i >= self.head_from {

@@ -4,6 +4,7 @@
 //!   side, generic over [`crate::scalar::Scalar`];
 //! - [`control`], [`dense`], [`dopri5`], [`rosenbrock`]: the solvers (error control, dense
 //!   output, the Dormand-Prince 5(4) pair, a Rosenbrock 4(3) method for the stiff part);
+//! - [`linear`]: the equilibrated LU of the Rosenbrock steps;
 //! - [`jacobian`], [`dual`]: the exact Jacobian of the right-hand side (forward-mode dual
 //!   numbers in `f64`, finite differences in MPFR);
 //! - [`mod@integrate`], [`clock`]: the driver (double-double flow time), with event
@@ -18,13 +19,16 @@
 pub mod clock;
 pub mod control;
 pub mod dense;
+pub mod dop853;
 pub mod dopri5;
 pub mod dual;
 pub mod integrate;
 pub mod jacobian;
+pub mod linear;
 pub mod problem;
+pub mod rodas5;
 pub mod rosenbrock;
 pub mod stiffness;
 
-pub use integrate::{integrate, Method, Options, Run};
+pub use integrate::{integrate, Explicit, Method, Options, Run, Stiff};
 pub use problem::Problem;

@@ -165,15 +165,26 @@ impl<S: Scalar> Problem<S> {
         x.a.clone_from_slice(&y[..m]);
         x.b.clone_from_slice(&y[m..2 * m]);
         let gram = &mut x.gram;
+        // Decay coordinates: the diagonal first, G_jj = z_j^(-1/2), then the off-diagonal
+        // entries G_jk = r_jk sqrt(G_jj G_kk) from it (no buffer, no recomputation).
+        if self.coordinates == Coordinates::Decay {
+            for j in 0..m {
+                let g = S::one(self.ctx) / y[self.gram_index(j, j)].clone().sqrt();
+                *gram.at_mut(j, j) = g;
+            }
+        }
         let mut i = 2 * m;
-        // Decay coordinates: G_jj = z_j^(-1/2) (no buffer: recomputed per use).
-        let diag = |j: usize| S::one(self.ctx) / y[self.gram_index(j, j)].clone().sqrt();
         for j in 0..m {
             for k in j..m {
                 let g = match self.coordinates {
                     Coordinates::Plain => y[i].clone(),
-                    Coordinates::Decay if j == k => diag(j),
-                    Coordinates::Decay => y[i].clone() * (diag(j) * diag(k)).sqrt(),
+                    Coordinates::Decay if j == k => {
+                        i += 1;
+                        continue;
+                    }
+                    Coordinates::Decay => {
+                        y[i].clone() * (gram.at(j, j).clone() * gram.at(k, k).clone()).sqrt()
+                    }
                 };
                 *gram.at_mut(j, k) = g.clone();
                 *gram.at_mut(k, j) = g;

@@ -6,8 +6,9 @@
 //! LU with partial pivoting. A-stable, so the step size of a relaxed stiff mode is limited
 //! by accuracy, not stability. Generic over [`Scalar`].
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::flow::control::{error_norm, rational, Tolerance};
+use crate::flow::linear::ScaledLu;
 use crate::scalar::Scalar;
 
 /// `(num, den)` coefficients.
@@ -63,78 +64,6 @@ pub fn jacobian<S: Scalar>(
     Ok(jac)
 }
 
-/// A dense LU factorization with partial pivoting, `P A = L U` (row-major, flat).
-#[derive(Clone, Debug)]
-pub struct Lu<S: Scalar> {
-    n: usize,
-    lu: Vec<S>,
-    perm: Vec<usize>,
-}
-
-impl<S: Scalar> Lu<S> {
-    /// Factors `a` (rows); errors when a pivot is exactly zero.
-    pub fn new(a: Vec<Vec<S>>) -> Result<Self> {
-        let n = a.len();
-        Self::from_flat(n, a.into_iter().flatten().collect())
-    }
-
-    /// Factors the `n x n` row-major matrix `a`; errors when a pivot is exactly zero.
-    pub fn from_flat(n: usize, mut a: Vec<S>) -> Result<Self> {
-        let mut perm: Vec<usize> = (0..n).collect();
-        for c in 0..n {
-            let mut p = c;
-            for r in c + 1..n {
-                if a[r * n + c].clone().abs() > a[p * n + c].clone().abs() {
-                    p = r;
-                }
-            }
-            let zero = S::zero(a[c * n + c].ctx());
-            if a[p * n + c].clone().abs().partial_cmp(&zero) != Some(std::cmp::Ordering::Greater) {
-                return Err(Error::numerical("Rosenbrock matrix", "singular"));
-            }
-            if p != c {
-                for k in 0..n {
-                    a.swap(c * n + k, p * n + k);
-                }
-                perm.swap(c, p);
-            }
-            let inv = S::one(zero.ctx()) / a[c * n + c].clone();
-            let (top, rest) = a.split_at_mut((c + 1) * n);
-            let pivot = &top[c * n + c + 1..(c + 1) * n];
-            for row in rest.chunks_exact_mut(n) {
-                let l = row[c].clone() * inv.clone();
-                for (v, p) in row[c + 1..].iter_mut().zip(pivot) {
-                    *v = v.clone() - l.clone() * p.clone();
-                }
-                row[c] = l;
-            }
-        }
-        Ok(Lu { n, lu: a, perm })
-    }
-
-    /// Solves `A x = b`.
-    pub fn solve(&self, b: &[S]) -> Vec<S> {
-        let n = self.n;
-        let lu = &self.lu;
-        let mut x: Vec<S> = self.perm.iter().map(|&p| b[p].clone()).collect();
-        for (r, row) in lu.chunks_exact(n).enumerate() {
-            let mut v = x[r].clone();
-            for (l, xc) in row[..r].iter().zip(&x[..r]) {
-                v = v - l.clone() * xc.clone();
-            }
-            x[r] = v;
-        }
-        for (r, row) in lu.chunks_exact(n).enumerate().rev() {
-            let mut v = x[r].clone();
-            for (u, xc) in row[r + 1..].iter().zip(&x[r + 1..]) {
-                v = v - u.clone() * xc.clone();
-            }
-            x[r] = v / row[r].clone();
-        }
-        x
-    }
-}
-
 /// One attempted step.
 #[derive(Clone, Debug)]
 pub struct Attempt<S: Scalar> {
@@ -173,49 +102,9 @@ pub fn step<S: Scalar>(
     let (c41, c42, c43) = (ch(C41), ch(C42), ch(C43));
     let b = B.map(r);
     let e = E.map(r);
-    // Equilibration (`derivations/numerics.md`, "Linear algebra"): the linear systems are
-    // solved in the variables `u = D^(-1) g`, `D = diag(s_i)`, `s_i` the power of two
-    // nearest to the component's error scale `atol_i + rtol |y0_i|`, that is
-    // `(D^(-1) A D) u = D^(-1) w`. Powers of two scale exactly (the solution is unchanged in
-    // exact arithmetic, at every precision); without it, partial pivoting on the raw
-    // matrix mixes components whose scales differ by 1e14 (`z_j ~ d^2` beside `a_j ~
-    // d^(-1/2)`) and the rounding of the large ones swamps the small ones.
-    let pow2: Vec<f64> = (0..n)
-        .map(|i| {
-            let sc = tol.atol_at(i) + tol.rtol * y0[i].to_f64().abs();
-            if sc > 0.0 && sc.is_finite() {
-                sc.log2().round().clamp(-1000.0, 1000.0).exp2()
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    let up: Vec<S> = pow2.iter().map(|&s| S::from_f64(s, ctx)).collect();
-    let down: Vec<S> = pow2.iter().map(|&s| S::from_f64(1.0 / s, ctx)).collect();
-    let mut a = Vec::with_capacity(n * n);
-    for (i, row) in jac.iter().enumerate() {
-        for (j, jij) in row.iter().enumerate() {
-            let aij = if i == j {
-                inv_gh.clone() - jij.clone()
-            } else {
-                -jij.clone()
-            };
-            a.push(aij * down[i].clone() * up[j].clone());
-        }
-    }
-    let lu = Lu::from_flat(n, a)?;
-    let solve = |w: &[S]| -> Vec<S> {
-        let scaled: Vec<S> = w
-            .iter()
-            .zip(&down)
-            .map(|(v, s)| v.clone() * s.clone())
-            .collect();
-        let mut u = lu.solve(&scaled);
-        for (v, s) in u.iter_mut().zip(&up) {
-            *v = v.clone() * s.clone();
-        }
-        u
-    };
+    // The linear systems in equilibrated variables (eq. (L1) of `derivations/numerics.md`).
+    let lu = ScaledLu::new(jac, inv_gh, y0, tol)?;
+    let solve = |w: &[S]| lu.solve(w);
     let g1 = solve(f0);
     let y2: Vec<S> = (0..n)
         .map(|i| y0[i].clone() + a21.clone() * g1[i].clone())
@@ -295,25 +184,5 @@ mod tests {
             .fold(0.0, f64::max);
         let order = (d1 / d2).log2();
         assert!(order > 3.6 && order < 4.5, "order {order}");
-    }
-
-    #[test]
-    fn lu_solves_a_pivoting_system() {
-        let a = vec![
-            vec![0.0, 2.0, 1.0],
-            vec![1.0, 1.0, 0.0],
-            vec![3.0, 0.0, 1.0],
-        ];
-        let x = [1.0, -2.0, 0.5];
-        let b: Vec<f64> = a
-            .iter()
-            .map(|r| r.iter().zip(&x).map(|(p, q)| p * q).sum())
-            .collect();
-        let lu = Lu::new(a).unwrap();
-        let got = lu.solve(&b);
-        for (g, w) in got.iter().zip(&x) {
-            assert!((g - w).abs() < 1e-14);
-        }
-        assert!(Lu::new(vec![vec![0.0, 0.0], vec![0.0, 1.0]]).is_err());
     }
 }
