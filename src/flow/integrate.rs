@@ -204,6 +204,9 @@ pub struct Run {
     pub steps_by_method: [u64; 2],
     /// Number of switches between the two integrators (`Method::Auto`).
     pub switches: u64,
+    /// Flow time from which Rodas5 gave way to Shampine's method (too many failed
+    /// attempts; `None`: it never did).
+    pub fallback_from: Option<f64>,
 }
 
 /// An estimate of the spectral radius of `jac` from the growth of 24 power iterations
@@ -436,7 +439,8 @@ pub fn integrate<S: FlowScalar>(
                   acc: [u64; 2],
                   rej: u64,
                   stiff_from: Option<f64>,
-                  switches: u64|
+                  switches: u64,
+                  fallback_from: Option<f64>|
      -> Result<Run> {
         let summary = tracker.finish(t, &x, term, acc[0] + acc[1], Some(evals), Some(rej))?;
         Ok(Run {
@@ -446,6 +450,7 @@ pub fn integrate<S: FlowScalar>(
             stiff_from,
             steps_by_method: acc,
             switches,
+            fallback_from,
         })
     };
 
@@ -463,10 +468,21 @@ pub fn integrate<S: FlowScalar>(
             0,
             None,
             0,
+            None,
         );
     }
     let mut stiff = opts.method == Method::Rosenbrock;
     let mut stiff_from = if stiff { Some(0.0) } else { None };
+    // The Rosenbrock method in use, and the fallback from Rodas5 to Shampine's method
+    // (derivations/numerics.md, "Integrators", "Fallback"): when `FALLBACK_REJECTS` of
+    // `FALLBACK_WINDOW` consecutive Rosenbrock attempts fail (error norm above 1, or a
+    // stage left the domain of the flow), the run goes on with Shampine's method, whose
+    // stages stay within `2 h` of `y0` (Rodas5's extrapolate up to `41 h`).
+    let mut stiff_method = opts.stiff;
+    let mut fallback_from: Option<f64> = None;
+    let (mut window_attempts, mut window_fails) = (0u32, 0u32);
+    const FALLBACK_WINDOW: u32 = 64;
+    const FALLBACK_REJECTS: u32 = 12;
     const CHECK_EVERY: u32 = 25;
     let (mut since_check, mut calm, mut switches) = (0u32, 0u32, 0u64);
     let d0 = scaled_norm(&y, &y, opts.tol);
@@ -521,7 +537,16 @@ pub fn integrate<S: FlowScalar>(
         };
         ($t:expr, $x:expr, $why:expr) => {
             return finish(
-                &tracker, $t, $x, $why, evals, acc, rej, stiff_from, switches,
+                &tracker,
+                $t,
+                $x,
+                $why,
+                evals,
+                acc,
+                rej,
+                stiff_from,
+                switches,
+                fallback_from,
             )
         };
     }
@@ -554,7 +579,7 @@ pub fn integrate<S: FlowScalar>(
                 None => jacobian(&mut rhs, &y, Some(&f0)).map(|(_, j)| j),
             };
             j.and_then(|j| {
-                let r = match opts.stiff {
+                let r = match stiff_method {
                     Stiff::Ros4 => rosenbrock::step(&mut rhs, &y, &f0, &j, h, opts.tol)
                         .map(|a| (a.y1, None, a.err, None, 0.0)),
                     Stiff::Rodas5 => rodas5::step(
@@ -563,7 +588,7 @@ pub fn integrate<S: FlowScalar>(
                         &f0,
                         &j,
                         h,
-                        opts.tol.scaled(opts.stiff.tolerance_factor()),
+                        opts.tol.scaled(stiff_method.tolerance_factor()),
                     )
                     .map(|a| (a.y1, None, a.err, Some(a.dense), 0.0)),
                 };
@@ -572,10 +597,27 @@ pub fn integrate<S: FlowScalar>(
             })
         };
         let order = if stiff {
-            opts.stiff.estimate_order()
+            stiff_method.estimate_order()
         } else {
             opts.explicit.estimate_order()
         };
+        if stiff {
+            window_attempts += 1;
+            let failed = match &attempt {
+                Ok(v) => !(v.2.is_finite() && v.2 <= 1.0),
+                Err(_) => true,
+            };
+            window_fails += u32::from(failed);
+            if window_attempts >= FALLBACK_WINDOW {
+                if stiff_method == Stiff::Rodas5 && window_fails >= FALLBACK_REJECTS {
+                    stiff_method = Stiff::Ros4;
+                    fallback_from.get_or_insert(t);
+                    last_accepted = None;
+                }
+                window_attempts = 0;
+                window_fails = 0;
+            }
+        }
         let (y1, f1, err, dense, _) = match attempt {
             Ok(v) if v.2.is_finite() => v,
             _ => {
