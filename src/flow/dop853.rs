@@ -330,40 +330,15 @@ pub fn step<S: Scalar>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `y0' = -y0^2` (exact `1/(1+t)`), `(y1, y2)' = (-y2, y1)` (exact `cos t, sin t`).
-    fn f(y: &[f64]) -> Result<Vec<f64>> {
-        Ok(vec![-y[0] * y[0], -y[2], y[1]])
-    }
-
-    fn exact(t: f64) -> Vec<f64> {
-        vec![1.0 / (1.0 + t), t.cos(), t.sin()]
-    }
+    use crate::flow::convergence::{errors, f};
 
     fn error_after(n: usize) -> (f64, f64) {
         let tol = Tolerance::uniform(1.0, 1.0);
-        let h = 2.0 / n as f64;
-        let mut y = exact(0.0);
-        let mut dense_err: f64 = 0.0;
-        for i in 0..n {
-            let f0 = f(&y).unwrap();
-            let a = step(&mut f, 0.0, &y, &f0, h, tol, true).unwrap();
-            for theta in [0.3, 0.5, 0.8] {
-                let mid = a.dense.as_ref().unwrap().eval(theta * h);
-                let ex = exact((i as f64 + theta) * h);
-                for (u, v) in mid.iter().zip(&ex) {
-                    dense_err = dense_err.max((u - v).abs());
-                }
-            }
-            y = a.y1;
-        }
-        let ex = exact(2.0);
-        let err = y
-            .iter()
-            .zip(&ex)
-            .map(|(u, v)| (u - v).abs())
-            .fold(0.0, f64::max);
-        (err, dense_err)
+        let mut step = |y: &[f64], f0: &[f64], h: f64| {
+            let a = step(&mut f, 0.0, y, f0, h, tol, true).unwrap();
+            (a.y1, a.dense.unwrap())
+        };
+        errors(&mut step, n, 2.0, &[0.3, 0.5, 0.8])
     }
 
     /// The solution weights `b` sum to 1 (consistency; the transcription of the tableau is

@@ -18,6 +18,8 @@
 
 pub mod clock;
 pub mod control;
+#[cfg(test)]
+mod convergence;
 pub mod dense;
 pub mod dop853;
 pub mod dopri5;
