@@ -14,15 +14,13 @@ pub fn exact(t: f64) -> Vec<f64> {
     vec![1.0 / (1.0 + t), t.cos(), t.sin()]
 }
 
-/// `n` fixed steps of `step` (`(y0, f0, h) -> (y1, dense)`) over `[0, t_end]`: the max-norm
+/// One fixed step `(y0, f0, h) -> (y1, dense output)`.
+pub type Step<'a> = dyn FnMut(&[f64], &[f64], f64) -> (Vec<f64>, Dense<f64>) + 'a;
+
+/// `n` fixed steps of `step` over `[0, t_end]`: the max-norm
 /// error at `t_end`, and the largest error of the dense output at the fractions `thetas`
 /// of every step.
-pub fn errors(
-    step: &mut dyn FnMut(&[f64], &[f64], f64) -> (Vec<f64>, Dense<f64>),
-    n: usize,
-    t_end: f64,
-    thetas: &[f64],
-) -> (f64, f64) {
+pub fn errors(step: &mut Step<'_>, n: usize, t_end: f64, thetas: &[f64]) -> (f64, f64) {
     let h = t_end / n as f64;
     let mut y = exact(0.0);
     let mut dense_err: f64 = 0.0;

@@ -237,9 +237,9 @@ pub fn spectral_radius<S: Scalar>(jac: &[Vec<S>]) -> f64 {
     (log_growth / 16.0).exp()
 }
 
-/// One attempted step of either integrator: `(y1, f(y1) if known, error norm, dense
-/// output if built, stiffness estimate)`.
-type Attempt<S> = (Vec<S>, Option<Vec<S>>, f64, Option<Dense<S>>, f64);
+/// One attempted step of any stepper: `(y1, f(y1) if known, error norm, dense output if
+/// built)`.
+type Attempt<S> = (Vec<S>, Option<Vec<S>>, f64, Option<Dense<S>>);
 
 /// Illinois root finding of `g` on `[lo, hi]` with `g(lo) < 0 <= g(hi)`; returns a time
 /// `t` with `g(t) >= 0` within a relative `1e-15` of the crossing.
@@ -565,13 +565,13 @@ pub fn integrate<S: FlowScalar>(
         if h.is_nan() || h <= 1e-28 * t.abs() || h <= 0.0 {
             stop!(Termination::StepUnderflow);
         }
-        // One attempt: (y1, f1 if known, err, dense if built, h_lambda).
+        // One attempt: (y1, f1 if known, err, dense if built).
         let attempt: Result<Attempt<S>> = if !stiff {
             match opts.explicit {
                 Explicit::Dop853 => dop853::step(&mut rhs, 0.0, &y, &f0, h, opts.tol, true)
-                    .map(|a| (a.y1, Some(a.f1), a.err, a.dense, 0.0)),
+                    .map(|a| (a.y1, Some(a.f1), a.err, a.dense)),
                 Explicit::Dopri5 => dopri5::step(&mut rhs, 0.0, &y, &f0, h, opts.tol, true)
-                    .map(|a| (a.y1, Some(a.f1), a.err, a.dense, a.h_lambda)),
+                    .map(|a| (a.y1, Some(a.f1), a.err, a.dense)),
             }
         } else {
             let j = match jac.take() {
@@ -579,18 +579,12 @@ pub fn integrate<S: FlowScalar>(
                 None => jacobian(&mut rhs, &y, Some(&f0)).map(|(_, j)| j),
             };
             j.and_then(|j| {
+                let tol = opts.tol.scaled(stiff_method.tolerance_factor());
                 let r = match stiff_method {
-                    Stiff::Ros4 => rosenbrock::step(&mut rhs, &y, &f0, &j, h, opts.tol)
-                        .map(|a| (a.y1, None, a.err, None, 0.0)),
-                    Stiff::Rodas5 => rodas5::step(
-                        &mut rhs,
-                        &y,
-                        &f0,
-                        &j,
-                        h,
-                        opts.tol.scaled(stiff_method.tolerance_factor()),
-                    )
-                    .map(|a| (a.y1, None, a.err, Some(a.dense), 0.0)),
+                    Stiff::Ros4 => rosenbrock::step(&mut rhs, &y, &f0, &j, h, tol)
+                        .map(|a| (a.y1, None, a.err, None)),
+                    Stiff::Rodas5 => rodas5::step(&mut rhs, &y, &f0, &j, h, tol)
+                        .map(|a| (a.y1, None, a.err, Some(a.dense))),
                 };
                 jac = Some(j);
                 r
@@ -618,7 +612,7 @@ pub fn integrate<S: FlowScalar>(
                 window_fails = 0;
             }
         }
-        let (y1, f1, err, dense, _) = match attempt {
+        let (y1, f1, err, dense) = match attempt {
             Ok(v) if v.2.is_finite() => v,
             _ => {
                 // The step left the domain (a variance vanished or a value overflowed):
