@@ -2,8 +2,12 @@
 //!
 //! - [`problem`]: the ODE (the problem, no time-stepping): state packing and right-hand
 //!   side, generic over [`crate::scalar::Scalar`];
-//! - [`control`], [`dense`], [`dopri5`], [`rosenbrock`]: the solvers (error control, dense
-//!   output, the Dormand-Prince 5(4) pair, a Rosenbrock 4(3) method for the stiff part);
+//! - [`control`], [`dense`]: error control and dense output, shared by the solvers;
+//! - [`dop853`], [`dopri5`]: the explicit pairs (DOP853, the default in `f64`; Dormand-Prince
+//!   5(4), exact rational coefficients, the MPFR reference's);
+//! - [`rodas5`], [`rosenbrock`]: the Rosenbrock methods for the stiff phases (Rodas5, the
+//!   default in `f64`; Shampine's 4(3), exact rational coefficients, the MPFR reference's
+//!   and Rodas5's fallback);
 //! - [`linear`]: the equilibrated LU of the Rosenbrock steps;
 //! - [`jacobian`], [`dual`]: the exact Jacobian of the right-hand side (forward-mode dual
 //!   numbers in `f64`, finite differences in MPFR);
