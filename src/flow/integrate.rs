@@ -219,11 +219,12 @@ pub fn spectral_radius<S: Scalar>(jac: &[Vec<S>]) -> f64 {
         .map(|r| r.iter().map(Scalar::to_f64).collect())
         .collect();
     let mut v: Vec<f64> = (0..n).map(|i| 1.0 + 0.1 * i as f64).collect();
+    let mut w = vec![0.0; n];
     let mut log_growth = 0.0;
     for it in 0..24 {
-        let w: Vec<f64> = (0..n)
-            .map(|r| (0..n).map(|c| j[r][c] * v[c]).sum())
-            .collect();
+        for (wr, row) in w.iter_mut().zip(&j) {
+            *wr = (0..n).map(|c| row[c] * v[c]).sum();
+        }
         let nv = v.iter().map(|x| x * x).sum::<f64>().sqrt();
         let nw = w.iter().map(|x| x * x).sum::<f64>().sqrt();
         if !(nw > 0.0 && nw.is_finite()) {
@@ -232,7 +233,9 @@ pub fn spectral_radius<S: Scalar>(jac: &[Vec<S>]) -> f64 {
         if it >= 8 {
             log_growth += (nw / nv).ln();
         }
-        v = w.iter().map(|x| x / nw).collect();
+        for (vi, wi) in v.iter_mut().zip(&w) {
+            *vi = wi / nw;
+        }
     }
     (log_growth / 16.0).exp()
 }
@@ -334,17 +337,21 @@ fn locate<S: Scalar>(
             let t = if i == SUB { t1 } else { t };
             let x = sampler.at(problem, dense, t);
             tracker.touch(x);
-            for &ev in &pending {
-                if tracker.margin(ev, sampler.at(problem, dense, t)) >= 0.0 {
-                    let mut g = |s: f64| tracker.margin(ev, sampler.at(problem, dense, s));
-                    let root = if g(prev) >= 0.0 {
-                        prev
-                    } else {
-                        first_crossing(&mut g, prev, t)
-                    };
-                    if found.is_none_or(|(r, _)| root < r) {
-                        found = Some((root, ev));
-                    }
+            // The margins at the sample (the state is sampled once for all events).
+            let crossed: Vec<Event> = pending
+                .iter()
+                .copied()
+                .filter(|&ev| tracker.margin(ev, x) >= 0.0)
+                .collect();
+            for ev in crossed {
+                let mut g = |s: f64| tracker.margin(ev, sampler.at(problem, dense, s));
+                let root = if g(prev) >= 0.0 {
+                    prev
+                } else {
+                    first_crossing(&mut g, prev, t)
+                };
+                if found.is_none_or(|(r, _)| root < r) {
+                    found = Some((root, ev));
                 }
             }
             if found.is_some() {
