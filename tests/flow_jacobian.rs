@@ -83,13 +83,13 @@ fn trajectory_states(c: &Config) -> Vec<Reduced<f64>> {
 fn exact(c: &Config, x0: &Reduced<f64>, coords: Coordinates, y: &[f64]) -> Vec<Vec<f64>> {
     let n = y.len();
     let mut ex = f64::exact_jacobian(c, &x0.e, coords).unwrap();
-    let mut jac = vec![vec![0.0; n]; n];
+    let mut jac = vec![0.0; n * n];
     let mut f = vec![0.0; n];
     ex.eval(y, &mut f, &mut jac).unwrap();
     let p = Problem::<f64>::with_coordinates(c, &x0.e, coords, ());
     // The value part is the f64 right-hand side itself, bit for bit.
     assert_eq!(f, p.rhs(y).unwrap());
-    jac
+    jac.chunks_exact(n).map(<[f64]>::to_vec).collect()
 }
 
 /// Central differences, step `eps^(1/3) max(|y_j|, floor)` (`floor` 1e-2: every
@@ -253,7 +253,7 @@ fn pass_width_does_not_change_the_jacobian() {
     let y = p.pack(&x);
     let n = y.len();
     let run = |ex: &mut dyn ExactJacobian<f64>| {
-        let mut jac = vec![vec![0.0; n]; n];
+        let mut jac = vec![0.0; n * n];
         let mut f = vec![0.0; n];
         ex.eval(&y, &mut f, &mut jac).unwrap();
         jac

@@ -1,114 +1,106 @@
 //! Dense output: the solution inside an accepted step, for event location and recording.
+//!
+//! A [`Dense`] holds the continuous extension of one step in buffers that are reused from
+//! step to step: the steppers write their coefficients into it in place, so an accepted
+//! step allocates nothing (`f64`). Times are local offsets `t` in `[0, h]` from the step's
+//! start.
 
 use crate::scalar::Scalar;
 
-/// The continuous extension of one accepted step from `t0` to `t0 + h`.
-#[derive(Clone, Debug)]
-pub enum Dense<S: Scalar> {
+/// Which continuous extension a [`Dense`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
     /// Dormand-Prince's fourth-order continuous extension (Hairer, Norsett and Wanner,
     /// Vol. I, II.6; `rcont` as in `dopri5`):
-    /// `y(t0 + theta h) = r0 + theta (r1 + (1-theta) (r2 + theta (r3 + (1-theta) r4)))`.
-    Dopri {
-        /// Start of the step.
-        t0: f64,
-        /// Step size.
-        h: f64,
-        /// The five coefficient vectors.
-        rcont: [Vec<S>; 5],
-    },
-    /// The cubic Hermite interpolant through `(y0, f0)` and `(y1, f1)` (third order).
-    Hermite {
-        /// Start of the step.
-        t0: f64,
-        /// Step size.
-        h: f64,
-        /// State at `t0`.
-        y0: Vec<S>,
-        /// State at `t0 + h`.
-        y1: Vec<S>,
-        /// Derivative at `t0`.
-        f0: Vec<S>,
-        /// Derivative at `t0 + h`.
-        f1: Vec<S>,
-    },
+    /// `y(theta h) = y0 + theta (r1 + (1-theta) (r2 + theta (r3 + (1-theta) r4)))`,
+    /// coefficients `r1..r4`.
+    Dopri,
+    /// The cubic Hermite interpolant through `(y0, f0)` and `(y1, f1)` (third order),
+    /// coefficients `y1, f0, f1`.
+    Hermite,
     /// DOP853's seventh-order continuous extension ([`crate::flow::dop853`]):
-    /// `y(t0 + x h) = y0 + x (c0 + (1-x) (c1 + x (c2 + (1-x) (c3 + x (c4 + (1-x) (c5 + x
-    /// c6))))))`.
-    Dop853 {
-        /// Start of the step.
-        t0: f64,
-        /// Step size.
-        h: f64,
-        /// State at `t0`.
-        y0: Vec<S>,
-        /// The seven coefficient vectors.
-        coef: [Vec<S>; 7],
-    },
+    /// `y(x h) = y0 + x (c0 + (1-x) (c1 + x (c2 + (1-x) (c3 + x (c4 + (1-x) (c5 + x
+    /// c6))))))`, coefficients `c0..c6`.
+    Dop853,
     /// Rodas5's fourth-order continuous extension ([`crate::flow::rodas5`]):
-    /// `y(t0 + theta h) = (1-theta) y0 + theta (y1 + (1-theta) (h1 + theta (h2 + theta h3)))`.
-    Rodas {
-        /// Start of the step.
-        t0: f64,
-        /// Step size.
-        h: f64,
-        /// State at `t0`.
-        y0: Vec<S>,
-        /// State at `t0 + h`.
-        y1: Vec<S>,
-        /// `h_r = sum_i H_ri k_i`, `r = 1, 2, 3`.
-        hr: [Vec<S>; 3],
-    },
+    /// `y(theta h) = (1-theta) y0 + theta (y1 + (1-theta) (h1 + theta (h2 + theta h3)))`,
+    /// coefficients `y1, h1, h2, h3`.
+    Rodas,
+}
+
+/// The continuous extension of one accepted step from local time `0` to `h`.
+#[derive(Clone, Debug)]
+pub struct Dense<S: Scalar> {
+    kind: Kind,
+    h: f64,
+    y0: Vec<S>,
+    c: [Vec<S>; 7],
 }
 
 impl<S: Scalar> Dense<S> {
-    /// The step's start and end.
-    pub fn span(&self) -> (f64, f64) {
-        match self {
-            Dense::Dopri { t0, h, .. }
-            | Dense::Hermite { t0, h, .. }
-            | Dense::Dop853 { t0, h, .. }
-            | Dense::Rodas { t0, h, .. } => (*t0, *t0 + *h),
+    /// Buffers for states of length `n` at context `ctx` (an empty Hermite extension).
+    pub fn new(n: usize, ctx: S::Ctx) -> Self {
+        let z = || vec![S::zero(ctx); n];
+        Dense {
+            kind: Kind::Hermite,
+            h: 0.0,
+            y0: z(),
+            c: std::array::from_fn(|_| z()),
         }
     }
 
-    /// The interpolated state at `t` (in the step).
+    /// The kind of extension held.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The step's start and end in local time: `(0, h)`.
+    pub fn span(&self) -> (f64, f64) {
+        (0.0, self.h)
+    }
+
+    /// Starts a new extension of `kind` for a step of size `h` from `y0`; returns the
+    /// coefficient buffers for the stepper to fill (the first 3, 4 or 7, by kind).
+    pub fn begin(&mut self, kind: Kind, h: f64, y0: &[S]) -> &mut [Vec<S>; 7] {
+        self.kind = kind;
+        self.h = h;
+        self.y0.clone_from_slice(y0);
+        &mut self.c
+    }
+
+    /// The cubic Hermite extension of the step `(y0, f0) -> (y1, f1)` of size `h`.
+    pub fn set_hermite(&mut self, h: f64, y0: &[S], y1: &[S], f0: &[S], f1: &[S]) {
+        let c = self.begin(Kind::Hermite, h, y0);
+        c[0].clone_from_slice(y1);
+        c[1].clone_from_slice(f0);
+        c[2].clone_from_slice(f1);
+    }
+
+    /// The interpolated state at local time `t` (in the step).
     pub fn eval(&self, t: f64) -> Vec<S> {
-        let (y0, ctx) = match self {
-            Dense::Dopri { rcont, .. } => (&rcont[0], rcont[0][0].ctx()),
-            Dense::Hermite { y0, .. } | Dense::Rodas { y0, .. } | Dense::Dop853 { y0, .. } => {
-                (y0, y0[0].ctx())
-            }
-        };
-        let mut out = vec![S::zero(ctx); y0.len()];
+        let mut out = self.y0.clone();
         self.eval_into(t, &mut out);
         out
     }
 
     /// [`Dense::eval`] into `out` (of the state's length; no allocation in `f64`).
     pub fn eval_into(&self, t: f64, out: &mut [S]) {
-        match self {
-            Dense::Dopri { t0, h, rcont } => {
-                let ctx = rcont[0][0].ctx();
-                let th = S::from_f64((t - t0) / h, ctx);
+        let (y0, c, h) = (&self.y0, &self.c, self.h);
+        let ctx = y0[0].ctx();
+        match self.kind {
+            Kind::Dopri => {
+                let th = S::from_f64(t / h, ctx);
                 let th1 = S::one(ctx) - th.clone();
                 for (i, o) in out.iter_mut().enumerate() {
-                    let inner = rcont[3][i].clone() + th1.clone() * rcont[4][i].clone();
-                    let inner = rcont[2][i].clone() + th.clone() * inner;
-                    let inner = rcont[1][i].clone() + th1.clone() * inner;
-                    *o = rcont[0][i].clone() + th.clone() * inner;
+                    let inner = c[2][i].clone() + th1.clone() * c[3][i].clone();
+                    let inner = c[1][i].clone() + th.clone() * inner;
+                    let inner = c[0][i].clone() + th1.clone() * inner;
+                    *o = y0[i].clone() + th.clone() * inner;
                 }
             }
-            Dense::Hermite {
-                t0,
-                h,
-                y0,
-                y1,
-                f0,
-                f1,
-            } => {
-                let ctx = y0[0].ctx();
-                let s = (t - t0) / h;
-                let hs = S::from_f64(*h, ctx);
+            Kind::Hermite => {
+                let s = t / h;
+                let hs = S::from_f64(h, ctx);
                 // Hermite basis: h00 = (1 + 2s)(1-s)^2, h10 = s (1-s)^2, h01 = s^2 (3 - 2s),
                 // h11 = s^2 (s - 1).
                 let h00 = S::from_f64((1.0 + 2.0 * s) * (1.0 - s) * (1.0 - s), ctx);
@@ -117,31 +109,29 @@ impl<S: Scalar> Dense<S> {
                 let h11 = S::from_f64(s * s * (s - 1.0), ctx) * hs;
                 for (i, o) in out.iter_mut().enumerate() {
                     *o = h00.clone() * y0[i].clone()
-                        + h10.clone() * f0[i].clone()
-                        + h01.clone() * y1[i].clone()
-                        + h11.clone() * f1[i].clone();
+                        + h10.clone() * c[1][i].clone()
+                        + h01.clone() * c[0][i].clone()
+                        + h11.clone() * c[2][i].clone();
                 }
             }
-            Dense::Rodas { t0, h, y0, y1, hr } => {
-                let ctx = y0[0].ctx();
-                let th = S::from_f64((t - t0) / h, ctx);
+            Kind::Rodas => {
+                let th = S::from_f64(t / h, ctx);
                 let th1 = S::one(ctx) - th.clone();
                 for (i, o) in out.iter_mut().enumerate() {
-                    let inner = hr[1][i].clone() + th.clone() * hr[2][i].clone();
-                    let inner = hr[0][i].clone() + th.clone() * inner;
-                    let inner = y1[i].clone() + th1.clone() * inner;
+                    let inner = c[2][i].clone() + th.clone() * c[3][i].clone();
+                    let inner = c[1][i].clone() + th.clone() * inner;
+                    let inner = c[0][i].clone() + th1.clone() * inner;
                     *o = th1.clone() * y0[i].clone() + th.clone() * inner;
                 }
             }
-            Dense::Dop853 { t0, h, y0, coef } => {
-                let ctx = y0[0].ctx();
-                let x = S::from_f64((t - t0) / h, ctx);
+            Kind::Dop853 => {
+                let x = S::from_f64(t / h, ctx);
                 let x1 = S::one(ctx) - x.clone();
                 for (i, o) in out.iter_mut().enumerate() {
-                    let mut acc = coef[6][i].clone();
+                    let mut acc = c[6][i].clone();
                     for r in (0..6).rev() {
                         let w = if r % 2 == 0 { x1.clone() } else { x.clone() };
-                        acc = coef[r][i].clone() + w * acc;
+                        acc = c[r][i].clone() + w * acc;
                     }
                     *o = y0[i].clone() + x.clone() * acc;
                 }

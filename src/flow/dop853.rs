@@ -19,7 +19,8 @@
 
 use crate::error::Result;
 use crate::flow::control::Tolerance;
-use crate::flow::dense::Dense;
+use crate::flow::dense::{Dense, Kind};
+use crate::flow::Rhs;
 use crate::scalar::Scalar;
 
 /// `a_sj` of stages `s = 1..15` (row `s - 1`), non-zero entries `(j, a_sj)`; row 11 is
@@ -213,118 +214,153 @@ const BHH: [(usize, f64); 3] = [
     (11, 0.220588235294117647058823529412e-1),
 ];
 
-/// One attempted step.
+/// The work space of DOP853 steps for states of length `n`: the stages, the stage
+/// argument, and the attempt's results (no allocation per step in `f64`).
 #[derive(Clone, Debug)]
-pub struct Attempt<S: Scalar> {
-    /// The eighth-order solution at `t0 + h`.
+pub struct Work<S: Scalar> {
+    /// `k_0..k_15` (`k_12 = f(y1)`; `k_13..k_15` the dense-output stages).
+    k: [Vec<S>; 16],
+    /// The stage argument.
+    arg: Vec<S>,
+    /// `h a_sj` of the current row.
+    coef: Vec<S>,
+    /// The eighth-order solution at `h` of the last attempt.
     pub y1: Vec<S>,
-    /// `f(y1)` (the next step's first stage).
+    /// `f(y1)` of the last attempt (the next step's first stage).
     pub f1: Vec<S>,
-    /// Hairer's error norm (accept when `<= 1`).
-    pub err: f64,
-    /// Dense output (built only when asked: three more evaluations).
-    pub dense: Option<Dense<S>>,
 }
 
-/// `base + h sum_j w_j k_j` over the non-zero weights `(j, w_j)`.
-fn combine<S: Scalar>(base: Option<&[S]>, w: &[(usize, f64)], k: &[Vec<S>], h: &S) -> Vec<S> {
+impl<S: Scalar> Work<S> {
+    /// A work space for states of length `n` at context `ctx`.
+    pub fn new(n: usize, ctx: S::Ctx) -> Self {
+        let z = || vec![S::zero(ctx); n];
+        Work {
+            k: std::array::from_fn(|_| z()),
+            arg: z(),
+            coef: vec![S::zero(ctx); 16],
+            y1: z(),
+            f1: z(),
+        }
+    }
+}
+
+/// `out = base + h sum_j w_j k_j` over the non-zero weights `(j, w_j)` (`base` absent:
+/// zero), the products `h w_j` rounded once.
+fn combine<S: Scalar>(
+    out: &mut [S],
+    base: Option<&[S]>,
+    w: &[(usize, f64)],
+    k: &[Vec<S>],
+    h: &S,
+    coef: &mut [S],
+) {
     let ctx = h.ctx();
-    let coef: Vec<(usize, S)> = w
-        .iter()
-        .map(|&(j, v)| (j, h.clone() * S::from_f64(v, ctx)))
-        .collect();
-    let n = k[0].len();
-    (0..n)
-        .map(|i| {
-            let mut acc = match base {
-                Some(b) => b[i].clone(),
-                None => S::zero(ctx),
-            };
-            for (j, c) in &coef {
-                acc = acc + c.clone() * k[*j][i].clone();
-            }
-            acc
-        })
-        .collect()
+    for (c, &(_, v)) in coef.iter_mut().zip(w) {
+        *c = h.clone() * S::from_f64(v, ctx);
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        let mut acc = match base {
+            Some(b) => b[i].clone(),
+            None => S::zero(ctx),
+        };
+        for (c, &(j, _)) in coef.iter().zip(w) {
+            acc = acc + c.clone() * k[j][i].clone();
+        }
+        *o = acc;
+    }
 }
 
-/// One DOP853 step of size `h` from `(t0, y0)` with `f0 = f(y0)`: 11 evaluations, plus
-/// `f(y1)`, plus 3 for the dense output when `want_dense`.
+/// One DOP853 step of size `h` from `y0` with `f0 = f(y0)`: 11 evaluations plus `f(y1)`.
+/// Leaves `y1` and `f(y1)` in `w` and returns Hairer's error norm (accept when `<= 1`);
+/// [`dense`] builds the step's continuous extension afterwards.
 pub fn step<S: Scalar>(
-    f: &mut dyn FnMut(&[S]) -> Result<Vec<S>>,
-    t0: f64,
+    f: &mut Rhs<'_, S>,
     y0: &[S],
     f0: &[S],
     h: f64,
     tol: Tolerance,
-    want_dense: bool,
-) -> Result<Attempt<S>> {
+    w: &mut Work<S>,
+) -> Result<f64> {
     let ctx = y0[0].ctx();
     let n = y0.len();
     let hs = S::from_f64(h, ctx);
-    let mut k: Vec<Vec<S>> = Vec::with_capacity(16);
-    k.push(f0.to_vec());
-    for row in A.iter().take(11) {
-        let y = combine(Some(y0), row, &k, &hs);
-        k.push(f(&y)?);
+    let Work {
+        k,
+        arg,
+        coef,
+        y1,
+        f1,
+    } = w;
+    k[0].clone_from_slice(f0);
+    for (s, row) in A.iter().take(11).enumerate() {
+        combine(arg, Some(y0), row, &k[..], &hs, coef);
+        f(arg, &mut k[s + 1])?;
     }
-    let y1 = combine(Some(y0), A[11], &k, &hs);
-    let f1 = f(&y1)?;
+    combine(y1, Some(y0), A[11], &k[..], &hs, coef);
+    f(y1, f1)?;
     // Error estimates: fifth order sum_j E5_j k_j, third order sum_j (b_j - bhat_j) k_j.
     let mut e5 = 0.0;
     let mut e3 = 0.0;
     for i in 0..n {
         let sc = tol.atol_at(i) + tol.rtol * y0[i].to_f64().abs().max(y1[i].to_f64().abs());
         let mut v5 = S::zero(ctx);
-        for &(j, w) in &E5 {
-            v5 = v5 + S::from_f64(w, ctx) * k[j][i].clone();
+        for &(j, wj) in &E5 {
+            v5 = v5 + S::from_f64(wj, ctx) * k[j][i].clone();
         }
         let mut v3 = S::zero(ctx);
         for &(j, b) in A[11] {
             v3 = v3 + S::from_f64(b, ctx) * k[j][i].clone();
         }
-        for &(j, w) in &BHH {
-            v3 = v3 - S::from_f64(w, ctx) * k[j][i].clone();
+        for &(j, wj) in &BHH {
+            v3 = v3 - S::from_f64(wj, ctx) * k[j][i].clone();
         }
         e5 += (v5.to_f64() / sc).powi(2);
         e3 += (v3.to_f64() / sc).powi(2);
     }
-    let err = if e5 == 0.0 && e3 == 0.0 {
+    Ok(if e5 == 0.0 && e3 == 0.0 {
         0.0
     } else {
         h.abs() * e5 / ((e5 + 0.01 * e3) * n as f64).sqrt()
-    };
-    let dense = if want_dense {
-        k.push(f1.clone());
-        for row in &A[12..] {
-            let y = combine(Some(y0), row, &k, &hs);
-            k.push(f(&y)?);
-        }
-        // y(t0 + x h) = y0 + x (F0 + (1-x) (F1 + x (F2 + (1-x) (F3 + x (F4 + (1-x) (F5
-        // + x F6)))))) with F0 = y1 - y0, F1 = h f0 - F0, F2 = 2 F0 - h (f1 + f0),
-        // F3..F6 = h sum_j D_rj k_j.
-        let f0v: Vec<S> = (0..n).map(|i| y1[i].clone() - y0[i].clone()).collect();
-        let f1v: Vec<S> = (0..n)
-            .map(|i| hs.clone() * k[0][i].clone() - f0v[i].clone())
-            .collect();
-        let two = S::from_f64(2.0, ctx);
-        let f2v: Vec<S> = (0..n)
-            .map(|i| two.clone() * f0v[i].clone() - hs.clone() * (f1[i].clone() + k[0][i].clone()))
-            .collect();
-        let d: Vec<Vec<S>> = D.iter().map(|row| combine(None, row, &k, &hs)).collect();
-        let [d3, d4, d5, d6]: [Vec<S>; 4] = d.try_into().map_err(|_| {
-            crate::error::Error::numerical("dop853 dense output", "wrong row count")
-        })?;
-        Some(Dense::Dop853 {
-            t0,
-            h,
-            y0: y0.to_vec(),
-            coef: [f0v, f1v, f2v, d3, d4, d5, d6],
-        })
-    } else {
-        None
-    };
-    Ok(Attempt { y1, f1, err, dense })
+    })
+}
+
+/// The seventh-order continuous extension of the step just taken by [`step`] from `y0`
+/// with size `h` (its stages still in `w`): three more evaluations, written into `out`.
+pub fn dense<S: Scalar>(
+    f: &mut Rhs<'_, S>,
+    y0: &[S],
+    h: f64,
+    w: &mut Work<S>,
+    out: &mut Dense<S>,
+) -> Result<()> {
+    let ctx = y0[0].ctx();
+    let hs = S::from_f64(h, ctx);
+    let Work {
+        k,
+        arg,
+        coef,
+        y1,
+        f1,
+    } = w;
+    k[12].clone_from_slice(f1);
+    for (s, row) in A[12..].iter().enumerate() {
+        combine(arg, Some(y0), row, &k[..], &hs, coef);
+        f(arg, &mut k[13 + s])?;
+    }
+    // y(x h) = y0 + x (F0 + (1-x) (F1 + x (F2 + (1-x) (F3 + x (F4 + (1-x) (F5 + x F6))))))
+    // with F0 = y1 - y0, F1 = h f0 - F0, F2 = 2 F0 - h (f1 + f0), F3..F6 = h sum_j D_rj k_j.
+    let c = out.begin(Kind::Dop853, h, y0);
+    let two = S::from_f64(2.0, ctx);
+    for i in 0..y0.len() {
+        let f0v = y1[i].clone() - y0[i].clone();
+        c[1][i] = hs.clone() * k[0][i].clone() - f0v.clone();
+        c[2][i] = two.clone() * f0v.clone() - hs.clone() * (f1[i].clone() + k[0][i].clone());
+        c[0][i] = f0v;
+    }
+    for (r, row) in D.iter().enumerate() {
+        combine(&mut c[3 + r], None, row, &k[..], &hs, coef);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -334,9 +370,12 @@ mod tests {
 
     fn error_after(n: usize) -> (f64, f64) {
         let tol = Tolerance::uniform(1.0, 1.0);
+        let mut w = Work::new(3, ());
+        let mut d = Dense::new(3, ());
         let mut step = |y: &[f64], f0: &[f64], h: f64| {
-            let a = step(&mut f, 0.0, y, f0, h, tol, true).unwrap();
-            (a.y1, a.dense.unwrap())
+            step(&mut f, y, f0, h, tol, &mut w).unwrap();
+            dense(&mut f, y, h, &mut w, &mut d).unwrap();
+            (w.y1.clone(), d.clone())
         };
         errors(&mut step, n, 2.0, &[0.3, 0.5, 0.8])
     }

@@ -5,25 +5,9 @@
 
 use crate::error::Result;
 use crate::flow::control::{error_norm, rational, Tolerance};
-use crate::flow::dense::Dense;
+use crate::flow::dense::{Dense, Kind};
+use crate::flow::Rhs;
 use crate::scalar::Scalar;
-
-/// One attempted step.
-#[derive(Clone, Debug)]
-pub struct Attempt<S: Scalar> {
-    /// The fifth-order solution at `t0 + h`.
-    pub y1: Vec<S>,
-    /// `f(y1)` (first-same-as-last: the next step's first stage).
-    pub f1: Vec<S>,
-    /// The scaled error norm (accept when `<= 1`).
-    pub err: f64,
-    /// Dense output (built only when asked).
-    pub dense: Option<Dense<S>>,
-    /// Hairer's stiffness estimate `h |lambda|`, `h ||k7 - k6|| / ||y1 - y6||`.
-    pub h_lambda: f64,
-    /// Right-hand-side evaluations used (6).
-    pub evals: u64,
-}
 
 const A: [&[(f64, f64)]; 6] = [
     &[(1.0, 5.0)],
@@ -72,96 +56,138 @@ const D: [(f64, f64); 7] = [
     (69997945.0, 29380423.0),
 ];
 
-/// One Dormand-Prince step of size `h` from `(t0, y0)` with `f0 = f(y0)`.
+/// The work space of Dormand-Prince steps for states of length `n` (no allocation per
+/// step in `f64`).
+#[derive(Clone, Debug)]
+pub struct Work<S: Scalar> {
+    /// `k_1..k_7` (`k_7 = f(y1)`).
+    k: [Vec<S>; 7],
+    /// The stage argument (after a step: `y6`, the sixth stage's).
+    arg: Vec<S>,
+    /// The error estimate.
+    errv: Vec<S>,
+    /// `h w_j` of the current row (`None` for a zero weight).
+    coef: [Option<S>; 7],
+    /// The fifth-order solution at `h` of the last attempt.
+    pub y1: Vec<S>,
+    /// Hairer's stiffness estimate `h |lambda| ~ h ||k7 - k6|| / ||y1 - y6||` of the last
+    /// attempt.
+    pub h_lambda: f64,
+}
+
+impl<S: Scalar> Work<S> {
+    /// A work space for states of length `n` at context `ctx`.
+    pub fn new(n: usize, ctx: S::Ctx) -> Self {
+        let z = || vec![S::zero(ctx); n];
+        Work {
+            k: std::array::from_fn(|_| z()),
+            arg: z(),
+            errv: z(),
+            coef: Default::default(),
+            y1: z(),
+            h_lambda: 0.0,
+        }
+    }
+
+    /// `f(y1)` of the last attempt (first-same-as-last: the next step's first stage).
+    pub fn f1(&self) -> &[S] {
+        &self.k[6]
+    }
+}
+
+/// `out = base + h sum_i w_i k_i` over the non-zero weights, the coefficients rounded once.
+fn apply<S: Scalar>(
+    out: &mut [S],
+    base: Option<&[S]>,
+    w: &[(f64, f64)],
+    k: &[Vec<S>],
+    hs: &S,
+    coef: &mut [Option<S>; 7],
+) {
+    let ctx = hs.ctx();
+    for c in coef.iter_mut() {
+        *c = None;
+    }
+    for (c, &(num, den)) in coef.iter_mut().zip(w).take(k.len()) {
+        if num != 0.0 {
+            *c = Some(hs.clone() * rational::<S>(num, den, ctx));
+        }
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        let mut acc = match base {
+            Some(b) => b[i].clone(),
+            None => S::zero(ctx),
+        };
+        for (c, kk) in coef.iter().zip(k) {
+            if let Some(c) = c {
+                acc = acc + c.clone() * kk[i].clone();
+            }
+        }
+        *o = acc;
+    }
+}
+
+/// One Dormand-Prince step of size `h` from `y0` with `f0 = f(y0)`: six evaluations (the
+/// last, `f(y1)`, is the next step's first). Leaves `y1` and `f(y1)` in `w` and returns the
+/// scaled error norm (accept when `<= 1`).
 pub fn step<S: Scalar>(
-    f: &mut dyn FnMut(&[S]) -> Result<Vec<S>>,
-    t0: f64,
+    f: &mut Rhs<'_, S>,
     y0: &[S],
     f0: &[S],
     h: f64,
     tol: Tolerance,
-    want_dense: bool,
-) -> Result<Attempt<S>> {
+    w: &mut Work<S>,
+) -> Result<f64> {
     let ctx = y0[0].ctx();
     let n = y0.len();
     let hs = S::from_f64(h, ctx);
-    // `base + h sum_i w_i k_i` over the non-zero weights, the coefficients rounded once.
-    let apply = |base: Option<&[S]>, w: &[(f64, f64)], k: &[Vec<S>]| -> Vec<S> {
-        let mut coef: [Option<S>; 7] = Default::default();
-        for (c, &(num, den)) in coef.iter_mut().zip(w).take(k.len()) {
-            if num != 0.0 {
-                *c = Some(hs.clone() * rational::<S>(num, den, ctx));
-            }
-        }
-        (0..n)
-            .map(|i| {
-                let mut acc = match base {
-                    Some(b) => b[i].clone(),
-                    None => S::zero(ctx),
-                };
-                for (c, kk) in coef.iter().zip(k) {
-                    if let Some(c) = c {
-                        acc = acc + c.clone() * kk[i].clone();
-                    }
-                }
-                acc
-            })
-            .collect()
-    };
-    let mut k: Vec<Vec<S>> = Vec::with_capacity(7);
-    k.push(f0.to_vec());
-    let mut y6 = Vec::new();
-    for row in A.iter().take(5) {
-        let y = apply(Some(y0), row, &k);
-        k.push(f(&y)?);
-        y6 = y;
+    let Work {
+        k,
+        arg,
+        errv,
+        coef,
+        y1,
+        h_lambda,
+    } = w;
+    k[0].clone_from_slice(f0);
+    for (s, row) in A.iter().take(5).enumerate() {
+        apply(arg, Some(y0), row, &k[..s + 1], &hs, coef);
+        f(arg, &mut k[s + 1])?;
     }
     // The sixth row gives the fifth-order solution y1; k7 = f(y1) (first same as last).
-    let y1 = apply(Some(y0), A[5], &k);
-    let k7 = f(&y1)?;
-    k.push(k7.clone());
-    let errv = apply(None, &E, &k);
-    let err = error_norm(&errv, y0, &y1, tol);
+    apply(y1, Some(y0), A[5], &k[..6], &hs, coef);
+    f(y1, &mut k[6])?;
+    apply(errv, None, &E, &k[..], &hs, coef);
+    let err = error_norm(errv, y0, y1, tol);
     // Stiffness estimate with k6 = f(y6), k7 = f(y1).
     let (mut num, mut den) = (0.0, 0.0);
     for i in 0..n {
-        num += (k7[i].to_f64() - k[5][i].to_f64()).powi(2);
-        den += (y1[i].to_f64() - y6[i].to_f64()).powi(2);
+        num += (k[6][i].to_f64() - k[5][i].to_f64()).powi(2);
+        den += (y1[i].to_f64() - arg[i].to_f64()).powi(2);
     }
-    let h_lambda = if den > 0.0 {
+    *h_lambda = if den > 0.0 {
         h.abs() * (num / den).sqrt()
     } else {
         0.0
     };
-    let dense = if want_dense {
-        let r1: Vec<S> = y1
-            .iter()
-            .zip(y0)
-            .map(|(a, b)| a.clone() - b.clone())
-            .collect();
-        let r2: Vec<S> = (0..n)
-            .map(|i| hs.clone() * k[0][i].clone() - r1[i].clone())
-            .collect();
-        let r3: Vec<S> = (0..n)
-            .map(|i| r1[i].clone() - hs.clone() * k7[i].clone() - r2[i].clone())
-            .collect();
-        let r4 = apply(None, &D, &k);
-        Some(Dense::Dopri {
-            t0,
-            h,
-            rcont: [y0.to_vec(), r1, r2, r3, r4],
-        })
-    } else {
-        None
-    };
-    Ok(Attempt {
-        y1,
-        f1: k7,
-        err,
-        dense,
-        h_lambda,
-        evals: 6,
-    })
+    Ok(err)
+}
+
+/// The fourth-order continuous extension of the step just taken by [`step`] from `y0` with
+/// size `h` (its stages still in `w`), written into `out` (no evaluation).
+pub fn dense<S: Scalar>(y0: &[S], h: f64, w: &mut Work<S>, out: &mut Dense<S>) {
+    let ctx = y0[0].ctx();
+    let hs = S::from_f64(h, ctx);
+    let Work { k, y1, coef, .. } = w;
+    let c = out.begin(Kind::Dopri, h, y0);
+    for i in 0..y0.len() {
+        let r1 = y1[i].clone() - y0[i].clone();
+        let r2 = hs.clone() * k[0][i].clone() - r1.clone();
+        c[2][i] = r1.clone() - hs.clone() * k[6][i].clone() - r2.clone();
+        c[1][i] = r2;
+        c[0][i] = r1;
+    }
+    apply(&mut c[3], None, &D, &k[..], &hs, coef);
 }
 
 #[cfg(test)]
@@ -171,9 +197,12 @@ mod tests {
 
     fn error_after(n: usize) -> (f64, f64) {
         let tol = Tolerance::uniform(1.0, 1.0);
+        let mut w = Work::new(3, ());
+        let mut d = Dense::new(3, ());
         let mut step = |y: &[f64], f0: &[f64], h: f64| {
-            let a = step(&mut f, 0.0, y, f0, h, tol, true).unwrap();
-            (a.y1, a.dense.unwrap())
+            step(&mut f, y, f0, h, tol, &mut w).unwrap();
+            dense(y, h, &mut w, &mut d);
+            (w.y1.clone(), d.clone())
         };
         errors(&mut step, n, 1.0, &[0.5])
     }

@@ -209,20 +209,17 @@ pub struct Run {
     pub fallback_from: Option<f64>,
 }
 
-/// An estimate of the spectral radius of `jac` from the growth of 24 power iterations
-/// (the geometric mean growth over the last 16, which also works for a dominant complex
-/// pair), in `f64`.
-pub fn spectral_radius<S: Scalar>(jac: &[Vec<S>]) -> f64 {
-    let n = jac.len();
-    let j: Vec<Vec<f64>> = jac
-        .iter()
-        .map(|r| r.iter().map(Scalar::to_f64).collect())
-        .collect();
+/// An estimate of the spectral radius of the row-major `n x n` matrix `jac` from the growth
+/// of 24 power iterations (the geometric mean growth over the last 16, which also works for
+/// a dominant complex pair), in `f64`.
+pub fn spectral_radius<S: Scalar>(jac: &[S]) -> f64 {
+    let n = (jac.len() as f64).sqrt().round() as usize;
+    let j: Vec<f64> = jac.iter().map(Scalar::to_f64).collect();
     let mut v: Vec<f64> = (0..n).map(|i| 1.0 + 0.1 * i as f64).collect();
     let mut w = vec![0.0; n];
     let mut log_growth = 0.0;
     for it in 0..24 {
-        for (wr, row) in w.iter_mut().zip(&j) {
+        for (wr, row) in w.iter_mut().zip(j.chunks_exact(n)) {
             *wr = (0..n).map(|c| row[c] * v[c]).sum();
         }
         let nv = v.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -239,10 +236,6 @@ pub fn spectral_radius<S: Scalar>(jac: &[Vec<S>]) -> f64 {
     }
     (log_growth / 16.0).exp()
 }
-
-/// One attempted step of any stepper: `(y1, f(y1) if known, error norm, dense output if
-/// built)`.
-type Attempt<S> = (Vec<S>, Option<Vec<S>>, f64, Option<Dense<S>>);
 
 /// Illinois root finding of `g` on `[lo, hi]` with `g(lo) < 0 <= g(hi)`; returns a time
 /// `t` with `g(t) >= 0` within a relative `1e-15` of the crossing.
@@ -321,7 +314,7 @@ fn locate<S: Scalar>(
     sampler: &mut Sampler<S>,
 ) -> Vec<(f64, Event, Reduced<f64>)> {
     const SUB: usize = 4;
-    // Local offsets from the step's start (the dense output is built with t0 = 0).
+    // Local offsets from the step's start.
     let (t0, t1) = dense.span();
     let mut out = Vec::new();
     let mut lo = t0;
@@ -381,6 +374,44 @@ fn locate<S: Scalar>(
     out
 }
 
+/// The steppers' work spaces and the driver's buffers, allocated once per run.
+struct Buffers<S: Scalar> {
+    dop853: dop853::Work<S>,
+    dopri5: dopri5::Work<S>,
+    rodas5: rodas5::Work<S>,
+    ros4: rosenbrock::Work<S>,
+    dense: Dense<S>,
+    /// `f(y1)` after a Rosenbrock step.
+    f1: Vec<S>,
+    /// The Jacobian at the current state, and a second buffer (the next state's, or the
+    /// last step's).
+    jac: Vec<S>,
+    jac_spare: Vec<S>,
+    /// Work buffers of the forward-difference Jacobian.
+    yp: Vec<S>,
+    fp: Vec<S>,
+    f_scratch: Vec<S>,
+}
+
+impl<S: Scalar> Buffers<S> {
+    fn new(n: usize, ctx: S::Ctx) -> Self {
+        let z = || vec![S::zero(ctx); n];
+        Buffers {
+            dop853: dop853::Work::new(n, ctx),
+            dopri5: dopri5::Work::new(n, ctx),
+            rodas5: rodas5::Work::new(n, ctx),
+            ros4: rosenbrock::Work::new(n, ctx),
+            dense: Dense::new(n, ctx),
+            f1: z(),
+            jac: vec![S::zero(ctx); n * n],
+            jac_spare: vec![S::zero(ctx); n * n],
+            yp: z(),
+            fp: z(),
+            f_scratch: z(),
+        }
+    }
+}
+
 /// Integrates the flow of `config` from `x0` (eq. (F1) of `derivations/numerics.md`).
 ///
 /// `on_sample` is called with `(tau, state)` at `tau = 0`, at every event and at the end of
@@ -421,16 +452,18 @@ pub fn integrate<S: FlowScalar>(
         config.model,
         config.phases.clone(),
     );
+    let n = problem.len();
     let mut evals: u64 = 0;
     let mut ws = problem.workspace();
     let mut sampler = Sampler::new(&problem);
-    let mut rhs = |y: &[S]| -> Result<Vec<S>> {
+    let mut rhs = |y: &[S], dy: &mut [S]| -> Result<()> {
         evals += 1;
-        problem.rhs_with(y, &mut ws)
+        problem.rhs_into(y, &mut ws, dy)
     };
     // The Jacobian: exact (dual numbers) in f64, finite differences otherwise.
     let mut exact = S::exact_jacobian(config, &x0.e, coordinates);
-    let jacobians = std::cell::Cell::new(0u64);
+    let mut jacobians = 0u64;
+    let mut b = Buffers::new(n, ctx);
     let mut y = problem.pack(x0);
     let mut t = 0.0f64;
     let mut clock = Clock::zero();
@@ -438,46 +471,10 @@ pub fn integrate<S: FlowScalar>(
     tracker.observe(0.0, &x0f);
     on_sample(0.0, &x0f)?;
 
-    let finish = |tracker: &EventTracker,
-                  t: f64,
-                  x: Reduced<f64>,
-                  term: Termination,
-                  evals: u64,
-                  acc: [u64; 2],
-                  rej: u64,
-                  stiff_from: Option<f64>,
-                  switches: u64,
-                  fallback_from: Option<f64>|
-     -> Result<Run> {
-        let summary = tracker.finish(t, &x, term, acc[0] + acc[1], Some(evals), Some(rej))?;
-        Ok(Run {
-            summary,
-            jacobians: jacobians.get(),
-            final_state: x,
-            stiff_from,
-            steps_by_method: acc,
-            switches,
-            fallback_from,
-        })
-    };
-
     // An initial state where the flow is undefined (a zero normalization variance, a
     // non-finite value) is bad input, not a run.
-    let mut f0 = rhs(&y)?;
-    if opts.stop_at_t_end && tracker.time(Event::TEnd).is_some() {
-        return finish(
-            &tracker,
-            t,
-            x0f,
-            Termination::TEnd,
-            evals,
-            [0, 0],
-            0,
-            None,
-            0,
-            None,
-        );
-    }
+    let mut f0 = vec![S::zero(ctx); n];
+    rhs(&y, &mut f0)?;
     let mut stiff = opts.method == Method::Rosenbrock;
     let mut stiff_from = if stiff { Some(0.0) } else { None };
     // The Rosenbrock method in use, and the fallback from Rodas5 to Shampine's method
@@ -492,6 +489,31 @@ pub fn integrate<S: FlowScalar>(
     const FALLBACK_REJECTS: u32 = 12;
     const CHECK_EVERY: u32 = 25;
     let (mut since_check, mut calm, mut switches) = (0u32, 0u32, 0u64);
+    let mut acc = [0u64; 2];
+    let mut rej = 0u64;
+    // Ends the run with the counters as they stand: `stop!(reason)` at the current state,
+    // `stop!(t, x, reason)` at an event's time and state.
+    macro_rules! stop {
+        ($why:expr) => {
+            stop!(t, to_f64(&problem.unpack(&y)), $why)
+        };
+        ($t:expr, $x:expr, $why:expr) => {{
+            let x: Reduced<f64> = $x;
+            let summary = tracker.finish($t, &x, $why, acc[0] + acc[1], Some(evals), Some(rej))?;
+            return Ok(Run {
+                summary,
+                jacobians,
+                final_state: x,
+                stiff_from,
+                steps_by_method: acc,
+                switches,
+                fallback_from,
+            });
+        }};
+    }
+    if opts.stop_at_t_end && tracker.time(Event::TEnd).is_some() {
+        stop!(0.0, x0f, Termination::TEnd);
+    }
     let d0 = scaled_norm(&y, &y, opts.tol);
     let d1 = scaled_norm(&f0, &y, opts.tol);
     let mut h = if d0 > 1e-5 && d1 > 1e-5 {
@@ -503,60 +525,39 @@ pub fn integrate<S: FlowScalar>(
     let seps = rosenbrock::sqrt_eps::<S>(ctx);
     let tol = opts.tol;
     let scale = move |i: usize| tol.atol_at(i) / tol.rtol;
-    let n = y.len();
     let fused = exact.is_some() && opts.jacobian_reuse <= 1;
-    // `(f(y), J(y))`: one dual-number pass in f64 (its value part is `f(y)` bit for bit),
-    // else `f0` (or one evaluation) and forward differences.
-    let mut jacobian = |rhs: &mut dyn FnMut(&[S]) -> Result<Vec<S>>,
-                        y: &[S],
-                        f0: Option<&[S]>|
-     -> Result<(Vec<S>, Vec<Vec<S>>)> {
-        jacobians.set(jacobians.get() + 1);
-        match exact.as_mut() {
-            Some(e) => {
-                let mut jac = vec![vec![S::zero(ctx); n]; n];
-                let mut f = vec![S::zero(ctx); n];
-                e.eval(y, &mut f, &mut jac)?;
-                Ok((f, jac))
+    // `J(y)` into `jac` (and `f(y)` into `f`): one dual-number pass in f64 (its value part
+    // is `f(y)` bit for bit), else forward differences from `f0` (`f` is then `f0`, or one
+    // evaluation when `f0` is absent).
+    macro_rules! jacobian {
+        ($y:expr, $f0:expr, $f:expr, $jac:expr) => {{
+            jacobians += 1;
+            match exact.as_mut() {
+                Some(e) => e.eval($y, $f, $jac),
+                None => {
+                    let f: &mut [S] = $f;
+                    match $f0 {
+                        Some(f0) => {
+                            f.clone_from_slice(f0);
+                            Ok(())
+                        }
+                        None => rhs($y, f),
+                    }
+                    .and_then(|()| {
+                        rosenbrock::jacobian_into(
+                            &mut rhs, $y, f, &seps, &scale, $jac, &mut b.yp, &mut b.fp,
+                        )
+                    })
+                }
             }
-            None => {
-                let f = match f0 {
-                    Some(f0) => f0.to_vec(),
-                    None => rhs(y)?,
-                };
-                let jac = rosenbrock::jacobian(rhs, y, &f, &seps, &scale)?;
-                Ok((f, jac))
-            }
-        }
-    };
-    let mut jac: Option<Vec<Vec<S>>> = None;
+        }};
+    }
+    // Whether `b.jac` holds the Jacobian at `y`, and its age in steps (reuse).
+    let mut have_jac = false;
     let mut jac_age = 0u32;
-    let mut acc = [0u64; 2];
-    let mut rej = 0u64;
     let mut after_reject = false;
     // The last accepted step `(h, err)` of the current method (predictive control).
     let mut last_accepted: Option<(f64, f64)> = None;
-    // Ends the run with the counters as they stand: `stop!(reason)` at the current state,
-    // `stop!(t, x, reason)` at an event's time and state.
-    macro_rules! stop {
-        ($why:expr) => {
-            stop!(t, to_f64(&problem.unpack(&y)), $why)
-        };
-        ($t:expr, $x:expr, $why:expr) => {
-            return finish(
-                &tracker,
-                $t,
-                $x,
-                $why,
-                evals,
-                acc,
-                rej,
-                stiff_from,
-                switches,
-                fallback_from,
-            )
-        };
-    }
     loop {
         if clock.until(opts.horizon) <= 0.0 {
             stop!(Termination::Horizon);
@@ -572,29 +573,25 @@ pub fn integrate<S: FlowScalar>(
         if h.is_nan() || h <= 1e-28 * t.abs() || h <= 0.0 {
             stop!(Termination::StepUnderflow);
         }
-        // One attempt: (y1, f1 if known, err, dense if built).
-        let attempt: Result<Attempt<S>> = if !stiff {
+        // One attempt: its error norm; the solution stays in the stepper's work space.
+        let attempt: Result<f64> = if !stiff {
             match opts.explicit {
-                Explicit::Dop853 => dop853::step(&mut rhs, 0.0, &y, &f0, h, opts.tol, true)
-                    .map(|a| (a.y1, Some(a.f1), a.err, a.dense)),
-                Explicit::Dopri5 => dopri5::step(&mut rhs, 0.0, &y, &f0, h, opts.tol, true)
-                    .map(|a| (a.y1, Some(a.f1), a.err, a.dense)),
+                Explicit::Dop853 => dop853::step(&mut rhs, &y, &f0, h, opts.tol, &mut b.dop853),
+                Explicit::Dopri5 => dopri5::step(&mut rhs, &y, &f0, h, opts.tol, &mut b.dopri5),
             }
         } else {
-            let j = match jac.take() {
-                Some(j) => Ok(j),
-                None => jacobian(&mut rhs, &y, Some(&f0)).map(|(_, j)| j),
+            let j = if have_jac {
+                Ok(())
+            } else {
+                jacobian!(&y, Some(&f0[..]), &mut b.f_scratch[..], &mut b.jac[..])
             };
-            j.and_then(|j| {
+            j.and_then(|()| {
+                have_jac = true;
                 let tol = opts.tol.scaled(stiff_method.tolerance_factor());
-                let r = match stiff_method {
-                    Stiff::Ros4 => rosenbrock::step(&mut rhs, &y, &f0, &j, h, tol)
-                        .map(|a| (a.y1, None, a.err, None)),
-                    Stiff::Rodas5 => rodas5::step(&mut rhs, &y, &f0, &j, h, tol)
-                        .map(|a| (a.y1, None, a.err, Some(a.dense))),
-                };
-                jac = Some(j);
-                r
+                match stiff_method {
+                    Stiff::Ros4 => rosenbrock::step(&mut rhs, &y, &f0, &b.jac, h, tol, &mut b.ros4),
+                    Stiff::Rodas5 => rodas5::step(&mut rhs, &y, &f0, &b.jac, h, tol, &mut b.rodas5),
+                }
             })
         };
         let order = if stiff {
@@ -602,10 +599,12 @@ pub fn integrate<S: FlowScalar>(
         } else {
             opts.explicit.estimate_order()
         };
+        // The Rosenbrock method of this attempt (the fallback below may change the next).
+        let used = stiff_method;
         if stiff {
             window_attempts += 1;
             let failed = match &attempt {
-                Ok(v) => !(v.2.is_finite() && v.2 <= 1.0),
+                Ok(e) => !(e.is_finite() && *e <= 1.0),
                 Err(_) => true,
             };
             window_fails += u32::from(failed);
@@ -619,8 +618,8 @@ pub fn integrate<S: FlowScalar>(
                 window_fails = 0;
             }
         }
-        let (y1, f1, err, dense) = match attempt {
-            Ok(v) if v.2.is_finite() => v,
+        let err = match attempt {
+            Ok(e) if e.is_finite() => e,
             _ => {
                 // The step left the domain (a variance vanished or a value overflowed):
                 // retry smaller.
@@ -633,7 +632,7 @@ pub fn integrate<S: FlowScalar>(
         if err > 1.0 {
             if stiff && jac_age > 0 {
                 // A rejection with an old Jacobian: refresh it before shrinking further.
-                jac = None;
+                have_jac = false;
                 jac_age = 0;
             }
             rej += 1;
@@ -641,35 +640,46 @@ pub fn integrate<S: FlowScalar>(
             after_reject = true;
             continue;
         }
-        // Accepted. After a Rosenbrock step (no `f1` yet) with the exact Jacobian, one
-        // dual pass at `y1` gives `f(y1)` and the next step's Jacobian.
-        let mut next_jac = None;
-        let f1 = match f1 {
-            Some(f1) => Ok(f1),
-            None if fused => jacobian(&mut rhs, &y1, None).map(|(f1, j)| {
-                next_jac = Some(j);
-                f1
-            }),
-            None => rhs(&y1),
+        // Accepted. The solution and `f(y1)`: the explicit pairs have it (first same as
+        // last); after a Rosenbrock step with the exact Jacobian, one dual pass at `y1`
+        // gives `f(y1)` and the next step's Jacobian (into the spare buffer).
+        let y1: &[S] = match (stiff, used, opts.explicit) {
+            (false, _, Explicit::Dop853) => &b.dop853.y1,
+            (false, _, Explicit::Dopri5) => &b.dopri5.y1,
+            (true, Stiff::Rodas5, _) => &b.rodas5.y1,
+            (true, Stiff::Ros4, _) => &b.ros4.y1,
         };
-        let f1 = match f1 {
-            Ok(f1) => f1,
-            Err(_) => {
+        let mut next_jac = false;
+        if stiff {
+            let f1 = if fused {
+                next_jac = true;
+                jacobian!(y1, None::<&[S]>, &mut b.f1[..], &mut b.jac_spare[..])
+            } else {
+                rhs(y1, &mut b.f1)
+            };
+            if f1.is_err() {
                 rej += 1;
                 h *= 0.25;
                 after_reject = true;
                 continue;
             }
-        };
-        let dense = dense.unwrap_or_else(|| Dense::Hermite {
-            t0: 0.0,
-            h,
-            y0: y.clone(),
-            y1: y1.clone(),
-            f0: f0.clone(),
-            f1: f1.clone(),
-        });
-        for (te, ev, xe) in locate(&problem, &mut tracker, &clock, &dense, &mut sampler) {
+        }
+        // The step's continuous extension (the explicit pairs' own, Rodas5's, or the
+        // cubic Hermite one for Shampine's method).
+        match (stiff, used, opts.explicit) {
+            (false, _, Explicit::Dop853) => {
+                if dop853::dense(&mut rhs, &y, h, &mut b.dop853, &mut b.dense).is_err() {
+                    rej += 1;
+                    h *= 0.25;
+                    after_reject = true;
+                    continue;
+                }
+            }
+            (false, _, Explicit::Dopri5) => dopri5::dense(&y, h, &mut b.dopri5, &mut b.dense),
+            (true, Stiff::Rodas5, _) => rodas5::dense(&y, h, &b.rodas5, &mut b.dense),
+            (true, Stiff::Ros4, _) => b.dense.set_hermite(h, &y, &b.ros4.y1, &f0, &b.f1),
+        }
+        for (te, ev, xe) in locate(&problem, &mut tracker, &clock, &b.dense, &mut sampler) {
             on_sample(te, &xe)?;
             if ev == Event::TEnd && opts.stop_at_t_end {
                 acc[usize::from(stiff)] += 1;
@@ -679,18 +689,43 @@ pub fn integrate<S: FlowScalar>(
         acc[usize::from(stiff)] += 1;
         clock.advance(h);
         t = if last { opts.horizon } else { clock.value() };
-        y = y1;
-        f0 = f1;
-        let last_jac = jac.take();
+        match (stiff, used, opts.explicit) {
+            (false, _, Explicit::Dop853) => {
+                std::mem::swap(&mut y, &mut b.dop853.y1);
+                f0.clone_from_slice(&b.dop853.f1);
+            }
+            (false, _, Explicit::Dopri5) => {
+                std::mem::swap(&mut y, &mut b.dopri5.y1);
+                f0.clone_from_slice(b.dopri5.f1());
+            }
+            (true, Stiff::Rodas5, _) => {
+                std::mem::swap(&mut y, &mut b.rodas5.y1);
+                std::mem::swap(&mut f0, &mut b.f1);
+            }
+            (true, Stiff::Ros4, _) => {
+                std::mem::swap(&mut y, &mut b.ros4.y1);
+                std::mem::swap(&mut f0, &mut b.f1);
+            }
+        }
+        // The Jacobian of the step just taken is `b.jac` (`last_jac`); with the fused pass
+        // the next state's is in `b.jac_spare`: swap, so that `b.jac` is the current one
+        // and `b.jac_spare` the last step's.
+        let had_jac = stiff && have_jac;
         if stiff && jac_age + 1 < opts.jacobian_reuse {
-            jac = last_jac.clone();
             jac_age += 1;
         } else {
             jac_age = 0;
+            have_jac = false;
         }
-        if next_jac.is_some() {
-            jac = next_jac;
+        if next_jac {
+            std::mem::swap(&mut b.jac, &mut b.jac_spare);
+            have_jac = true;
         }
+        let last_jac: Option<&[S]> = match (had_jac, next_jac) {
+            (false, _) => None,
+            (true, true) => Some(&b.jac_spare),
+            (true, false) => Some(&b.jac),
+        };
         on_sample(t, sampler.state(&problem, &y))?;
         if last {
             stop!(Termination::Horizon);
@@ -704,26 +739,26 @@ pub fn integrate<S: FlowScalar>(
                 since_check += 1;
                 if since_check >= CHECK_EVERY || after_reject {
                     since_check = 0;
-                    if let Ok((_, j)) = jacobian(&mut rhs, &y, Some(&f0)) {
-                        if h * spectral_radius(&j) > 3.0 {
-                            jac = Some(j);
-                            jac_age = 0;
-                            stiff = true;
-                            switches += 1;
-                            last_accepted = None;
-                            stiff_from.get_or_insert(t);
-                            calm = 0;
-                        }
+                    let ok =
+                        jacobian!(&y, Some(&f0[..]), &mut b.f_scratch[..], &mut b.jac[..]).is_ok();
+                    if ok && h * spectral_radius(&b.jac) > 3.0 {
+                        have_jac = true;
+                        jac_age = 0;
+                        stiff = true;
+                        switches += 1;
+                        last_accepted = None;
+                        stiff_from.get_or_insert(t);
+                        calm = 0;
                     }
                 }
-            } else if let Some(j) = last_jac.as_ref().filter(|_| acc[1] % 5 == 0) {
+            } else if let Some(j) = last_jac.filter(|_| acc[1] % 5 == 0) {
                 // Checked on every fifth Rosenbrock step: back to Dormand-Prince after four
                 // checks in a row with h rho < 1.
                 if h * spectral_radius(j) < 1.0 {
                     calm += 1;
                     if calm >= 4 {
                         stiff = false;
-                        jac = None;
+                        have_jac = false;
                         jac_age = 0;
                         switches += 1;
                         last_accepted = None;

@@ -26,10 +26,10 @@ pub trait FlowScalar: Scalar {
 
 /// An evaluator of the exact Jacobian `J_ij = d f_i / d y_j` of the right-hand side.
 pub trait ExactJacobian<S: Scalar>: Send {
-    /// `J` at `y` (row `i` = component `i` of `f`), written into `jac` (`n x n`), and
-    /// `f(y)` into `f` (bit-identical to [`Problem::rhs_into`] in `S`). Errors as the
+    /// `J` at `y`, written row-major into `jac` (`n x n`, `jac[i n + j] = d f_i / d y_j`),
+    /// and `f(y)` into `f` (bit-identical to [`Problem::rhs_into`] in `S`). Errors as the
     /// right-hand side does.
-    fn eval(&mut self, y: &[S], f: &mut [S], jac: &mut [Vec<S>]) -> Result<()>;
+    fn eval(&mut self, y: &[S], f: &mut [S], jac: &mut [S]) -> Result<()>;
 }
 
 impl FlowScalar for f64 {
@@ -88,7 +88,7 @@ impl<const N: usize> DualJacobian<N> {
 }
 
 impl<const N: usize> ExactJacobian<f64> for DualJacobian<N> {
-    fn eval(&mut self, y: &[f64], f: &mut [f64], jac: &mut [Vec<f64>]) -> Result<()> {
+    fn eval(&mut self, y: &[f64], f: &mut [f64], jac: &mut [f64]) -> Result<()> {
         let n = y.len();
         let mut from = 0;
         while from < n {
@@ -100,7 +100,7 @@ impl<const N: usize> ExactJacobian<f64> for DualJacobian<N> {
             for (i, fi) in self.dy.iter().enumerate() {
                 f[i] = fi.v;
                 for (c, t) in fi.d.iter().enumerate().take(n.saturating_sub(from)) {
-                    jac[i][from + c] = *t;
+                    jac[i * n + from + c] = *t;
                 }
             }
             from += N;

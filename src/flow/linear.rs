@@ -24,8 +24,23 @@ impl<S: Scalar> Lu<S> {
     }
 
     /// Factors the `n x n` row-major matrix `a`; errors when a pivot is exactly zero.
-    pub fn from_flat(n: usize, mut a: Vec<S>) -> Result<Self> {
-        let mut perm: Vec<usize> = (0..n).collect();
+    pub fn from_flat(n: usize, a: Vec<S>) -> Result<Self> {
+        let mut lu = Lu {
+            n,
+            lu: a,
+            perm: (0..n).collect(),
+        };
+        lu.factor()?;
+        Ok(lu)
+    }
+
+    /// Factors the matrix held in `self.lu` in place (partial pivoting, Doolittle).
+    fn factor(&mut self) -> Result<()> {
+        let n = self.n;
+        let (a, perm) = (&mut self.lu, &mut self.perm);
+        for (i, p) in perm.iter_mut().enumerate() {
+            *p = i;
+        }
         for c in 0..n {
             let mut p = c;
             for r in c + 1..n {
@@ -54,16 +69,18 @@ impl<S: Scalar> Lu<S> {
                 row[c] = l;
             }
         }
-        Ok(Lu { n, lu: a, perm })
+        Ok(())
     }
 
     /// Solves `A x = b`.
     pub fn solve(&self, b: &[S]) -> Vec<S> {
-        self.solve_with(self.perm.iter().map(|&p| b[p].clone()).collect())
+        let mut x: Vec<S> = self.perm.iter().map(|&p| b[p].clone()).collect();
+        self.substitute(&mut x);
+        x
     }
 
-    /// The substitutions on `x`, the right-hand side already permuted.
-    fn solve_with(&self, mut x: Vec<S>) -> Vec<S> {
+    /// The substitutions on `x` in place, the right-hand side already permuted.
+    fn substitute(&self, x: &mut [S]) {
         let n = self.n;
         let lu = &self.lu;
         for (r, row) in lu.chunks_exact(n).enumerate() {
@@ -80,7 +97,6 @@ impl<S: Scalar> Lu<S> {
             }
             x[r] = v / row[r].clone();
         }
-        x
     }
 }
 
@@ -93,6 +109,8 @@ impl<S: Scalar> Lu<S> {
 /// Without it, pivoting on the raw matrix mixes components whose scales differ by 1e14
 /// (`z_j ~ d^2` beside `a_j ~ d^(-1/2)`) and the rounding of the large ones swamps the
 /// small ones (`tests/flow_phases.rs::rosenbrock_step_is_accurate_on_badly_scaled_states`).
+///
+/// The buffers are reused: [`ScaledLu::factor`] refactors in place once per step.
 #[derive(Clone, Debug)]
 pub struct ScaledLu<S: Scalar> {
     lu: Lu<S>,
@@ -101,56 +119,75 @@ pub struct ScaledLu<S: Scalar> {
 }
 
 impl<S: Scalar> ScaledLu<S> {
-    /// Factors `I * inv_gh - jac` with the scales of `y0` under `tol`; errors when a pivot
-    /// is exactly zero.
-    pub fn new(jac: &[Vec<S>], inv_gh: S, y0: &[S], tol: Tolerance) -> Result<Self> {
+    /// Buffers for `n x n` systems at context `ctx` (factor before solving).
+    pub fn with_size(n: usize, ctx: S::Ctx) -> Self {
+        ScaledLu {
+            lu: Lu {
+                n,
+                lu: vec![S::zero(ctx); n * n],
+                perm: (0..n).collect(),
+            },
+            up: vec![S::one(ctx); n],
+            down: vec![S::one(ctx); n],
+        }
+    }
+
+    /// Factors `I * inv_gh - jac` (`jac` row-major `n x n`) with the scales of `y0` under
+    /// `tol`; errors when a pivot is exactly zero.
+    pub fn new(jac: &[S], inv_gh: S, y0: &[S], tol: Tolerance) -> Result<Self> {
+        let mut lu = Self::with_size(y0.len(), inv_gh.ctx());
+        lu.factor(jac, &inv_gh, y0, tol)?;
+        Ok(lu)
+    }
+
+    /// Refactors in place for `I * inv_gh - jac` at the scales of `y0` under `tol`.
+    pub fn factor(&mut self, jac: &[S], inv_gh: &S, y0: &[S], tol: Tolerance) -> Result<()> {
         let n = y0.len();
         let ctx = inv_gh.ctx();
-        let pow2: Vec<f64> = (0..n)
-            .map(|i| {
-                let sc = tol.atol_at(i) + tol.rtol * y0[i].to_f64().abs();
-                if sc > 0.0 && sc.is_finite() {
-                    sc.log2().round().clamp(-1000.0, 1000.0).exp2()
-                } else {
-                    1.0
-                }
-            })
-            .collect();
-        let up: Vec<S> = pow2.iter().map(|&s| S::from_f64(s, ctx)).collect();
-        let down: Vec<S> = pow2.iter().map(|&s| S::from_f64(1.0 / s, ctx)).collect();
-        let mut a = Vec::with_capacity(n * n);
-        for (i, row) in jac.iter().enumerate() {
-            for (j, jij) in row.iter().enumerate() {
+        for (i, (u, d)) in self.up.iter_mut().zip(self.down.iter_mut()).enumerate() {
+            let sc = tol.atol_at(i) + tol.rtol * y0[i].to_f64().abs();
+            let s = if sc > 0.0 && sc.is_finite() {
+                sc.log2().round().clamp(-1000.0, 1000.0).exp2()
+            } else {
+                1.0
+            };
+            *u = S::from_f64(s, ctx);
+            *d = S::from_f64(1.0 / s, ctx);
+        }
+        for (i, (row, arow)) in jac
+            .chunks_exact(n)
+            .zip(self.lu.lu.chunks_exact_mut(n))
+            .enumerate()
+        {
+            for (j, (jij, a)) in row.iter().zip(arow.iter_mut()).enumerate() {
                 let aij = if i == j {
                     inv_gh.clone() - jij.clone()
                 } else {
                     -jij.clone()
                 };
-                a.push(aij * down[i].clone() * up[j].clone());
+                *a = aij * self.down[i].clone() * self.up[j].clone();
             }
         }
-        Ok(ScaledLu {
-            lu: Lu::from_flat(n, a)?,
-            up,
-            down,
-        })
+        self.lu.factor()
+    }
+
+    /// Solves `(I/(gamma h) - J) g = w` into `g`.
+    pub fn solve_into(&self, w: &[S], g: &mut [S]) {
+        // Scaled and permuted in one pass (the same products as scaling first).
+        for (gi, &p) in g.iter_mut().zip(&self.lu.perm) {
+            *gi = w[p].clone() * self.down[p].clone();
+        }
+        self.lu.substitute(g);
+        for (v, s) in g.iter_mut().zip(&self.up) {
+            *v = v.clone() * s.clone();
+        }
     }
 
     /// Solves `(I/(gamma h) - J) g = w`.
     pub fn solve(&self, w: &[S]) -> Vec<S> {
-        // Scaled and permuted in one pass (one allocation; the same products as scaling
-        // first).
-        let permuted = self
-            .lu
-            .perm
-            .iter()
-            .map(|&p| w[p].clone() * self.down[p].clone())
-            .collect();
-        let mut u = self.lu.solve_with(permuted);
-        for (v, s) in u.iter_mut().zip(&self.up) {
-            *v = v.clone() * s.clone();
-        }
-        u
+        let mut g = w.to_vec();
+        self.solve_into(w, &mut g);
+        g
     }
 }
 

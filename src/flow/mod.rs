@@ -37,4 +37,9 @@ pub mod rosenbrock;
 pub mod stiffness;
 
 pub use integrate::{integrate, Explicit, Method, Options, Run, Stiff};
+
+/// A right-hand side `f(y)` written into its second argument: the interface between the
+/// problem ([`Problem::rhs_into`]) and the solvers. It errors where the flow is undefined
+/// (a vanishing normalization variance, a non-finite value).
+pub type Rhs<'a, S> = dyn FnMut(&[S], &mut [S]) -> crate::error::Result<()> + 'a;
 pub use problem::Problem;

@@ -19,8 +19,9 @@
 
 use crate::error::Result;
 use crate::flow::control::{error_norm, Tolerance};
-use crate::flow::dense::Dense;
+use crate::flow::dense::{Dense, Kind};
 use crate::flow::linear::ScaledLu;
+use crate::flow::Rhs;
 use crate::scalar::Scalar;
 
 /// `gamma`.
@@ -117,89 +118,107 @@ const H: [[f64; 8]; 3] = [
     ],
 ];
 
-/// One attempted step.
+/// The work space of Rodas5 steps for states of length `n`: the stages, the factored
+/// matrix and the attempt's solution (no allocation per step in `f64`).
 #[derive(Clone, Debug)]
-pub struct Attempt<S: Scalar> {
-    /// The fifth-order solution at `t0 + h`.
+pub struct Work<S: Scalar> {
+    /// `k_1..k_8` (`k_8` is the local error estimate).
+    k: [Vec<S>; 8],
+    /// The stage argument `u_i`.
+    u: Vec<S>,
+    /// The stage right-hand side.
+    w: Vec<S>,
+    /// `I/(gamma h) - J`, factored.
+    lu: ScaledLu<S>,
+    /// The fifth-order solution at `h` of the last attempt.
     pub y1: Vec<S>,
-    /// The scaled error norm of `k_8` (accept when `<= 1`).
-    pub err: f64,
-    /// The dense output (`t0 = 0`).
-    pub dense: Dense<S>,
+}
+
+impl<S: Scalar> Work<S> {
+    /// A work space for states of length `n` at context `ctx`.
+    pub fn new(n: usize, ctx: S::Ctx) -> Self {
+        let z = || vec![S::zero(ctx); n];
+        Work {
+            k: std::array::from_fn(|_| z()),
+            u: z(),
+            w: z(),
+            lu: ScaledLu::with_size(n, ctx),
+            y1: z(),
+        }
+    }
 }
 
 /// One Rodas5 step of size `h` from `y0` with `f0 = f(y0)` and the Jacobian `jac` at `y0`
-/// (8 evaluations: `f0` is stage 1's).
+/// (row-major `n x n`): 7 evaluations (`f0` is stage 1's). Leaves `y1` in `w` and returns
+/// the scaled error norm of `k_8` (accept when `<= 1`).
 pub fn step<S: Scalar>(
-    f: &mut dyn FnMut(&[S]) -> Result<Vec<S>>,
+    f: &mut Rhs<'_, S>,
     y0: &[S],
     f0: &[S],
-    jac: &[Vec<S>],
+    jac: &[S],
     h: f64,
     tol: Tolerance,
-) -> Result<Attempt<S>> {
-    let n = y0.len();
+    w: &mut Work<S>,
+) -> Result<f64> {
     let ctx = y0[0].ctx();
     let c = |v: f64| S::from_f64(v, ctx);
     let inv_h = S::one(ctx) / c(h);
-    let lu = ScaledLu::new(jac, S::one(ctx) / (c(GAMMA) * c(h)), y0, tol)?;
-    let mut k: Vec<Vec<S>> = Vec::with_capacity(8);
-    k.push(lu.solve(f0));
-    let mut u = y0.to_vec();
+    let Work {
+        k,
+        u,
+        w: rhs,
+        lu,
+        y1,
+    } = w;
+    lu.factor(jac, &(S::one(ctx) / (c(GAMMA) * c(h))), y0, tol)?;
+    lu.solve_into(f0, &mut k[0]);
+    u.clone_from_slice(y0);
     for stage in 1..8 {
         // u_i: a fresh combination for stages 2..6, then u_7 = u_6 + k_6, u_8 = u_7 + k_7.
         if stage <= 5 {
             for (i, ui) in u.iter_mut().enumerate() {
                 let mut acc = y0[i].clone();
-                for (a, kj) in A[stage - 1].iter().zip(&k) {
+                for (a, kj) in A[stage - 1].iter().zip(&k[..stage]) {
                     acc = acc + c(*a) * kj[i].clone();
                 }
                 *ui = acc;
             }
         } else {
-            let last = &k[stage - 1];
-            for (ui, kl) in u.iter_mut().zip(last) {
+            for (ui, kl) in u.iter_mut().zip(&k[stage - 1]) {
                 *ui = ui.clone() + kl.clone();
             }
         }
-        let mut w = f(&u)?;
-        for (i, wi) in w.iter_mut().enumerate() {
+        f(u, rhs)?;
+        for (i, wi) in rhs.iter_mut().enumerate() {
             let mut acc = S::zero(ctx);
-            for (cc, kj) in C[stage - 1].iter().zip(&k) {
+            for (cc, kj) in C[stage - 1].iter().zip(&k[..stage]) {
                 acc = acc + c(*cc) * kj[i].clone();
             }
             *wi = wi.clone() + acc * inv_h.clone();
         }
-        k.push(lu.solve(&w));
+        lu.solve_into(rhs, &mut k[stage]);
     }
-    let y1: Vec<S> = u
-        .iter()
-        .zip(&k[7])
-        .map(|(a, b)| a.clone() + b.clone())
-        .collect();
-    let err = error_norm(&k[7], y0, &y1, tol);
-    let hr: [Vec<S>; 3] = std::array::from_fn(|r| {
-        (0..n)
-            .map(|i| {
-                let mut acc = S::zero(ctx);
-                for (hc, kj) in H[r].iter().zip(&k) {
-                    acc = acc + c(*hc) * kj[i].clone();
-                }
-                acc
-            })
-            .collect()
-    });
-    Ok(Attempt {
-        dense: Dense::Rodas {
-            t0: 0.0,
-            h,
-            y0: y0.to_vec(),
-            y1: y1.clone(),
-            hr,
-        },
-        y1,
-        err,
-    })
+    for ((o, a), b) in y1.iter_mut().zip(u.iter()).zip(&k[7]) {
+        *o = a.clone() + b.clone();
+    }
+    Ok(error_norm(&k[7], y0, y1, tol))
+}
+
+/// The fourth-order continuous extension of the step just taken by [`step`] from `y0` with
+/// size `h` (its stages still in `w`), written into `out` (no evaluation).
+pub fn dense<S: Scalar>(y0: &[S], h: f64, w: &Work<S>, out: &mut Dense<S>) {
+    let ctx = y0[0].ctx();
+    let c = out.begin(Kind::Rodas, h, y0);
+    c[0].clone_from_slice(&w.y1);
+    for (r, hrow) in H.iter().enumerate() {
+        for (i, o) in c[1 + r].iter_mut().enumerate() {
+            let mut acc = S::zero(ctx);
+            for (hc, kj) in hrow.iter().zip(&w.k) {
+                acc = acc + S::from_f64(*hc, ctx) * kj[i].clone();
+            }
+            *o = acc;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -208,26 +227,39 @@ mod tests {
     use crate::flow::rosenbrock::{jacobian, sqrt_eps};
 
     /// The nonlinear test of `rosenbrock::tests` with a stiff coupling.
-    fn f(y: &[f64]) -> Result<Vec<f64>> {
-        Ok(vec![-y[0] * y[0], -y[2], y[1], -50.0 * (y[3] - y[1])])
+    fn f(y: &[f64], dy: &mut [f64]) -> Result<()> {
+        dy.copy_from_slice(&[-y[0] * y[0], -y[2], y[1], -50.0 * (y[3] - y[1])]);
+        Ok(())
+    }
+
+    /// One step of size `h` from `y` (forward-difference Jacobian); the new state, and the
+    /// dense output at `theta h` when asked.
+    fn one_step(y: &[f64], h: f64, theta: Option<f64>) -> (Vec<f64>, Vec<f64>) {
+        let tol = Tolerance::uniform(1.0, 1.0);
+        let se = sqrt_eps::<f64>(());
+        let mut f0 = vec![0.0; 4];
+        f(y, &mut f0).unwrap();
+        let j = jacobian(&mut f, y, &f0, &se, &|_| 1e-8).unwrap();
+        let mut w = Work::new(4, ());
+        step(&mut f, y, &f0, &j, h, tol, &mut w).unwrap();
+        let mid = theta.map_or_else(Vec::new, |theta| {
+            let mut d = Dense::new(4, ());
+            dense(y, h, &w, &mut d);
+            d.eval(theta * h)
+        });
+        (w.y1, mid)
     }
 
     fn run(n: usize, probe: Option<f64>) -> (Vec<f64>, Vec<f64>) {
-        let tol = Tolerance::uniform(1.0, 1.0);
         let h = 1.0 / n as f64;
         let mut y = vec![1.0, 1.0, 0.0, 1.0];
-        let se = sqrt_eps::<f64>(());
         let mut mid = Vec::new();
         for s in 0..n {
-            let f0 = f(&y).unwrap();
-            let j = jacobian(&mut f, &y, &f0, &se, &|_| 1e-8).unwrap();
-            let a = step(&mut f, &y, &f0, &j, h, tol).unwrap();
-            if let Some(theta) = probe {
-                if s == n / 2 {
-                    mid = a.dense.eval(theta * h);
-                }
+            let (y1, m) = one_step(&y, h, probe.filter(|_| s == n / 2));
+            if s == n / 2 {
+                mid = m;
             }
-            y = a.y1;
+            y = y1;
         }
         (y, mid)
     }
@@ -258,14 +290,10 @@ mod tests {
             let t = 0.5 + 0.5 / n as f64;
             let fine = 20 * n;
             let steps = (t * fine as f64).round() as usize;
-            let tol = Tolerance::uniform(1.0, 1.0);
             let h = 1.0 / fine as f64;
             let mut y = vec![1.0, 1.0, 0.0, 1.0];
-            let se = sqrt_eps::<f64>(());
             for _ in 0..steps {
-                let f0 = f(&y).unwrap();
-                let j = jacobian(&mut f, &y, &f0, &se, &|_| 1e-8).unwrap();
-                y = step(&mut f, &y, &f0, &j, h, tol).unwrap().y1;
+                y = one_step(&y, h, None).0;
             }
             max_diff(&mid, &y)
         };
@@ -286,19 +314,24 @@ mod tests {
     #[test]
     fn stiff_decay_is_damped_in_one_step() {
         let lambda = 1e8;
-        let mut g = |y: &[f64]| Ok(vec![-lambda * y[0]]);
+        let mut g = |y: &[f64], dy: &mut [f64]| {
+            dy[0] = -lambda * y[0];
+            Ok(())
+        };
         let y0 = [1.0];
-        let f0 = g(&y0).unwrap();
-        let a = step(
+        let f0 = [-lambda];
+        let mut w = Work::new(1, ());
+        let err = step(
             &mut g,
             &y0,
             &f0,
-            &[vec![-lambda]],
+            &[-lambda],
             1.0,
             Tolerance::uniform(1e-9, 1e-12),
+            &mut w,
         )
         .unwrap();
-        assert!(a.y1[0].abs() < 1e-6, "{}", a.y1[0]);
-        assert!(a.err < 1e3, "{}", a.err);
+        assert!(w.y1[0].abs() < 1e-6, "{}", w.y1[0]);
+        assert!(err < 1e3, "{err}");
     }
 }

@@ -9,6 +9,7 @@
 use crate::error::Result;
 use crate::flow::control::{error_norm, rational, Tolerance};
 use crate::flow::linear::ScaledLu;
+use crate::flow::Rhs;
 use crate::scalar::Scalar;
 
 /// `(num, den)` coefficients.
@@ -38,57 +39,102 @@ pub fn sqrt_eps<S: Scalar>(ctx: S::Ctx) -> S {
 
 /// The forward-difference Jacobian `J_ij ~ (f_i(y + delta_j e_j) - f_i(y)) / delta_j`,
 /// `delta_j = sqrt(eps) max(|y_j|, scale_j)` with `scale_j` the component's natural size
-/// (`atol_j / rtol` of the tolerance: below it a component is measured absolutely). Costs
-/// `n` evaluations.
-pub fn jacobian<S: Scalar>(
-    f: &mut dyn FnMut(&[S]) -> Result<Vec<S>>,
+/// (`atol_j / rtol` of the tolerance: below it a component is measured absolutely), written
+/// row-major into `jac` (`n x n`); `yp` and `fp` are work buffers of length `n`. Costs `n`
+/// evaluations.
+#[allow(clippy::too_many_arguments)]
+pub fn jacobian_into<S: Scalar>(
+    f: &mut Rhs<'_, S>,
     y: &[S],
     f0: &[S],
     sqrt_eps: &S,
     scale: &dyn Fn(usize) -> f64,
-) -> Result<Vec<Vec<S>>> {
+    jac: &mut [S],
+    yp: &mut [S],
+    fp: &mut [S],
+) -> Result<()> {
     let n = y.len();
     let ctx = y[0].ctx();
-    let mut jac = vec![vec![S::zero(ctx); n]; n];
     for j in 0..n {
         let floor = S::from_f64(scale(j), ctx);
         let delta = sqrt_eps.clone() * y[j].clone().abs().max_of(floor);
-        let mut yp = y.to_vec();
+        yp.clone_from_slice(y);
         yp[j] = yp[j].clone() + delta.clone();
         let delta = yp[j].clone() - y[j].clone();
-        let fp = f(&yp)?;
+        f(yp, fp)?;
         for i in 0..n {
-            jac[i][j] = (fp[i].clone() - f0[i].clone()) / delta.clone();
+            jac[i * n + j] = (fp[i].clone() - f0[i].clone()) / delta.clone();
         }
     }
+    Ok(())
+}
+
+/// [`jacobian_into`] into a fresh row-major `n x n` matrix.
+pub fn jacobian<S: Scalar>(
+    f: &mut Rhs<'_, S>,
+    y: &[S],
+    f0: &[S],
+    sqrt_eps: &S,
+    scale: &dyn Fn(usize) -> f64,
+) -> Result<Vec<S>> {
+    let n = y.len();
+    let ctx = y[0].ctx();
+    let mut jac = vec![S::zero(ctx); n * n];
+    let (mut yp, mut fp) = (y.to_vec(), y.to_vec());
+    jacobian_into(f, y, f0, sqrt_eps, scale, &mut jac, &mut yp, &mut fp)?;
     Ok(jac)
 }
 
-/// One attempted step.
+/// The work space of Rosenbrock 4(3) steps for states of length `n` (no allocation per step
+/// in `f64`).
 #[derive(Clone, Debug)]
-pub struct Attempt<S: Scalar> {
-    /// The fourth-order solution at `t0 + h`.
+pub struct Work<S: Scalar> {
+    /// `g_1..g_4`.
+    g: [Vec<S>; 4],
+    /// Stage argument and right-hand sides.
+    arg: Vec<S>,
+    w: Vec<S>,
+    f3: Vec<S>,
+    /// The local error estimate.
+    e: Vec<S>,
+    /// `I/(gamma h) - J`, factored.
+    lu: ScaledLu<S>,
+    /// The fourth-order solution at `h` of the last attempt.
     pub y1: Vec<S>,
-    /// The scaled error norm (accept when `<= 1`).
-    pub err: f64,
-    /// Right-hand-side evaluations used (2; the Jacobian's are counted by the caller).
-    pub evals: u64,
+}
+
+impl<S: Scalar> Work<S> {
+    /// A work space for states of length `n` at context `ctx`.
+    pub fn new(n: usize, ctx: S::Ctx) -> Self {
+        let z = || vec![S::zero(ctx); n];
+        Work {
+            g: std::array::from_fn(|_| z()),
+            arg: z(),
+            w: z(),
+            f3: z(),
+            e: z(),
+            lu: ScaledLu::with_size(n, ctx),
+            y1: z(),
+        }
+    }
 }
 
 /// One Rosenbrock step of size `h` from `y0` with `f0 = f(y0)` and the Jacobian `jac` at
-/// `y0`: with `A = I/(gamma h) - J`,
+/// `y0` (row-major `n x n`): with `A = I/(gamma h) - J`,
 /// `A g1 = f0`, `A g2 = f(y0 + a21 g1) + c21 g1/h`,
 /// `A g3 = f(y0 + a31 g1 + a32 g2) + (c31 g1 + c32 g2)/h`,
 /// `A g4 = f(y0 + a31 g1 + a32 g2) + (c41 g1 + c42 g2 + c43 g3)/h`,
-/// `y1 = y0 + sum b_i g_i`, error `sum e_i g_i`.
+/// `y1 = y0 + sum b_i g_i`, error `sum e_i g_i`. Two evaluations; leaves `y1` in `w` and
+/// returns the scaled error norm (accept when `<= 1`).
 pub fn step<S: Scalar>(
-    f: &mut dyn FnMut(&[S]) -> Result<Vec<S>>,
+    f: &mut Rhs<'_, S>,
     y0: &[S],
     f0: &[S],
-    jac: &[Vec<S>],
+    jac: &[S],
     h: f64,
     tol: Tolerance,
-) -> Result<Attempt<S>> {
+    w: &mut Work<S>,
+) -> Result<f64> {
     let n = y0.len();
     let ctx = y0[0].ctx();
     let hs = S::from_f64(h, ctx);
@@ -102,47 +148,54 @@ pub fn step<S: Scalar>(
     let (c41, c42, c43) = (ch(C41), ch(C42), ch(C43));
     let b = B.map(r);
     let e = E.map(r);
+    let Work {
+        g,
+        arg,
+        w: wv,
+        f3,
+        e: ev,
+        lu,
+        y1,
+    } = w;
     // The linear systems in equilibrated variables (eq. (L1) of `derivations/numerics.md`).
-    let lu = ScaledLu::new(jac, inv_gh, y0, tol)?;
-    let solve = |w: &[S]| lu.solve(w);
-    let g1 = solve(f0);
-    let y2: Vec<S> = (0..n)
-        .map(|i| y0[i].clone() + a21.clone() * g1[i].clone())
-        .collect();
-    let mut w = f(&y2)?;
+    lu.factor(jac, &inv_gh, y0, tol)?;
+    let [g1, g2, g3, g4] = g;
+    lu.solve_into(f0, g1);
     for i in 0..n {
-        w[i] = w[i].clone() + c21.clone() * g1[i].clone();
+        arg[i] = y0[i].clone() + a21.clone() * g1[i].clone();
     }
-    let g2 = solve(&w);
-    let y3: Vec<S> = (0..n)
-        .map(|i| y0[i].clone() + a31.clone() * g1[i].clone() + a32.clone() * g2[i].clone())
-        .collect();
-    let f3 = f(&y3)?;
+    f(arg, wv)?;
     for i in 0..n {
-        w[i] = f3[i].clone() + (c31.clone() * g1[i].clone() + c32.clone() * g2[i].clone());
+        wv[i] = wv[i].clone() + c21.clone() * g1[i].clone();
     }
-    let g3 = solve(&w);
+    lu.solve_into(wv, g2);
     for i in 0..n {
-        w[i] = f3[i].clone()
+        arg[i] = y0[i].clone() + a31.clone() * g1[i].clone() + a32.clone() * g2[i].clone();
+    }
+    f(arg, f3)?;
+    for i in 0..n {
+        wv[i] = f3[i].clone() + (c31.clone() * g1[i].clone() + c32.clone() * g2[i].clone());
+    }
+    lu.solve_into(wv, g3);
+    for i in 0..n {
+        wv[i] = f3[i].clone()
             + (c41.clone() * g1[i].clone()
                 + c42.clone() * g2[i].clone()
                 + c43.clone() * g3[i].clone());
     }
-    let g4 = solve(&w);
-    let g = [&g1, &g2, &g3, &g4];
-    let mut y1 = Vec::with_capacity(n);
+    lu.solve_into(wv, g4);
+    let gs = [&*g1, &*g2, &*g3, &*g4];
     for i in 0..n {
         let mut acc = y0[i].clone();
         let mut err = S::zero(ctx);
-        for ((bk, ek), gk) in b.iter().zip(&e).zip(g) {
+        for ((bk, ek), gk) in b.iter().zip(&e).zip(gs) {
             acc = acc + bk.clone() * gk[i].clone();
             err = err + ek.clone() * gk[i].clone();
         }
-        y1.push(acc);
-        w[i] = err;
+        y1[i] = acc;
+        ev[i] = err;
     }
-    let err = error_norm(&w, y0, &y1, tol);
-    Ok(Attempt { y1, err, evals: 2 })
+    Ok(error_norm(ev, y0, y1, tol))
 }
 
 #[cfg(test)]
@@ -151,8 +204,9 @@ mod tests {
 
     /// A mildly stiff nonlinear test: `y0' = -y0^2`, `(y1, y2)' = (-y2, y1)`,
     /// `y3' = -50 (y3 - cos t)`-like coupling written autonomously as `-50 (y3 - y1)`.
-    fn f(y: &[f64]) -> Result<Vec<f64>> {
-        Ok(vec![-y[0] * y[0], -y[2], y[1], -50.0 * (y[3] - y[1])])
+    fn f(y: &[f64], dy: &mut [f64]) -> Result<()> {
+        dy.copy_from_slice(&[-y[0] * y[0], -y[2], y[1], -50.0 * (y[3] - y[1])]);
+        Ok(())
     }
 
     fn run(n: usize) -> Vec<f64> {
@@ -160,10 +214,13 @@ mod tests {
         let h = 1.0 / n as f64;
         let mut y = vec![1.0, 1.0, 0.0, 1.0];
         let se = sqrt_eps::<f64>(());
+        let mut w = Work::new(4, ());
+        let mut f0 = vec![0.0; 4];
         for _ in 0..n {
-            let f0 = f(&y).unwrap();
+            f(&y, &mut f0).unwrap();
             let j = jacobian(&mut f, &y, &f0, &se, &|_| 1e-8).unwrap();
-            y = step(&mut f, &y, &f0, &j, h, tol).unwrap().y1;
+            step(&mut f, &y, &f0, &j, h, tol, &mut w).unwrap();
+            y.clone_from(&w.y1);
         }
         y
     }
