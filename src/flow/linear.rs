@@ -79,23 +79,27 @@ impl<S: Scalar> Lu<S> {
         x
     }
 
-    /// The substitutions on `x` in place, the right-hand side already permuted.
+    /// The substitutions on `x` in place, the right-hand side already permuted. Column
+    /// by column (`x_r -= L_rc x_c` for all `r > c`, then `x_r -= U_rc x_c` for all
+    /// `r < c`): the updates of one column are independent of each other, so the only
+    /// serial chain is the one from column to column.
     fn substitute(&self, x: &mut [S]) {
         let n = self.n;
         let lu = &self.lu;
-        for (r, row) in lu.chunks_exact(n).enumerate() {
-            let mut v = x[r].clone();
-            for (l, xc) in row[..r].iter().zip(&x[..r]) {
-                v = v - l.clone() * xc.clone();
+        for c in 0..n {
+            let (head, tail) = x.split_at_mut(c + 1);
+            let xc = &head[c];
+            for (r, xr) in tail.iter_mut().enumerate() {
+                *xr = xr.clone() - lu[(c + 1 + r) * n + c].clone() * xc.clone();
             }
-            x[r] = v;
         }
-        for (r, row) in lu.chunks_exact(n).enumerate().rev() {
-            let mut v = x[r].clone();
-            for (u, xc) in row[r + 1..].iter().zip(&x[r + 1..]) {
-                v = v - u.clone() * xc.clone();
+        for c in (0..n).rev() {
+            let (head, tail) = x.split_at_mut(c);
+            let xc = &mut tail[0];
+            *xc = xc.clone() / lu[c * n + c].clone();
+            for (r, xr) in head.iter_mut().enumerate() {
+                *xr = xr.clone() - lu[r * n + c].clone() * xc.clone();
             }
-            x[r] = v / row[r].clone();
         }
     }
 }
