@@ -1,9 +1,12 @@
 //! Time of one exact population evaluation (`moments::population::evaluate`: moments, loss
 //! and gradient in reduced coordinates) in `f64` at `m = 2, 4, 8` and in 256-bit MPFR at
-//! `m = 2`; `evaluate_into` reuses one buffer (no allocation). Run:
+//! `m = 2`; `evaluate_into` reuses one buffer (no allocation). `evaluate_into dual9 m=2` is
+//! one forward-mode pass on `Dual<9>` (value and 9 tangents: `a`, `b`, the Gram block and
+//! the off-diagonal head entries seeded), the pass the flow's exact Jacobian makes. Run:
 //! `cargo bench --bench moments`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use predhead::flow::dual::Dual;
 use predhead::moments::population::{evaluate, evaluate_into, Constants, Evaluation, Reduced};
 use predhead::setting::{HeadMode, Model, Normalization, Setting};
 use predhead::square::Square;
@@ -39,6 +42,24 @@ fn state(m: usize) -> Reduced<f64> {
     }
 }
 
+/// The `m = 2` state on `Dual<9>`, every free coordinate seeded: `a` (0-1), `b` (2-3),
+/// `G_00, G_01 = G_10, G_11` (4-6), `E_01, E_10` (7-8).
+fn dual_state(x: &Reduced<f64>) -> Reduced<Dual<9>> {
+    let var = |v: f64, k: usize| Dual::<9>::variable(v, k);
+    Reduced {
+        a: vec![var(x.a[0], 0), var(x.a[1], 1)],
+        b: vec![var(x.b[0], 2), var(x.b[1], 3)],
+        gram: Square::from_fn(2, |i, j| var(*x.gram.at(i, j), 4 + i + j)),
+        e: Square::from_fn(2, |i, j| {
+            if i == j {
+                Dual::constant(*x.e.at(i, j))
+            } else {
+                var(*x.e.at(i, j), 7 + i)
+            }
+        }),
+    }
+}
+
 fn model() -> Model {
     Model {
         head: HeadMode::IdentityOffdiag,
@@ -64,6 +85,15 @@ fn bench(c: &mut Criterion) {
         });
     }
     let m = 2;
+    let k = Constants::<Dual<9>>::new(&setting(m), ());
+    let xd = dual_state(&state(m));
+    let mut out = Evaluation::zeros(m, ());
+    c.bench_function("evaluate_into dual9 m=2", |b| {
+        b.iter(|| {
+            evaluate_into(black_box(&k), black_box(&model()), black_box(&xd), &mut out).unwrap();
+            black_box(&out.loss);
+        })
+    });
     let k = Constants::<Float>::new(&setting(m), 256);
     let x64 = state(m);
     let lift = |s: &Square<f64>| Square::from_fn(m, |i, j| Float::with_val(256, *s.at(i, j)));
