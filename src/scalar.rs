@@ -78,7 +78,9 @@ pub trait Scalar:
 
 impl Scalar for f64 {
     type Ctx = ();
+    #[inline]
     fn ctx(&self) {}
+    #[inline]
     fn from_f64(x: f64, _: ()) -> Self {
         x
     }
@@ -86,21 +88,27 @@ impl Scalar for f64 {
         // Round once, to nearest (Rational::to_f64 truncates).
         Float::with_val(53, q).to_f64()
     }
+    #[inline]
     fn sqrt(self) -> Self {
         f64::sqrt(self)
     }
+    #[inline]
     fn abs(self) -> Self {
         f64::abs(self)
     }
+    #[inline]
     fn ln(self) -> Self {
         f64::ln(self)
     }
+    #[inline]
     fn exp(self) -> Self {
         f64::exp(self)
     }
+    #[inline]
     fn to_f64(&self) -> f64 {
         *self
     }
+    #[inline]
     fn is_finite(&self) -> bool {
         f64::is_finite(*self)
     }

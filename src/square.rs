@@ -41,11 +41,23 @@ impl<S> Square<S> {
         &self.data
     }
 
+    /// Mutable entries in row-major order.
+    pub fn entries_mut(&mut self) -> &mut [S] {
+        &mut self.data
+    }
+
+    /// The mutable rows, in order (none when `n = 0`).
+    #[inline]
+    pub fn rows_mut(&mut self) -> std::slice::ChunksExactMut<'_, S> {
+        self.data.chunks_exact_mut(self.n.max(1))
+    }
+
     /// Overwrites every entry in place: `A[i][j] = f(i, j)`, row-major order.
     pub fn fill_with(&mut self, mut f: impl FnMut(usize, usize) -> S) {
-        let n = self.n;
-        for (idx, v) in self.data.iter_mut().enumerate() {
-            *v = f(idx / n, idx % n);
+        for (i, row) in self.rows_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = f(i, j);
+            }
         }
     }
 

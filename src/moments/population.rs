@@ -13,7 +13,7 @@
 //! is the direct definition (P7) that the tests differentiate.
 
 use crate::error::{Error, Result};
-use crate::moments::noise::cube_moment;
+use crate::moments::noise::{cube_moment, cube_moment_from};
 use crate::moments::overlap::OverlapMoments;
 use crate::scalar::Scalar;
 use crate::setting::{Model, Normalization, Setting};
@@ -170,25 +170,54 @@ fn moments_from<S: Scalar>(k: &Constants<S>, x: &Reduced<S>, p: &[[S; 2]]) -> Mo
         second: z(),
         cross: z(),
     };
-    fill_moments(k, x, p, &mut mo);
+    let mut hp = vec![[S::zero(x.ctx()), S::zero(x.ctx())]; m];
+    let mut g9 = vec![S::zero(x.ctx()); m];
+    fill_moments(k, x, m, p, &mut hp, &mut g9, &mut mo);
     mo
 }
 
-/// Eqs. (P1)-(P4) written into `mo` (sized `m x m`).
-fn fill_moments<S: Scalar>(k: &Constants<S>, x: &Reduced<S>, p: &[[S; 2]], mo: &mut Moments<S>) {
-    let g = &x.gram;
-    mo.phi.fill_with(|i, j| {
-        k.h[0].clone() * p[i][0].clone() * p[j][0].clone()
-            + k.h[1].clone() * p[i][1].clone() * p[j][1].clone()
-    });
-    mo.psi
-        .fill_with(|i, j| cube_moment(&k.s6, g.at(i, i), g.at(j, j), g.at(i, j)));
-    let (phi, psi) = (&mo.phi, &mo.psi);
-    mo.second.fill_with(|i, j| {
-        k.ek2.clone() * phi.at(i, j).clone() + k.n.clone() * psi.at(i, j).clone()
-    });
-    mo.cross
-        .fill_with(|i, j| k.ekk.clone() * phi.at(i, j).clone());
+/// Eqs. (P1)-(P4) written into `mo` (sized `m x m`). Also writes the per-neuron factors
+/// the gradient reuses: `hp_{j,l} = h_l p_{j,l}` of (P1) and `g9_j = 9 G_jj` of (P2).
+/// Inlined so that a compile-time `m` (see [`evaluate_into`]) reaches the loops.
+#[inline(always)]
+fn fill_moments<S: Scalar>(
+    k: &Constants<S>,
+    x: &Reduced<S>,
+    m: usize,
+    p: &[[S; 2]],
+    hp: &mut [[S; 2]],
+    g9: &mut [S],
+    mo: &mut Moments<S>,
+) {
+    let mm = m * m;
+    let g = &x.gram.entries()[..mm];
+    let (p, hp, g9) = (&p[..m], &mut hp[..m], &mut g9[..m]);
+    let (nine, six) = (k.s6.cst(9.0), k.s6.cst(6.0));
+    for j in 0..m {
+        hp[j] = [
+            k.h[0].clone() * p[j][0].clone(),
+            k.h[1].clone() * p[j][1].clone(),
+        ];
+        g9[j] = nine.clone() * g[j * m + j].clone();
+    }
+    let phi = &mut mo.phi.entries_mut()[..mm];
+    let psi = &mut mo.psi.entries_mut()[..mm];
+    let second = &mut mo.second.entries_mut()[..mm];
+    let cross = &mut mo.cross.entries_mut()[..mm];
+    for i in 0..m {
+        for j in 0..m {
+            let ij = i * m + j;
+            // (P1): Phi_ij = sum_l h_l p_il p_jl.
+            let f = hp[i][0].clone() * p[j][0].clone() + hp[i][1].clone() * p[j][1].clone();
+            // (P2): Psi_ij = s^6 (9 G_ii G_jj G_ij + 6 G_ij^3).
+            let s = cube_moment_from(&k.s6, &g9[i], &g[j * m + j], &g[ij], &six);
+            // (P3): M = E[K^2] Phi + n Psi; (P4): C = E[K K'] Phi.
+            second[ij] = k.ek2.clone() * f.clone() + k.n.clone() * s.clone();
+            cross[ij] = k.ekk.clone() * f.clone();
+            phi[ij] = f;
+            psi[ij] = s;
+        }
+    }
 }
 
 /// Population loss and gradient at a reduced state.
@@ -216,11 +245,15 @@ pub struct Evaluation<S: Scalar> {
 struct Scratch<S> {
     /// Feature cubes `p_{j,l}`.
     p: Vec<[S; 2]>,
-    /// `omega_sr` (eq. (P8)).
-    omega: Square<S>,
+    /// `h_l p_{j,l}` (eq. (P1)).
+    hp: Vec<[S; 2]>,
+    /// `9 G_jj` (eqs. (P2), (P10c)).
+    g9: Vec<S>,
+    /// `omega` transposed: row `r` holds `omega_sr` over `s` (eq. (P8)).
+    omega_t: Square<S>,
     /// Online adjoints `g^on_{j,l}` (eq. (P10a)).
     g_phi: Vec<[S; 2]>,
-    /// `g^both_{j,l}` (eq. (P10a)).
+    /// `g^both_{j,l}` (eq. (P10a)); only set (and read) without stop-gradient.
     g_both: Vec<[S; 2]>,
     /// `Mbar` (eq. (P10c)).
     m_bar: Square<S>,
@@ -249,7 +282,9 @@ impl<S: Scalar> Evaluation<S> {
             },
             scratch: Scratch {
                 p: pair.clone(),
-                omega: z(),
+                hp: pair.clone(),
+                g9: vec![S::zero(ctx); m],
+                omega_t: z(),
                 g_phi: pair.clone(),
                 g_both: pair,
                 m_bar: z(),
@@ -314,21 +349,26 @@ pub fn loss_two_copy<S: Scalar>(
 }
 
 /// Errors unless both batch-norm variances of neuron `j` are positive.
+#[inline]
 fn check_variances<S: Scalar>(j: usize, q: &S, t: &S) -> Result<()> {
     let zero = S::zero(q.ctx());
     if q.partial_cmp(&zero) != Some(std::cmp::Ordering::Greater) {
-        return Err(Error::numerical(
-            format!("population variance of F_{j}(X^(1))"),
-            format!("must be positive for batchnorm, got {:?}", q.to_f64()),
-        ));
+        return Err(variance_error(format!("F_{j}(X^(1))"), q.to_f64()));
     }
     if t.partial_cmp(&zero) != Some(std::cmp::Ordering::Greater) {
-        return Err(Error::numerical(
-            format!("population variance of f_{j}(X^(2))"),
-            format!("must be positive for batchnorm, got {:?}", t.to_f64()),
-        ));
+        return Err(variance_error(format!("f_{j}(X^(2))"), t.to_f64()));
     }
     Ok(())
+}
+
+/// The error of [`check_variances`] (kept out of line: the evaluation loop never takes it).
+#[cold]
+#[inline(never)]
+fn variance_error(of: String, value: f64) -> Error {
+    Error::numerical(
+        format!("population variance of {of}"),
+        format!("must be positive for batchnorm, got {value:?}"),
+    )
 }
 
 /// Evaluates the population loss and gradient (`derivations/population.md`, eqs.
@@ -363,10 +403,33 @@ pub fn evaluate_into<S: Scalar>(
     out: &mut Evaluation<S>,
 ) -> Result<()> {
     let m = x.neurons();
-    let ctx = x.ctx();
     if out.grad_a.len() != m {
-        *out = Evaluation::zeros(m, ctx);
+        *out = Evaluation::zeros(m, x.ctx());
     }
+    // One code path for every m; for the small m of the flow it is instantiated with m a
+    // compile-time constant, so that the loops over neurons are unrolled and their bounds
+    // checks dropped (same operations, same order, same values).
+    match m {
+        1 => evaluate_sized::<S, 1>(k, model, x, out),
+        2 => evaluate_sized::<S, 2>(k, model, x, out),
+        3 => evaluate_sized::<S, 3>(k, model, x, out),
+        4 => evaluate_sized::<S, 4>(k, model, x, out),
+        _ => evaluate_sized::<S, 0>(k, model, x, out),
+    }
+}
+
+/// The body of [`evaluate_into`] for `m = M` neurons (`M = 0`: `m` read from `x`), with
+/// `out` sized for `m`. Matrices are read and written as flat row-major slices of length
+/// `m * m`, entry `(i, j)` at `i * m + j`.
+fn evaluate_sized<S: Scalar, const M: usize>(
+    k: &Constants<S>,
+    model: &Model,
+    x: &Reduced<S>,
+    out: &mut Evaluation<S>,
+) -> Result<()> {
+    let m = if M == 0 { x.neurons() } else { M };
+    let mm = m * m;
+    let ctx = x.ctx();
     let Evaluation {
         loss: out_loss,
         grad_a,
@@ -378,210 +441,223 @@ pub fn evaluate_into<S: Scalar>(
     } = out;
     let Scratch {
         p,
-        omega,
+        hp,
+        g9,
+        omega_t,
         g_phi,
         g_both,
         m_bar,
         delta,
         psi_delta,
     } = scratch;
+    let (xa, xb) = (&x.a[..m], &x.b[..m]);
+    let p = &mut p[..m];
     for j in 0..m {
-        p[j] = [x.a[j].cube(), x.b[j].cube()];
+        p[j] = [xa[j].cube(), xb[j].cube()];
     }
-    fill_moments(k, x, p, mo);
-    let (phi, psi) = (&mo.phi, &mo.psi);
-    let e = &x.e;
-    let zero = S::zero(ctx);
-    let one = S::one(ctx);
-    let two = S::from_f64(2.0, ctx);
+    fill_moments(k, x, m, p, hp, g9, mo);
+    let (p, hp, g9) = (&p[..m], &hp[..m], &g9[..m]);
+    let (phi, psi) = (&mo.phi.entries()[..mm], &mo.psi.entries()[..mm]);
+    let e = &x.e.entries()[..mm];
+    let (grad_a, grad_b) = (&mut grad_a[..m], &mut grad_b[..m]);
+    let (g_phi, g_both) = (&mut g_phi[..m], &mut g_both[..m]);
+    let (delta, psi_delta) = (&mut delta[..m], &mut psi_delta[..m]);
+    let m_bar = &mut m_bar.entries_mut()[..mm];
+    let grad_e = &mut grad_e.entries_mut()[..mm];
+    let c = Common {
+        zero: S::zero(ctx),
+        one: S::one(ctx),
+        two: S::from_f64(2.0, ctx),
+    };
+    let (zero, one, two) = (&c.zero, &c.one, &c.two);
     let h = &k.h;
-    let batchnorm = model.normalization == Normalization::Batchnorm;
+    let stop_gradient = model.stop_gradient;
 
-    // omega_sr = p_s1 p_r2 - p_s2 p_r1 (eq. (P8)); antisymmetric, omega_rr = 0 exactly.
-    omega.fill_with(|s, r| p[s][0].clone() * p[r][1].clone() - p[s][1].clone() * p[r][0].clone());
-    let omega = &*omega;
+    // omega_sr = p_s1 p_r2 - p_s2 p_r1 (eq. (P8)), stored by columns: omega_t row r is
+    // column r of omega. Antisymmetric; the diagonal is never read (omega_rr = 0).
+    let omega_t = &mut omega_t.entries_mut()[..mm];
+    for r in 0..m {
+        for s in 0..m {
+            omega_t[r * m + s] =
+                p[s][0].clone() * p[r][1].clone() - p[s][1].clone() * p[r][0].clone();
+        }
+    }
+    let omega_t = &*omega_t;
 
     let mut loss = zero.clone();
     // g_phi: adjoints of the online feature mixtures phi_{j,l}; g_both[j][l] = g_phi + the
     // target adjoint of p_{j,l}, in a form free of the cancellation between the online and
-    // the target branch near pure-feature states (eq. (P10a)); both are set for every j.
+    // the target branch near pure-feature states (eq. (P10a)); g_phi is set for every j,
+    // g_both for every j without stop-gradient (the only case that reads it).
     // m_bar: adjoint of Psi (online and target), without the factor n (eq. (P10c)).
-    m_bar.fill_with(|_, _| zero.clone());
-    grad_e.fill_with(|_, _| zero.clone());
-    for j in 0..m {
-        // Row quantities (eq. (P8)).
-        for s in 0..m {
-            delta[s] = if s == j {
-                e.at(j, j).clone() - one.clone()
-            } else {
-                e.at(j, s).clone()
-            };
-        }
-        // phi_l = (E p_l)_j and dphi_l = phi_l - p_jl = sum_s delta_s p_sl.
-        let mut phi_j = [zero.clone(), zero.clone()];
-        let mut dphi = [zero.clone(), zero.clone()];
-        for l in 0..2 {
-            for s in 0..m {
-                phi_j[l] = phi_j[l].clone() + e.at(j, s).clone() * p[s][l].clone();
-                dphi[l] = dphi[l].clone() + delta[s].clone() * p[s][l].clone();
-            }
-        }
-        for r in 0..m {
-            let mut acc = zero.clone();
-            for s in 0..m {
-                acc = acc + psi.at(r, s).clone() * delta[s].clone();
-            }
-            psi_delta[r] = acc;
-        }
-        let mut dpd = zero.clone();
-        for r in 0..m {
-            dpd = dpd + delta[r].clone() * psi_delta[r].clone();
-        }
-        let psi_jj = psi.at(j, j).clone();
-        let phi_jj = phi.at(j, j).clone();
-        // B = e^T Psi e = Psi_jj + 2 (Psi delta)_j + delta^T Psi delta.
-        let b_j = psi_jj.clone() + two.clone() * psi_delta[j].clone() + dpd.clone();
-        // A = (E Phi E^T)_jj, x = (E Phi)_jj.
-        let a_j = h[0].clone() * phi_j[0].sq() + h[1].clone() * phi_j[1].sq();
-        let x_j = h[0].clone() * phi_j[0].clone() * p[j][0].clone()
-            + h[1].clone() * phi_j[1].clone() * p[j][1].clone();
-        let q = k.ek2.clone() * a_j.clone() + k.n.clone() * b_j.clone();
-        let t = k.ek2.clone() * phi_jj.clone() + k.n.clone() * psi_jj.clone();
-        if batchnorm {
+    for v in m_bar.iter_mut().chain(grad_e.iter_mut()) {
+        *v = zero.clone();
+    }
+    if model.normalization == Normalization::Batchnorm {
+        // Products of constants shared by all rows, grouped as in the row formulas below.
+        let ek2_sq_hh = k.ek2.sq() * h[0].clone() * h[1].clone();
+        let ek2_n = k.ek2.clone() * k.n.clone();
+        let n_sq = k.n.sq();
+        let two_kappa = two.clone() * k.kappa.clone();
+        let minus_two_ekk = -(two.clone() * k.ekk.clone());
+        let ek2_hh = k.ek2.clone() * (h[0].clone() * h[1].clone());
+        for j in 0..m {
+            let e_j = &e[j * m..][..m];
+            let Row {
+                phi: phi_j,
+                dphi,
+                b: b_j,
+                x: x_j,
+                psi_jj,
+                phi_jj,
+                two_psi_delta_j,
+                dpd,
+            } = row(j, m, e_j, p, h, phi, psi, &c, delta, psi_delta);
+            // (P8): A = (E Phi E^T)_jj, q = E[K^2] A + n B, t = E[K^2] Phi_jj + n Psi_jj.
+            let a_j = h[0].clone() * phi_j[0].sq() + h[1].clone() * phi_j[1].sq();
+            let q = k.ek2.clone() * a_j.clone() + k.n.clone() * b_j.clone();
+            let t = k.ek2.clone() * phi_jj.clone() + k.n.clone() * psi_jj.clone();
             check_variances(j, &q, &t)?;
             // Delta_j = (E omega)_jj = phi_1 p_j2 - phi_2 p_j1 without the cancelling s = j term.
-            let eomega = |r: usize| {
-                let mut acc = zero.clone();
-                for s in 0..m {
-                    if s != r {
-                        acc = acc + e.at(j, s).clone() * omega.at(s, r).clone();
-                    }
-                }
-                acc
-            };
-            let dj = eomega(j);
-            let sq = (q.clone() * t.clone()).sqrt();
+            let dj = e_omega(e_j, &omega_t[j * m..][..m], j, zero);
+            let qt = q.clone() * t.clone();
+            let sq = qt.clone().sqrt();
             let kx = k.ek2.clone() * x_j.clone();
             // (P9): 1 - beta_j with q t - (E[K^2] x)^2 as a sum of non-negative terms.
-            let one_minus_beta = if kx > zero {
-                let gap = k.ek2.sq() * h[0].clone() * h[1].clone() * dj.sq()
-                    + k.ek2.clone()
-                        * k.n.clone()
-                        * (a_j.clone() * psi_jj.clone() + b_j.clone() * phi_jj.clone())
-                    + k.n.sq() * b_j.clone() * psi_jj.clone();
+            let one_minus_beta = if kx > *zero {
+                let gap = ek2_sq_hh.clone() * dj.sq()
+                    + ek2_n.clone() * (a_j.clone() * psi_jj.clone() + b_j.clone() * phi_jj.clone())
+                    + n_sq.clone() * b_j.clone() * psi_jj.clone();
                 gap / (sq.clone() * (sq.clone() + kx))
             } else {
                 one.clone() - kx / sq.clone()
             };
-            loss = loss + k.opt_neuron.clone() + two.clone() * k.kappa.clone() * one_minus_beta;
+            loss = loss + k.opt_neuron.clone() + two_kappa.clone() * one_minus_beta;
             let rho = k.ekk.clone() * x_j.clone() / sq.clone();
-            // (P10a): online adjoint of phi_{j,l}, target adjoint of p_{j,l}.
-            let c_on = -(two.clone() * k.ekk.clone()) / (sq.clone() * q.clone());
+            // (P10a): online adjoint of phi_{j,l}; c_on = -2 E[KK'] / (sqrt(q t) q).
+            let c_on = minus_two_ekk.clone() / (sq.clone() * q.clone());
             let kd = k.ek2.clone() * dj.clone();
+            let (kd_h0, kd_h1) = (kd.clone() * h[0].clone(), kd * h[1].clone());
+            let nb = k.n.clone() * b_j.clone();
             g_phi[j][0] = c_on.clone()
                 * h[0].clone()
-                * (-(kd.clone() * h[1].clone() * phi_j[1].clone())
-                    + k.n.clone() * b_j.clone() * p[j][0].clone());
+                * (-(kd_h1.clone() * phi_j[1].clone()) + nb.clone() * p[j][0].clone());
             g_phi[j][1] = c_on.clone()
                 * h[1].clone()
-                * (kd.clone() * h[0].clone() * phi_j[0].clone()
-                    + k.n.clone() * b_j.clone() * p[j][1].clone());
-            // Online + target (eq. (P10a)): c h_l [+-kd h_l' gamma_l' / (q t)
-            // + n (B p_jl / q + Psi_jj phi_l / t)], c = -2 E[KK'] / sqrt(q t), with
-            // gamma_l = p_jl q - phi_l t expanded around e_j.
-            let c = -(two.clone() * k.ekk.clone()) / sq.clone();
-            let hd =
-                h[0].clone() * (two.clone() * p[j][0].clone() + dphi[0].clone()) * dphi[0].clone()
+                * (kd_h0.clone() * phi_j[0].clone() + nb * p[j][1].clone());
+            // 2 (Psi delta)_j + delta^T Psi delta = B - Psi_jj (eqs. (P10a), (P10b)).
+            let nd = two_psi_delta_j + dpd;
+            if !stop_gradient {
+                // Online + target (eq. (P10a)): c h_l [+-kd h_l' gamma_l' / (q t)
+                // + n (B p_jl / q + Psi_jj phi_l / t)], c = -2 E[KK'] / sqrt(q t), with
+                // gamma_l = p_jl q - phi_l t expanded around e_j.
+                let c = minus_two_ekk.clone() / sq;
+                let hd = h[0].clone()
+                    * (two.clone() * p[j][0].clone() + dphi[0].clone())
+                    * dphi[0].clone()
                     + h[1].clone()
                         * (two.clone() * p[j][1].clone() + dphi[1].clone())
                         * dphi[1].clone();
-            let nd = two.clone() * psi_delta[j].clone() + dpd.clone();
-            let gamma = |l: usize| {
-                k.ek2.clone() * (p[j][l].clone() * hd.clone() - dphi[l].clone() * phi_jj.clone())
-                    + k.n.clone()
-                        * (p[j][l].clone() * nd.clone() - dphi[l].clone() * psi_jj.clone())
-            };
-            let qt = q.clone() * t.clone();
-            let noise_part = |l: usize| {
-                k.n.clone()
-                    * (b_j.clone() * p[j][l].clone() / q.clone()
-                        + psi_jj.clone() * phi_j[l].clone() / t.clone())
-            };
-            g_both[j][0] = c.clone()
-                * h[0].clone()
-                * (kd.clone() * h[1].clone() * gamma(1) / qt.clone() + noise_part(0));
-            g_both[j][1] =
-                c * h[1].clone() * (-(kd.clone() * h[0].clone() * gamma(0)) / qt + noise_part(1));
+                let gamma = |l: usize| {
+                    k.ek2.clone()
+                        * (p[j][l].clone() * hd.clone() - dphi[l].clone() * phi_jj.clone())
+                        + k.n.clone()
+                            * (p[j][l].clone() * nd.clone() - dphi[l].clone() * psi_jj.clone())
+                };
+                let noise_part = |l: usize| {
+                    k.n.clone()
+                        * (b_j.clone() * p[j][l].clone() / q.clone()
+                            + psi_jj.clone() * phi_j[l].clone() / t.clone())
+                };
+                g_both[j][0] =
+                    c.clone() * h[0].clone() * (kd_h1 * gamma(1) / qt.clone() + noise_part(0));
+                g_both[j][1] = c * h[1].clone() * (-(kd_h0 * gamma(0)) / qt + noise_part(1));
+            }
             // (P10c): Psi adjoints rho/q e e^T (online) and rho/t at (j, j) (target).
             let rq = rho.clone() / q;
             for r in 0..m {
+                let w_r = rq.clone() * e_j[r].clone();
                 for s in 0..m {
-                    let v = m_bar.at(r, s).clone()
-                        + rq.clone() * e.at(j, r).clone() * e.at(j, s).clone();
-                    *m_bar.at_mut(r, s) = v;
+                    m_bar[r * m + s] = m_bar[r * m + s].clone() + w_r.clone() * e_j[s].clone();
                 }
             }
-            if !model.stop_gradient {
-                let v = m_bar.at(j, j).clone() + rho / t;
-                *m_bar.at_mut(j, j) = v;
+            if !stop_gradient {
+                m_bar[j * m + j] = m_bar[j * m + j].clone() + rho / t;
             }
             // (P10b): dL/dE_jr = c_on [E[K^2] h_1 h_2 Delta_j (E omega)_jr + n N_r],
             // N_r = (Phi e_j)_r B - x (Psi e)_r in the expansion around e_j.
-            let phi_d_j = h[0].clone() * p[j][0].clone() * dphi[0].clone()
-                + h[1].clone() * p[j][1].clone() * dphi[1].clone();
-            let hh = h[0].clone() * h[1].clone();
-            for r in 0..m {
-                if !model.head.trainable(j, r) {
-                    continue;
+            if (0..m).any(|r| model.head.trainable(j, r)) {
+                let phi_d_j =
+                    hp[j][0].clone() * dphi[0].clone() + hp[j][1].clone() * dphi[1].clone();
+                let ek2_hh_dj = ek2_hh.clone() * dj.clone();
+                for r in 0..m {
+                    if !model.head.trainable(j, r) {
+                        continue;
+                    }
+                    let phi_rj = phi[r * m + j].clone();
+                    let psi_rj = psi[r * m + j].clone();
+                    let lead = phi_rj.clone() * psi_jj.clone() - phi_jj.clone() * psi_rj.clone();
+                    let nr = lead + phi_rj * nd.clone()
+                        - phi_jj.clone() * psi_delta[r].clone()
+                        - phi_d_j.clone() * (psi_rj + psi_delta[r].clone());
+                    let er = if r == j {
+                        dj.clone()
+                    } else {
+                        e_omega(e_j, &omega_t[r * m..][..m], r, zero)
+                    };
+                    grad_e[j * m + r] = c_on.clone() * (ek2_hh_dj.clone() * er + k.n.clone() * nr);
                 }
-                let phi_rj = phi.at(r, j).clone();
-                let psi_rj = psi.at(r, j).clone();
-                let lead = phi_rj.clone() * psi_jj.clone() - phi_jj.clone() * psi_rj.clone();
-                let nr = lead + phi_rj * (two.clone() * psi_delta[j].clone() + dpd.clone())
-                    - phi_jj.clone() * psi_delta[r].clone()
-                    - phi_d_j.clone() * (psi_rj + psi_delta[r].clone());
-                let er = if r == j { dj.clone() } else { eomega(r) };
-                *grad_e.at_mut(j, r) = c_on.clone()
-                    * (k.ek2.clone() * hh.clone() * dj.clone() * er + k.n.clone() * nr);
             }
-        } else {
-            let g = &k.ek2_minus_ekk;
+        }
+    } else {
+        let g = &k.ek2_minus_ekk;
+        let two_g = two.clone() * g.clone();
+        let two_h = [two.clone() * h[0].clone(), two.clone() * h[1].clone()];
+        let two_h_g = [two_h[0].clone() * g.clone(), two_h[1].clone() * g.clone()];
+        for j in 0..m {
+            let e_j = &e[j * m..][..m];
+            let Row {
+                phi: phi_j,
+                dphi,
+                b: b_j,
+                x: x_j,
+                psi_jj,
+                ..
+            } = row(j, m, e_j, p, h, phi, psi, &c, delta, psi_delta);
             // (P9): L_j = E[K^2] sum_l h_l dphi_l^2 + n (B + Psi_jj) + 2 (E[K^2] - E[KK']) x.
             loss = loss
                 + k.ek2.clone() * (h[0].clone() * dphi[0].sq() + h[1].clone() * dphi[1].sq())
-                + k.n.clone() * (b_j.clone() + psi_jj.clone())
-                + two.clone() * g.clone() * x_j.clone();
+                + k.n.clone() * (b_j + psi_jj)
+                + two_g.clone() * x_j;
             // (P10a).
             for l in 0..2 {
-                g_phi[j][l] = two.clone()
-                    * h[l].clone()
+                g_phi[j][l] = two_h[l].clone()
                     * (k.ek2.clone() * dphi[l].clone() + g.clone() * p[j][l].clone());
-                // Online + target: the E[K^2] dphi terms cancel exactly.
-                g_both[j][l] =
-                    two.clone() * h[l].clone() * g.clone() * (p[j][l].clone() + phi_j[l].clone());
+                if !stop_gradient {
+                    // Online + target: the E[K^2] dphi terms cancel exactly.
+                    g_both[j][l] = two_h_g[l].clone() * (p[j][l].clone() + phi_j[l].clone());
+                }
             }
             // (P10c): Psi adjoints E^T E (online) and I (target).
             for r in 0..m {
                 for s in 0..m {
-                    let v = m_bar.at(r, s).clone() + e.at(j, r).clone() * e.at(j, s).clone();
-                    *m_bar.at_mut(r, s) = v;
+                    m_bar[r * m + s] = m_bar[r * m + s].clone() + e_j[r].clone() * e_j[s].clone();
                 }
             }
-            if !model.stop_gradient {
-                let v = m_bar.at(j, j).clone() + one.clone();
-                *m_bar.at_mut(j, j) = v;
+            if !stop_gradient {
+                m_bar[j * m + j] = m_bar[j * m + j].clone() + one.clone();
             }
             // (P10b): dL/dE_jr = 2 [E[K^2] (Phi delta)_r + (E[K^2] - E[KK']) Phi_rj + n (Psi e)_r].
             for r in 0..m {
                 if !model.head.trainable(j, r) {
                     continue;
                 }
-                let phi_d_r = h[0].clone() * p[r][0].clone() * dphi[0].clone()
-                    + h[1].clone() * p[r][1].clone() * dphi[1].clone();
-                let psi_e_r = psi.at(r, j).clone() + psi_delta[r].clone();
-                *grad_e.at_mut(j, r) = two.clone()
+                let phi_d_r =
+                    hp[r][0].clone() * dphi[0].clone() + hp[r][1].clone() * dphi[1].clone();
+                let psi_e_r = psi[r * m + j].clone() + psi_delta[r].clone();
+                grad_e[j * m + r] = two.clone()
                     * (k.ek2.clone() * phi_d_r
-                        + g.clone() * phi.at(r, j).clone()
+                        + g.clone() * phi[r * m + j].clone()
                         + k.n.clone() * psi_e_r);
             }
         }
@@ -589,49 +665,157 @@ pub fn evaluate_into<S: Scalar>(
 
     // (P10a): dL/dc_il = 3 c_il^2 (sum_j E_ji g_phi[j][l] + [no stop-gradient] g_tg[i][l]).
     let three = S::from_f64(3.0, ctx);
-    for l in 0..2 {
-        let grad_c = if l == 0 { &mut *grad_a } else { &mut *grad_b };
-        for i in 0..m {
-            let mut acc = zero.clone();
-            for j in 0..m {
-                let coef = if j == i && !model.stop_gradient {
-                    // E_ii g_phi + g_tg = (E_ii - 1) g_phi + g_both.
-                    e.at(i, i).clone() - one.clone()
-                } else {
-                    e.at(j, i).clone()
-                };
-                acc = acc + coef * g_phi[j][l].clone();
-            }
-            if !model.stop_gradient {
-                acc = acc + g_both[i][l].clone();
-            }
-            grad_c[i] = three.clone() * x.feature(i, l).sq() * acc;
+    for i in 0..m {
+        let mut acc = [zero.clone(), zero.clone()];
+        for j in 0..m {
+            let coef = if j == i && !stop_gradient {
+                // E_ii g_phi + g_tg = (E_ii - 1) g_phi + g_both.
+                e[i * m + i].clone() - one.clone()
+            } else {
+                e[j * m + i].clone()
+            };
+            acc[0] = acc[0].clone() + coef.clone() * g_phi[j][0].clone();
+            acc[1] = acc[1].clone() + coef * g_phi[j][1].clone();
         }
+        let [mut acc_a, mut acc_b] = acc;
+        if !stop_gradient {
+            acc_a = acc_a + g_both[i][0].clone();
+            acc_b = acc_b + g_both[i][1].clone();
+        }
+        grad_a[i] = three.clone() * xa[i].sq() * acc_a;
+        grad_b[i] = three.clone() * xb[i].sq() * acc_b;
     }
 
     // (P10c): Sigma = 2 n s^6 (diag(D) + T), D_r = 18 sum_s Mb_rs G_ss G_rs,
     // T_rs = Mb_rs (9 G_rr G_ss + 18 G_rs^2).
-    let g = &x.gram;
-    let pre = two * k.n.clone() * k.s6.clone();
-    let nine = S::from_f64(9.0, ctx);
+    let g = &x.gram.entries()[..mm];
+    let pre = two.clone() * k.n.clone() * k.s6.clone();
     let eighteen = S::from_f64(18.0, ctx);
     let m_bar = &*m_bar;
-    noise_coef.fill_with(|r, s| {
-        let mut v = m_bar.at(r, s).clone()
-            * (nine.clone() * g.at(r, r).clone() * g.at(s, s).clone()
-                + eighteen.clone() * g.at(r, s).sq());
-        if r == s {
-            let mut d = zero.clone();
-            for u in 0..m {
-                d = d + m_bar.at(r, u).clone() * g.at(u, u).clone() * g.at(r, u).clone();
+    let sigma = &mut noise_coef.entries_mut()[..mm];
+    for r in 0..m {
+        for s in 0..m {
+            let rs = r * m + s;
+            let mut v = m_bar[rs].clone()
+                * (g9[r].clone() * g[s * m + s].clone() + eighteen.clone() * g[rs].sq());
+            if r == s {
+                let mut d = zero.clone();
+                for u in 0..m {
+                    d = d + m_bar[r * m + u].clone() * g[u * m + u].clone() * g[r * m + u].clone();
+                }
+                v = v + eighteen.clone() * d;
             }
-            v = v + eighteen.clone() * d;
+            sigma[rs] = pre.clone() * v;
         }
-        pre.clone() * v
-    });
+    }
 
     *out_loss = loss;
     Ok(())
+}
+
+/// The constants `0, 1, 2` at the context of the state.
+struct Common<S> {
+    zero: S,
+    one: S,
+    two: S,
+}
+
+/// The quantities of row `j` of `E` (eq. (P8)) shared by both normalizations.
+struct Row<S> {
+    /// `phi_{j,l} = (E p_l)_j`.
+    phi: [S; 2],
+    /// `dphi_{j,l} = phi_{j,l} - p_{j,l} = sum_s delta_s p_{s,l}`.
+    dphi: [S; 2],
+    /// `B_j = Psi_jj + 2 (Psi delta)_j + delta^T Psi delta`.
+    b: S,
+    /// `x_j = (E Phi)_jj = sum_l h_l phi_{j,l} p_{j,l}`.
+    x: S,
+    /// `Psi_jj`.
+    psi_jj: S,
+    /// `Phi_jj`.
+    phi_jj: S,
+    /// `2 (Psi delta)_j`.
+    two_psi_delta_j: S,
+    /// `delta^T Psi delta`.
+    dpd: S,
+}
+
+/// Row `j` of (P8) from `e = E[j][.]` (`e_j` here) and the flat `m x m` blocks `phi`,
+/// `psi`: writes `delta = e - (unit vector j)` and `Psi delta` into `delta`, `psi_delta` and
+/// returns the row's sums.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn row<S: Scalar>(
+    j: usize,
+    m: usize,
+    e_j: &[S],
+    p: &[[S; 2]],
+    h: &[S; 2],
+    phi: &[S],
+    psi: &[S],
+    c: &Common<S>,
+    delta: &mut [S],
+    psi_delta: &mut [S],
+) -> Row<S> {
+    let (e_j, p, delta, psi_delta) = (&e_j[..m], &p[..m], &mut delta[..m], &mut psi_delta[..m]);
+    for s in 0..m {
+        delta[s] = if s == j {
+            e_j[s].clone() - c.one.clone()
+        } else {
+            e_j[s].clone()
+        };
+    }
+    // phi_l = (E p_l)_j and dphi_l = phi_l - p_jl = sum_s delta_s p_sl.
+    let mut phi_j = [c.zero.clone(), c.zero.clone()];
+    let mut dphi = [c.zero.clone(), c.zero.clone()];
+    for s in 0..m {
+        for l in 0..2 {
+            phi_j[l] = phi_j[l].clone() + e_j[s].clone() * p[s][l].clone();
+            dphi[l] = dphi[l].clone() + delta[s].clone() * p[s][l].clone();
+        }
+    }
+    for r in 0..m {
+        let psi_r = &psi[r * m..][..m];
+        let mut acc = c.zero.clone();
+        for s in 0..m {
+            acc = acc + psi_r[s].clone() * delta[s].clone();
+        }
+        psi_delta[r] = acc;
+    }
+    let mut dpd = c.zero.clone();
+    for r in 0..m {
+        dpd = dpd + delta[r].clone() * psi_delta[r].clone();
+    }
+    let psi_jj = psi[j * m + j].clone();
+    let two_psi_delta_j = c.two.clone() * psi_delta[j].clone();
+    // B = e^T Psi e = Psi_jj + 2 (Psi delta)_j + delta^T Psi delta.
+    let b = psi_jj.clone() + two_psi_delta_j.clone() + dpd.clone();
+    // x = (E Phi)_jj.
+    let x = h[0].clone() * phi_j[0].clone() * p[j][0].clone()
+        + h[1].clone() * phi_j[1].clone() * p[j][1].clone();
+    Row {
+        phi: phi_j,
+        dphi,
+        b,
+        x,
+        psi_jj,
+        phi_jj: phi[j * m + j].clone(),
+        two_psi_delta_j,
+        dpd,
+    }
+}
+
+/// `(E omega)_jr = sum_{s != r} E_js omega_sr` (eq. (P8)) from row `j` of `E` and column `r`
+/// of `omega`, without the term `s = r` (`omega_rr = 0` exactly).
+#[inline(always)]
+fn e_omega<S: Scalar>(e_j: &[S], omega_r: &[S], r: usize, zero: &S) -> S {
+    let mut acc = zero.clone();
+    for (s, (e_js, w)) in e_j.iter().zip(omega_r).enumerate() {
+        if s != r {
+            acc = acc + e_js.clone() * w.clone();
+        }
+    }
+    acc
 }
 
 /// `Corr(f_i(X), f_j(X))` on un-augmented `X` (`derivations/population.md`, eq. (P13)):
