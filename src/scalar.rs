@@ -66,6 +66,18 @@ pub trait Scalar:
     fn cube(&self) -> Self {
         self.sq() * self.clone()
     }
+    /// `s` as `f64`s when `Self` is `f64`, else `None`: the hook through which the
+    /// solvers' small dense linear algebra takes a fixed-size `f64` path with the same
+    /// operations as the generic one ([`crate::flow::linear`]).
+    fn f64_slice(s: &[Self]) -> Option<&[f64]> {
+        let _ = s;
+        None
+    }
+    /// [`Scalar::f64_slice`] for a mutable slice.
+    fn f64_slice_mut(s: &mut [Self]) -> Option<&mut [f64]> {
+        let _ = s;
+        None
+    }
     /// The larger of two values (NaN-free inputs).
     fn max_of(self, other: Self) -> Self {
         if other > self {
@@ -77,6 +89,12 @@ pub trait Scalar:
 }
 
 impl Scalar for f64 {
+    fn f64_slice(s: &[f64]) -> Option<&[f64]> {
+        Some(s)
+    }
+    fn f64_slice_mut(s: &mut [f64]) -> Option<&mut [f64]> {
+        Some(s)
+    }
     type Ctx = ();
     #[inline]
     fn ctx(&self) {}
