@@ -51,9 +51,7 @@ fn trajectory(c: &Config) -> predhead::flow::Run {
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
     {
-        opts.tol.rtol = r;
-        opts.tol.atol = Options::default_atol(r, c.setting.dim);
-        opts.tol.atol_head = Options::DEFAULT_ATOL_HEAD_FACTOR * r;
+        opts.tol = Options::default_tolerance(r, c.setting.dim);
     }
     if let Ok(pairs) = std::env::var("FLOW_BENCH_PAIRS") {
         let (e, s) = pairs

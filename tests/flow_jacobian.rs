@@ -82,11 +82,11 @@ fn trajectory_states(c: &Config) -> Vec<Reduced<f64>> {
 /// The exact Jacobian and `f` at `y`.
 fn exact(c: &Config, x0: &Reduced<f64>, coords: Coordinates, y: &[f64]) -> Vec<Vec<f64>> {
     let n = y.len();
-    let mut ex = f64::exact_jacobian(c, &x0.e, coords).unwrap();
+    let mut ex = f64::exact_jacobian(c, x0, coords).unwrap();
     let mut jac = vec![0.0; n * n];
     let mut f = vec![0.0; n];
     ex.eval(y, &mut f, &mut jac).unwrap();
-    let p = Problem::<f64>::with_coordinates(c, &x0.e, coords, ());
+    let p = Problem::<f64>::with_coordinates(c, x0, coords, ());
     // The value part is the f64 right-hand side itself, bit for bit.
     assert_eq!(f, p.rhs(y).unwrap());
     jac.chunks_exact(n).map(<[f64]>::to_vec).collect()
@@ -134,7 +134,7 @@ fn rel_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
 }
 
 /// Exact against central differences to 1e-7 (row-relative), for every head mode,
-/// normalization and stop-gradient at a generic state (m = 2 and 3, both coordinates; m = 3
+/// normalization and stop-gradient at a generic state (m = 2 and 3, every coordinates; m = 3
 /// with a linear head has n = 21 > 16, so it also exercises several dual passes).
 #[test]
 fn exact_jacobian_matches_central_differences() {
@@ -144,8 +144,8 @@ fn exact_jacobian_matches_central_differences() {
                 for m in [2, 3] {
                     let c = config(7, head, norm, sg, m);
                     let x = generic_state(m);
-                    for coords in [Coordinates::Plain, Coordinates::Decay] {
-                        let p = Problem::<f64>::with_coordinates(&c, &x.e, coords, ());
+                    for coords in [Coordinates::Plain, Coordinates::Decay, Coordinates::Growth] {
+                        let p = Problem::<f64>::with_coordinates(&c, &x, coords, ());
                         let y = p.pack(&x);
                         let je = exact(&c, &x, coords, &y);
                         let jc = central(&p, &y, 1e-2);
@@ -186,9 +186,9 @@ lr_head = 2e-4
     .unwrap();
     let states = trajectory_states(&c);
     for (k, x) in states.iter().enumerate() {
-        let p = Problem::<f64>::with_coordinates(&c, &states[0].e, Coordinates::Decay, ());
+        let p = Problem::<f64>::with_coordinates(&c, &states[0], Coordinates::Growth, ());
         let y = p.pack(x);
-        let je = exact(&c, &states[0], Coordinates::Decay, &y);
+        let je = exact(&c, &states[0], Coordinates::Growth, &y);
         let jc = central(&p, &y, 1e-2);
         let r = rel_diff(&je, &jc);
         eprintln!("state {k}: {r:e}");
@@ -208,7 +208,7 @@ fn taylor_remainder_is_second_order() {
                 let c = config(7, head, norm, sg, 2);
                 let x = generic_state(2);
                 let coords = Coordinates::Decay;
-                let p = Problem::<f64>::with_coordinates(&c, &x.e, coords, ());
+                let p = Problem::<f64>::with_coordinates(&c, &x, coords, ());
                 let y = p.pack(&x);
                 let je = exact(&c, &x, coords, &y);
                 let f0 = p.rhs(&y).unwrap();
@@ -249,7 +249,7 @@ fn pass_width_does_not_change_the_jacobian() {
     let c = config(7, "identity-offdiag", "batchnorm", true, 2);
     let x = generic_state(2);
     let coords = Coordinates::Decay;
-    let p = Problem::<f64>::with_coordinates(&c, &x.e, coords, ());
+    let p = Problem::<f64>::with_coordinates(&c, &x, coords, ());
     let y = p.pack(&x);
     let n = y.len();
     let run = |ex: &mut dyn ExactJacobian<f64>| {
@@ -258,9 +258,9 @@ fn pass_width_does_not_change_the_jacobian() {
         ex.eval(&y, &mut f, &mut jac).unwrap();
         jac
     };
-    let j4 = run(&mut DualJacobian::<4>::new(&c, &x.e, coords));
-    let j9 = run(&mut DualJacobian::<9>::new(&c, &x.e, coords));
-    let j16 = run(&mut DualJacobian::<16>::new(&c, &x.e, coords));
+    let j4 = run(&mut DualJacobian::<4>::new(&c, &x, coords));
+    let j9 = run(&mut DualJacobian::<9>::new(&c, &x, coords));
+    let j16 = run(&mut DualJacobian::<16>::new(&c, &x, coords));
     assert_eq!(j4, j9);
     assert_eq!(j9, j16);
 }

@@ -4,7 +4,6 @@
 //! and coordinates, the MPFR reference, and a cost independent of `d`.
 
 use predhead::config::parse_config;
-use predhead::flow::control::Tolerance;
 use predhead::flow::problem::{lift, Coordinates};
 use predhead::flow::{integrate, Explicit, Method, Options, Run, Stiff};
 use predhead::moments::population::Reduced;
@@ -122,7 +121,7 @@ fn halving_the_tolerance_moves_events_less_than_the_error_estimate() {
 
 /// Independent integrators and coordinates agree: each explicit pair (DOP853, Dormand-Prince
 /// 5(4)) throughout, each Rosenbrock method (Rodas5, Shampine 4(3)) throughout, and the
-/// automatic switch with every combination, in plain and in decay coordinates, give the
+/// automatic switch with every combination, in plain, decay and growth coordinates, give the
 /// same event times to 1e-6 relative (each run at rtol 1e-9, error about 3e-9).
 #[test]
 fn integrators_and_coordinates_agree() {
@@ -131,7 +130,7 @@ fn integrators_and_coordinates_agree() {
     for method in [Method::Explicit, Method::Rosenbrock, Method::Auto] {
         for explicit in [Explicit::Dop853, Explicit::Dopri5] {
             for stiff in [Stiff::Rodas5, Stiff::Ros4] {
-                for coords in [Coordinates::Plain, Coordinates::Decay] {
+                for coords in [Coordinates::Plain, Coordinates::Decay, Coordinates::Growth] {
                     let s = run_with(&c, 0, |o| {
                         o.method = method;
                         o.explicit = explicit;
@@ -187,12 +186,7 @@ fn mpfr_agreement(dim: u64, seed: u64) {
     let mut ro = opts;
     ro.explicit = Explicit::Dopri5;
     ro.stiff = Stiff::Ros4;
-    ro.tol = Tolerance {
-        rtol: 1e-15,
-        atol: Options::default_atol(1e-15, dim),
-        atol_head: 1e-18,
-        head_from: usize::MAX,
-    };
+    ro.tol = Options::default_tolerance(1e-15, dim);
     let r = integrate(&c, &xr, &ro, &mut |_, _| Ok(())).unwrap().summary;
     for (x, y) in times(&f).iter().zip(times(&r)) {
         let (x, y) = (x.unwrap(), y.unwrap());
@@ -258,9 +252,8 @@ fn rosenbrock_step_is_accurate_on_badly_scaled_states() {
     let c = paper_family_1e9();
     let run = run_with(&c, 2, |o| o.horizon = 4e12);
     let x = run.final_state;
-    let pf = Problem::<f64>::with_coordinates(&c, &x.e, Coordinates::Decay, ());
-    let mut tol = Options::new(&c).tol;
-    tol.head_from = pf.head_from();
+    let pf = Problem::<f64>::with_coordinates(&c, &x, Coordinates::Decay, ());
+    let tol = pf.tolerance(Options::new(&c).tol);
     let y = pf.pack(&x);
     let f0 = pf.rhs(&y).unwrap();
     let mut ff = |v: &[f64], dv: &mut [f64]| {
@@ -271,7 +264,7 @@ fn rosenbrock_step_is_accurate_on_badly_scaled_states() {
     let scale = |i: usize| tol.atol_at(i) / tol.rtol;
     let jf = rosenbrock::jacobian(&mut ff, &y, &f0, &seps, &scale).unwrap();
     let xm: Reduced<Float> = lift(&x, 256);
-    let pm = Problem::<Float>::with_coordinates(&c, &xm.e, Coordinates::Decay, 256);
+    let pm = Problem::<Float>::with_coordinates(&c, &xm, Coordinates::Decay, 256);
     let ym = pm.pack(&xm);
     let fm0 = pm.rhs(&ym).unwrap();
     let mut fm = |v: &[Float], dv: &mut [Float]| {

@@ -68,7 +68,7 @@ fn rhs_equals_the_explicit_gradient_flow() {
                     let k = Constants::<f64>::new(&c.setting, ());
                     let ex = evaluate_explicit::<f64>(&k, &c.model, &st, ()).unwrap();
                     let x = reduce::<f64>(&st, ());
-                    let p = Problem::with_coordinates(&c, &x.e, Coordinates::Plain, ());
+                    let p = Problem::with_coordinates(&c, &x, Coordinates::Plain, ());
                     let dy = p.rhs(&p.pack(&x)).unwrap();
                     let mut want = Vec::new();
                     want.extend((0..m).map(|j| -ex.grad_w[j][0]));
@@ -104,39 +104,61 @@ fn rhs_equals_the_explicit_gradient_flow() {
     }
 }
 
-/// (F2): the decay-coordinate right-hand side is the derivative of the decay coordinates
-/// along the plain flow: central differences of `pack_decay(x + h x')` with `h = 1e-6`
-/// (error O(h^2) ~ 1e-12 relative; bound 1e-7).
+/// (F2)-(F3): the decay- and growth-coordinate right-hand sides are the derivatives of
+/// those coordinates along the plain flow: central differences of `pack(x + h x')` with
+/// `h = 1e-6` (error O(h^2) ~ 1e-12 relative; bound 1e-7), and the coordinates round-trip.
 #[test]
-fn decay_coordinates_are_the_chain_rule_of_plain_ones() {
+fn decay_and_growth_coordinates_are_the_chain_rule_of_plain_ones() {
     for m in [2usize, 3] {
         let c = config("linear", "batchnorm", true, m);
         let x = reduce::<f64>(&state(m), ());
-        let plain = Problem::with_coordinates(&c, &x.e, Coordinates::Plain, ());
-        let decay = Problem::with_coordinates(&c, &x.e, Coordinates::Decay, ());
-        let yp = plain.pack(&x);
-        let dyp = plain.rhs(&yp).unwrap();
-        let dyd = decay.rhs(&decay.pack(&x)).unwrap();
-        let h = 1e-6;
-        let moved = |s: f64| {
-            let y: Vec<f64> = yp.iter().zip(&dyp).map(|(a, b)| a + s * h * b).collect();
-            decay.pack(&plain.unpack(&y))
-        };
-        let (fwd, bwd) = (moved(1.0), moved(-1.0));
-        for i in 0..dyd.len() {
-            let fd = (fwd[i] - bwd[i]) / (2.0 * h);
-            assert!(
-                (fd - dyd[i]).abs() <= 1e-7 * (1.0 + dyd[i].abs()),
-                "m={m} component {i}: fd {fd} vs {}",
-                dyd[i]
-            );
-        }
-        // Round trip of the coordinates.
-        let back = decay.unpack(&decay.pack(&x));
-        for j in 0..m {
-            for k in 0..m {
-                assert!((back.gram.at(j, k) - x.gram.at(j, k)).abs() < 1e-14);
+        let plain = Problem::with_coordinates(&c, &x, Coordinates::Plain, ());
+        for coords in [Coordinates::Decay, Coordinates::Growth] {
+            let decay = Problem::with_coordinates(&c, &x, coords, ());
+            let yp = plain.pack(&x);
+            let dyp = plain.rhs(&yp).unwrap();
+            let dyd = decay.rhs(&decay.pack(&x)).unwrap();
+            let h = 1e-6;
+            let moved = |s: f64| {
+                let y: Vec<f64> = yp.iter().zip(&dyp).map(|(a, b)| a + s * h * b).collect();
+                decay.pack(&plain.unpack(&y))
+            };
+            let (fwd, bwd) = (moved(1.0), moved(-1.0));
+            for i in 0..dyd.len() {
+                let fd = (fwd[i] - bwd[i]) / (2.0 * h);
+                assert!(
+                    (fd - dyd[i]).abs() <= 1e-7 * (1.0 + dyd[i].abs()),
+                    "{coords:?} m={m} component {i}: fd {fd} vs {}",
+                    dyd[i]
+                );
+            }
+            // Round trip of the coordinates.
+            let back = decay.unpack(&decay.pack(&x));
+            for j in 0..m {
+                assert!((back.a[j] - x.a[j]).abs() <= 4e-16 * x.a[j].abs());
+                assert!((back.b[j] - x.b[j]).abs() <= 4e-16 * x.b[j].abs());
+                for k in 0..m {
+                    assert!((back.gram.at(j, k) - x.gram.at(j, k)).abs() < 1e-14);
+                }
             }
         }
     }
+}
+
+/// In growth coordinates a feature coordinate that is exactly zero keeps the plain form
+/// (and stays zero: `c' = -3 c^2 (..)`); the others store `u = c^(-4)` and the sign.
+#[test]
+fn growth_coordinates_keep_zero_features_plain() {
+    let c = config("identity-offdiag", "batchnorm", true, 2);
+    let mut x = reduce::<f64>(&state(2), ());
+    x.b[1] = 0.0;
+    x.a[0] = -x.a[0].abs();
+    let p = Problem::with_coordinates(&c, &x, Coordinates::Growth, ());
+    let y = p.pack(&x);
+    assert_eq!(y[3], 0.0, "b_1 = 0 is stored as is");
+    assert!((y[0] - x.a[0].powi(-4)).abs() <= 1e-15 * y[0]);
+    let dy = p.rhs(&y).unwrap();
+    assert_eq!(dy[3], 0.0, "a zero feature coordinate stays zero");
+    let back = p.unpack(&y);
+    assert!(back.a[0] < 0.0 && (back.a[0] - x.a[0]).abs() <= 4e-16 * x.a[0].abs());
 }

@@ -37,7 +37,7 @@ fn flow_is_stiff_once_features_are_learned() {
     let x0 = predhead::init::reduced(&config.setting, 0).unwrap();
     let opts = Options::new(&config);
     let run = integrate(&config, &x0, &opts, &mut |_, _| Ok(())).unwrap();
-    let problem = Problem::<f64>::new(&config, &x0.e, ());
+    let problem = Problem::<f64>::new(&config, &x0, ());
     let rate = |x: &Reduced<f64>| {
         let sp = spectrum(&problem, &problem.pack(x), 1e-6).unwrap();
         sp.iter().map(|(r, i)| r.hypot(*i)).fold(0.0, f64::max)
@@ -66,7 +66,7 @@ fn print_spectrum_along_trajectory() {
     })
     .unwrap();
     println!("{:?}", run.summary);
-    let problem = Problem::<f64>::new(&config, &x0.e, ());
+    let problem = Problem::<f64>::new(&config, &x0, ());
     let mut next = 1.0;
     for (t, x) in &samples {
         if *t >= next || *t == 0.0 {

@@ -11,6 +11,7 @@
 use crate::config::load_config;
 use crate::error::{Error, Result};
 use crate::flow::control::Tolerance;
+use crate::flow::problem::Coordinates;
 use crate::flow::{integrate, Explicit, Method, Options, Run, Stiff};
 use crate::moments::population::{Constants, Reduced};
 use crate::observe::{Summary, TrajectoryRecorder};
@@ -58,6 +59,11 @@ pub struct Args {
     /// Stop at t_end instead of integrating to the horizon.
     #[arg(long)]
     pub stop_at_t_end: bool,
+    /// Coordinates of the state vector: decay (default when every noise part is non-zero,
+    /// else plain), plain, or growth (decay with the feature coordinates as `c^(-4)` in
+    /// the explicit phases; derivations/numerics.md, (F3)).
+    #[arg(long)]
+    pub coordinates: Option<String>,
 }
 
 /// The JSON output: the summary, then the integrator's extras.
@@ -69,6 +75,7 @@ struct Report<'a> {
     method: Method,
     explicit: Explicit,
     stiff: Stiff,
+    coordinates: Coordinates,
     rtol: f64,
     atol: f64,
     stiff_from: Option<f64>,
@@ -102,6 +109,18 @@ pub fn run(args: &Args) -> Result<String> {
             format!("expected rodas5 or ros4, got {:?}", args.stiff),
         )
     })?;
+    let coordinates = match args.coordinates.as_deref() {
+        None => None,
+        Some("plain") => Some(Coordinates::Plain),
+        Some("decay") => Some(Coordinates::Decay),
+        Some("growth") => Some(Coordinates::Growth),
+        Some(other) => {
+            return Err(Error::invalid(
+                "--coordinates",
+                format!("expected plain, decay or growth, got {other:?}"),
+            ))
+        }
+    };
     let atol = args
         .atol
         .unwrap_or_else(|| Options::default_atol(args.rtol, config.setting.dim));
@@ -143,17 +162,17 @@ pub fn run(args: &Args) -> Result<String> {
     };
     let mut opts = Options::new(&config);
     opts.tol = Tolerance {
-        rtol: args.rtol,
         atol,
         atol_head: args
             .atol_head
             .unwrap_or(Options::DEFAULT_ATOL_HEAD_FACTOR * args.rtol),
-        head_from: usize::MAX,
+        ..Options::default_tolerance(args.rtol, setting.dim)
     };
     opts.method = method;
     opts.explicit = explicit;
     opts.stiff = stiff;
     opts.stop_at_t_end = args.stop_at_t_end;
+    opts.coordinates = coordinates;
     let run: Run = match &args.out {
         Some(path) => {
             let file = std::fs::File::create(path).map_err(|e| Error::io(path, &e))?;
@@ -177,6 +196,7 @@ pub fn run(args: &Args) -> Result<String> {
             method,
             explicit,
             stiff,
+            coordinates: run.coordinates,
             rtol: opts.tol.rtol,
             atol: opts.tol.atol,
             stiff_from: run.stiff_from,

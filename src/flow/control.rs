@@ -4,17 +4,23 @@
 use crate::scalar::Scalar;
 
 /// Mixed absolute/relative tolerance: component `i` of a local error estimate is measured
-/// against `atol_i + rtol * max(|y0_i|, |y1_i|)`, with `atol_i = atol` for the encoder's
-/// coordinates (`a`, `b`, the Gram block) and `atol_i = atol_head` for the head's entries
-/// (components `head_from..`).
+/// against `atol_i + rtol * max(|y0_i|, |y1_i|)`, with `atol_i = atol_head` for the head's
+/// entries (components `head_from..`), `atol_i = atol_corr` for the noise correlations
+/// `r_jk` (components `corr_from..head_from`, decay and growth coordinates), and
+/// `atol_i = atol` for the other coordinates (`a`, `b` or their growth form, the Gram
+/// block's diagonal) (`derivations/numerics.md`, "Error control").
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerance {
     /// Relative tolerance.
     pub rtol: f64,
     /// Absolute tolerance of the encoder's coordinates.
     pub atol: f64,
+    /// Absolute tolerance of the noise correlations `r_jk` (bounded by 1).
+    pub atol_corr: f64,
     /// Absolute tolerance of the head's entries.
     pub atol_head: f64,
+    /// Index of the first noise correlation in the state vector (`usize::MAX`: none).
+    pub corr_from: usize,
     /// Index of the first head entry in the state vector (`usize::MAX`: none).
     pub head_from: usize,
 }
@@ -25,7 +31,9 @@ impl Tolerance {
         Tolerance {
             rtol,
             atol,
+            atol_corr: atol,
             atol_head: atol,
+            corr_from: usize::MAX,
             head_from: usize::MAX,
         }
     }
@@ -35,8 +43,9 @@ impl Tolerance {
         Tolerance {
             rtol: self.rtol * factor,
             atol: self.atol * factor,
+            atol_corr: self.atol_corr * factor,
             atol_head: self.atol_head * factor,
-            head_from: self.head_from,
+            ..*self
         }
     }
 
@@ -44,6 +53,8 @@ impl Tolerance {
     pub fn atol_at(&self, i: usize) -> f64 {
         if i >= self.head_from {
             self.atol_head
+        } else if i >= self.corr_from {
+            self.atol_corr
         } else {
             self.atol
         }
@@ -72,6 +83,23 @@ pub fn scaled_norm<S: Scalar>(v: &[S], y: &[S], tol: Tolerance) -> f64 {
         acc += r * r;
     }
     (acc / v.len() as f64).sqrt()
+}
+
+/// The first step size of a run from `y` with `f = f(y)`: one hundredth of the time in which
+/// the state changes by its own size in the scaled norm, `h = 0.01 max(||y||, 1) / ||f||`
+/// (both norms scaled by `atol_i + rtol |y_i|`), at most `horizon` (`horizon` when `f`
+/// vanishes). The flow's time scale at the start is `d^2` (`derivations/numerics.md`,
+/// "The slow initial phase"), so the step control starts there instead of climbing to it
+/// from a fixed small step (about 40 steps at `d = 1e12` from `h = 1e-6`).
+pub fn initial_step<S: Scalar>(y: &[S], f: &[S], tol: Tolerance, horizon: f64) -> f64 {
+    let d0 = scaled_norm(y, y, tol);
+    let d1 = scaled_norm(f, y, tol);
+    let h = if d1 > 0.0 && d1.is_finite() {
+        0.01 * d0.max(1.0) / d1
+    } else {
+        horizon
+    };
+    h.min(horizon)
 }
 
 /// The factor for the next step after an error norm `err` with a method whose error

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::flow::clock::Clock;
-use crate::flow::control::{predictive_factor, scaled_norm, step_factor, Tolerance};
+use crate::flow::control::{initial_step, predictive_factor, step_factor, Tolerance};
 use crate::flow::dense::Dense;
 use crate::flow::jacobian::FlowScalar;
 use crate::flow::problem::{to_f64, to_f64_into, Coordinates, Problem};
@@ -139,7 +139,7 @@ pub struct Options {
     /// Rosenbrock steps that share one Jacobian (1: a fresh Jacobian every step). A
     /// rejected step with a reused Jacobian retries with a fresh one.
     pub jacobian_reuse: u32,
-    /// The coordinates of the Gram block; `None`: [`Coordinates::Decay`] when every
+    /// The coordinates of the state vector; `None`: [`Coordinates::Decay`] when every
     /// `G_jj > 0` at the start, else [`Coordinates::Plain`].
     pub coordinates: Option<Coordinates>,
 }
@@ -160,20 +160,37 @@ impl Options {
     /// Default step budget.
     pub const DEFAULT_MAX_STEPS: u64 = 2_000_000;
 
+    /// Default absolute tolerance factor of the noise correlations `r_jk`:
+    /// `atol_corr = DEFAULT_ATOL_CORR_FACTOR * rtol`. A correlation is bounded by 1 and
+    /// enters the moments through `Psi_jk = s^6 (G_jj G_kk)^(3/2) (9 r_jk + 6 r_jk^3)`, so an
+    /// absolute error `delta` in `r_jk` is an error of about `delta` in `Psi_jk` relative to
+    /// `sqrt(Psi_jj Psi_kk)`: the same `1e-3 rtol` as the head's entries
+    /// (`derivations/numerics.md`, "Error control").
+    pub const DEFAULT_ATOL_CORR_FACTOR: f64 = 1e-3;
+
     /// The default absolute tolerance for `rtol` at dimension `d`.
     pub fn default_atol(rtol: f64, dim: u64) -> f64 {
         Self::DEFAULT_ATOL_FACTOR * rtol / (dim as f64).sqrt()
     }
 
+    /// The default tolerance for `rtol` at dimension `d`: [`Options::default_atol`] for the
+    /// encoder's coordinates, `1e-3 rtol` for the noise correlations and the head (the
+    /// driver sets the index ranges from the state vector, [`Problem::tolerance`]).
+    pub fn default_tolerance(rtol: f64, dim: u64) -> Tolerance {
+        Tolerance {
+            rtol,
+            atol: Self::default_atol(rtol, dim),
+            atol_corr: Self::DEFAULT_ATOL_CORR_FACTOR * rtol,
+            atol_head: Self::DEFAULT_ATOL_HEAD_FACTOR * rtol,
+            corr_from: usize::MAX,
+            head_from: usize::MAX,
+        }
+    }
+
     /// The defaults with the configuration's horizon.
     pub fn new(config: &Config) -> Self {
         Options {
-            tol: Tolerance {
-                rtol: Self::DEFAULT_RTOL,
-                atol: Self::default_atol(Self::DEFAULT_RTOL, config.setting.dim),
-                atol_head: Self::DEFAULT_ATOL_HEAD_FACTOR * Self::DEFAULT_RTOL,
-                head_from: usize::MAX,
-            },
+            tol: Self::default_tolerance(Self::DEFAULT_RTOL, config.setting.dim),
             method: Method::Auto,
             explicit: Explicit::Dop853,
             stiff: Stiff::Rodas5,
@@ -207,17 +224,36 @@ pub struct Run {
     /// Flow time from which Rodas5 gave way to Shampine's method (too many failed
     /// attempts; `None`: it never did).
     pub fallback_from: Option<f64>,
+    /// The coordinates of the state vector (of the explicit steps; growth coordinates run
+    /// their Rosenbrock steps in decay coordinates).
+    pub coordinates: Coordinates,
 }
 
 /// An estimate of the spectral radius of the row-major `n x n` matrix `jac` from the growth
 /// of 24 power iterations (the geometric mean growth over the last 16, which also works for
 /// a dominant complex pair), in `f64`.
 pub fn spectral_radius<S: Scalar>(jac: &[S]) -> f64 {
+    spectral_radius_capped(jac, f64::INFINITY)
+}
+
+/// [`spectral_radius`], returning early (after at least 8 power iterations and one growth
+/// factor) with the running estimate as soon as it exceeds `cap`: the stiffness switch only
+/// compares `h rho` with 1 and 3, and in the stiff phase `h rho` is `1e3 .. 1e16`.
+pub fn spectral_radius_capped<S: Scalar>(jac: &[S], cap: f64) -> f64 {
     let n = (jac.len() as f64).sqrt().round() as usize;
-    let j: Vec<f64> = jac.iter().map(Scalar::to_f64).collect();
+    let converted: Vec<f64>;
+    let j: &[f64] = match S::f64_slice(jac) {
+        Some(j) => j,
+        None => {
+            converted = jac.iter().map(Scalar::to_f64).collect();
+            &converted
+        }
+    };
     let mut v: Vec<f64> = (0..n).map(|i| 1.0 + 0.1 * i as f64).collect();
     let mut w = vec![0.0; n];
-    let mut log_growth = 0.0;
+    // The product of the growth factors from iteration 8 on, its logarithm taken when it
+    // leaves [1e-150, 1e150] and at the end (one `ln` instead of 16).
+    let (mut log_growth, mut growth) = (0.0, 1.0f64);
     for it in 0..24 {
         for (wr, row) in w.iter_mut().zip(j.chunks_exact(n)) {
             *wr = (0..n).map(|c| row[c] * v[c]).sum();
@@ -228,13 +264,23 @@ pub fn spectral_radius<S: Scalar>(jac: &[S]) -> f64 {
             return if nw == 0.0 { 0.0 } else { f64::INFINITY };
         }
         if it >= 8 {
-            log_growth += (nw / nv).ln();
+            growth *= nw / nv;
+            if !(1e-150..=1e150).contains(&growth) {
+                log_growth += growth.ln();
+                growth = 1.0;
+            }
+            if cap.is_finite() {
+                let estimate = ((log_growth + growth.ln()) / (it - 7) as f64).exp();
+                if estimate > cap {
+                    return estimate;
+                }
+            }
         }
         for (vi, wi) in v.iter_mut().zip(&w) {
             *vi = wi / nw;
         }
     }
-    (log_growth / 16.0).exp()
+    ((log_growth + growth.ln()) / 16.0).exp()
 }
 
 /// Illinois root finding of `g` on `[lo, hi]` with `g(lo) < 0 <= g(hi)`; returns a time
@@ -302,6 +348,37 @@ impl<S: Scalar> Sampler<S> {
     }
 }
 
+/// Whether a pending event's margin is `>= 0` at one of the samples [`locate`] looks at
+/// first (`SUB` equally spaced points of the step, the end included); the samples update
+/// the off-diagonal peak.
+fn may_cross<S: Scalar>(
+    problem: &Problem<S>,
+    tracker: &mut EventTracker,
+    dense: &Dense<S>,
+    sampler: &mut Sampler<S>,
+) -> bool {
+    let pending = tracker.pending();
+    if pending.is_empty() {
+        return false;
+    }
+    let (t0, t1) = dense.span();
+    let mut any = false;
+    for i in 1..=SUB {
+        let t = if i == SUB {
+            t1
+        } else {
+            t0 + (t1 - t0) * i as f64 / SUB as f64
+        };
+        let x = sampler.at(problem, dense, t);
+        tracker.touch(x);
+        any = any || pending.iter().any(|&ev| tracker.margin(ev, x) >= 0.0);
+    }
+    any
+}
+
+/// Margin samples per step in event location ([`locate`], [`may_cross`]).
+const SUB: usize = 4;
+
 /// Locates, in time order, the events that happen inside the accepted step `dense`,
 /// feeding them to the tracker. Margins are sampled at `SUB` equally spaced points (so a
 /// condition that holds only briefly inside a step can still be seen), and each crossing is
@@ -313,7 +390,6 @@ fn locate<S: Scalar>(
     dense: &Dense<S>,
     sampler: &mut Sampler<S>,
 ) -> Vec<(f64, Event, Reduced<f64>)> {
-    const SUB: usize = 4;
     // Local offsets from the step's start.
     let (t0, t1) = dense.span();
     let mut out = Vec::new();
@@ -387,6 +463,8 @@ struct Buffers<S: Scalar> {
     /// last step's).
     jac: Vec<S>,
     jac_spare: Vec<S>,
+    /// The state converted to the other coordinates.
+    ys: Vec<S>,
     /// Work buffers of the forward-difference Jacobian.
     yp: Vec<S>,
     fp: Vec<S>,
@@ -405,6 +483,7 @@ impl<S: Scalar> Buffers<S> {
             f1: z(),
             jac: vec![S::zero(ctx); n * n],
             jac_spare: vec![S::zero(ctx); n * n],
+            ys: z(),
             yp: z(),
             fp: z(),
             f_scratch: z(),
@@ -430,41 +509,59 @@ pub fn integrate<S: FlowScalar>(
     }
     let ctx = x0.ctx();
     let zero = S::zero(ctx);
-    let coordinates = opts.coordinates.unwrap_or_else(|| {
-        if (0..x0.neurons()).all(|j| *x0.gram.at(j, j) > zero) {
-            Coordinates::Decay
-        } else {
-            Coordinates::Plain
-        }
+    let noisy = (0..x0.neurons()).all(|j| *x0.gram.at(j, j) > zero);
+    let coordinates = opts.coordinates.unwrap_or(if noisy {
+        Coordinates::Decay
+    } else {
+        Coordinates::Plain
     });
-    if coordinates == Coordinates::Decay && !(0..x0.neurons()).all(|j| *x0.gram.at(j, j) > zero) {
+    if coordinates != Coordinates::Plain && !noisy {
         return Err(Error::invalid(
             "coordinates",
-            "decay coordinates need every noise part to be non-zero (G_jj > 0)",
+            "decay and growth coordinates need every noise part to be non-zero (G_jj > 0)",
         ));
     }
-    let problem = Problem::with_coordinates(config, &x0.e, coordinates, ctx);
+    // The explicit steps run in `coordinates`; the Rosenbrock steps in the same ones, except
+    // that growth coordinates give way to decay coordinates there (`derivations/
+    // numerics.md`, (F3): the blow-ups they linearize are explicit-phase events, and in the
+    // stiff phases the curvature of `u = c^(-4)` only spoils the Rosenbrock error estimate).
+    let stiff_coordinates = match coordinates {
+        Coordinates::Growth => Coordinates::Decay,
+        other => other,
+    };
+    let problems = [
+        Problem::with_coordinates(config, x0, coordinates, ctx),
+        Problem::with_coordinates(config, x0, stiff_coordinates, ctx),
+    ];
+    let convert = coordinates != stiff_coordinates;
     let mut opts = *opts;
-    opts.tol.head_from = problem.head_from();
+    // Decay and growth coordinates share the layout, hence the tolerance's index ranges.
+    opts.tol = problems[0].tolerance(opts.tol);
     let opts = &opts;
     let mut tracker = EventTracker::new(
         Constants::new(&config.setting, ()),
         config.model,
         config.phases.clone(),
     );
-    let n = problem.len();
+    let n = problems[0].len();
     let mut evals: u64 = 0;
-    let mut ws = problem.workspace();
-    let mut sampler = Sampler::new(&problem);
+    let mut ws = problems[0].workspace();
+    let mut sampler = Sampler::new(&problems[0]);
+    // The problem of the current steps: `problems[0]` while explicit, `problems[1]` while
+    // stiff (the state vector is converted at each switch).
+    let active = std::cell::Cell::new(0usize);
     let mut rhs = |y: &[S], dy: &mut [S]| -> Result<()> {
         evals += 1;
-        problem.rhs_into(y, &mut ws, dy)
+        problems[active.get()].rhs_into(y, &mut ws, dy)
     };
-    // The Jacobian: exact (dual numbers) in f64, finite differences otherwise.
-    let mut exact = S::exact_jacobian(config, &x0.e, coordinates);
+    // The Jacobian (Rosenbrock steps and stiffness checks, in the stiff coordinates): exact
+    // (dual numbers) in f64, finite differences otherwise.
+    let mut exact = S::exact_jacobian(config, x0, stiff_coordinates);
     let mut jacobians = 0u64;
     let mut b = Buffers::new(n, ctx);
-    let mut y = problem.pack(x0);
+    let mut stiff = opts.method == Method::Rosenbrock;
+    active.set(usize::from(stiff));
+    let mut y = problems[active.get()].pack(x0);
     let mut t = 0.0f64;
     let mut clock = Clock::zero();
     let x0f = to_f64(x0);
@@ -475,7 +572,6 @@ pub fn integrate<S: FlowScalar>(
     // non-finite value) is bad input, not a run.
     let mut f0 = vec![S::zero(ctx); n];
     rhs(&y, &mut f0)?;
-    let mut stiff = opts.method == Method::Rosenbrock;
     let mut stiff_from = if stiff { Some(0.0) } else { None };
     // The Rosenbrock method in use, and the fallback from Rodas5 to Shampine's method
     // (derivations/numerics.md, "Integrators", "Fallback"): when `FALLBACK_REJECTS` of
@@ -495,7 +591,7 @@ pub fn integrate<S: FlowScalar>(
     // `stop!(t, x, reason)` at an event's time and state.
     macro_rules! stop {
         ($why:expr) => {
-            stop!(t, to_f64(&problem.unpack(&y)), $why)
+            stop!(t, to_f64(&problems[active.get()].unpack(&y)), $why)
         };
         ($t:expr, $x:expr, $why:expr) => {{
             let x: Reduced<f64> = $x;
@@ -508,20 +604,14 @@ pub fn integrate<S: FlowScalar>(
                 steps_by_method: acc,
                 switches,
                 fallback_from,
+                coordinates,
             });
         }};
     }
     if opts.stop_at_t_end && tracker.time(Event::TEnd).is_some() {
         stop!(0.0, x0f, Termination::TEnd);
     }
-    let d0 = scaled_norm(&y, &y, opts.tol);
-    let d1 = scaled_norm(&f0, &y, opts.tol);
-    let mut h = if d0 > 1e-5 && d1 > 1e-5 {
-        0.01 * d0 / d1
-    } else {
-        1e-6
-    }
-    .min(opts.horizon);
+    let mut h = initial_step(&y, &f0, opts.tol, opts.horizon);
     let seps = rosenbrock::sqrt_eps::<S>(ctx);
     let tol = opts.tol;
     let scale = move |i: usize| tol.atol_at(i) / tol.rtol;
@@ -665,10 +755,17 @@ pub fn integrate<S: FlowScalar>(
             }
         }
         // The step's continuous extension (the explicit pairs' own, Rodas5's, or the
-        // cubic Hermite one for Shampine's method).
+        // cubic Hermite one for Shampine's method). DOP853's costs three evaluations, so it
+        // is built only when a pending event's margin is >= 0 at one of the samples of the
+        // (free) Hermite extension; otherwise that one stands in for the samples of the
+        // off-diagonal peak ("Events" in derivations/numerics.md).
+        let problem = &problems[active.get()];
+        let mut scan = true;
         match (stiff, used, opts.explicit) {
             (false, _, Explicit::Dop853) => {
-                if dop853::dense(&mut rhs, &y, h, &mut b.dop853, &mut b.dense).is_err() {
+                b.dense.set_hermite(h, &y, &b.dop853.y1, &f0, &b.dop853.f1);
+                scan = may_cross(problem, &mut tracker, &b.dense, &mut sampler);
+                if scan && dop853::dense(&mut rhs, &y, h, &mut b.dop853, &mut b.dense).is_err() {
                     rej += 1;
                     h *= 0.25;
                     after_reject = true;
@@ -679,7 +776,12 @@ pub fn integrate<S: FlowScalar>(
             (true, Stiff::Rodas5, _) => rodas5::dense(&y, h, &b.rodas5, &mut b.dense),
             (true, Stiff::Ros4, _) => b.dense.set_hermite(h, &y, &b.ros4.y1, &f0, &b.f1),
         }
-        for (te, ev, xe) in locate(&problem, &mut tracker, &clock, &b.dense, &mut sampler) {
+        let events = if scan {
+            locate(problem, &mut tracker, &clock, &b.dense, &mut sampler)
+        } else {
+            Vec::new()
+        };
+        for (te, ev, xe) in events {
             on_sample(te, &xe)?;
             if ev == Event::TEnd && opts.stop_at_t_end {
                 acc[usize::from(stiff)] += 1;
@@ -726,7 +828,7 @@ pub fn integrate<S: FlowScalar>(
             (true, true) => Some(&b.jac_spare),
             (true, false) => Some(&b.jac),
         };
-        on_sample(t, sampler.state(&problem, &y))?;
+        on_sample(t, sampler.state(problem, &y))?;
         if last {
             stop!(Termination::Horizon);
         }
@@ -739,9 +841,24 @@ pub fn integrate<S: FlowScalar>(
                 since_check += 1;
                 if since_check >= CHECK_EVERY || after_reject {
                     since_check = 0;
-                    let ok =
-                        jacobian!(&y, Some(&f0[..]), &mut b.f_scratch[..], &mut b.jac[..]).is_ok();
-                    if ok && h * spectral_radius(&b.jac) > 3.0 {
+                    // The Jacobian in the stiff coordinates (the state converted when they
+                    // differ; `f` then comes with it, or from one evaluation).
+                    let ok = if convert {
+                        b.ys.clone_from_slice(&problems[1].pack(&problems[0].unpack(&y)));
+                        active.set(1);
+                        let r =
+                            jacobian!(&b.ys, None::<&[S]>, &mut b.f_scratch[..], &mut b.jac[..]);
+                        active.set(0);
+                        r.is_ok()
+                    } else {
+                        jacobian!(&y, Some(&f0[..]), &mut b.f_scratch[..], &mut b.jac[..]).is_ok()
+                    };
+                    if ok && h * spectral_radius_capped(&b.jac, 30.0 / h) > 3.0 {
+                        if convert {
+                            std::mem::swap(&mut y, &mut b.ys);
+                            f0.clone_from_slice(&b.f_scratch);
+                        }
+                        active.set(1);
                         have_jac = true;
                         jac_age = 0;
                         stiff = true;
@@ -754,15 +871,31 @@ pub fn integrate<S: FlowScalar>(
             } else if let Some(j) = last_jac.filter(|_| acc[1] % 5 == 0) {
                 // Checked on every fifth Rosenbrock step: back to Dormand-Prince after four
                 // checks in a row with h rho < 1.
-                if h * spectral_radius(j) < 1.0 {
+                if h * spectral_radius_capped(j, 10.0 / h) < 1.0 {
                     calm += 1;
                     if calm >= 4 {
-                        stiff = false;
-                        have_jac = false;
-                        jac_age = 0;
-                        switches += 1;
-                        last_accepted = None;
-                        since_check = 0;
+                        // Back in the explicit coordinates (staying stiff if the converted
+                        // state cannot be evaluated).
+                        let back = !convert || {
+                            b.ys.clone_from_slice(&problems[0].pack(&problems[1].unpack(&y)));
+                            active.set(0);
+                            let ok = rhs(&b.ys, &mut b.f_scratch).is_ok();
+                            active.set(usize::from(!ok));
+                            if ok {
+                                std::mem::swap(&mut y, &mut b.ys);
+                                f0.clone_from_slice(&b.f_scratch);
+                            }
+                            ok
+                        };
+                        if back {
+                            active.set(0);
+                            stiff = false;
+                            have_jac = false;
+                            jac_age = 0;
+                            switches += 1;
+                            last_accepted = None;
+                            since_check = 0;
+                        }
                     }
                 } else {
                     calm = 0;

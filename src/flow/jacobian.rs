@@ -8,18 +8,19 @@
 
 use crate::error::Result;
 use crate::flow::dual::Dual;
-use crate::flow::problem::{Coordinates, Problem, Workspace};
+use crate::flow::problem::{lift, Coordinates, Problem, Workspace};
+use crate::moments::population::Reduced;
 use crate::scalar::Scalar;
 use crate::setting::Config;
-use crate::square::Square;
 
 /// A working precision with its Jacobian of the flow.
 pub trait FlowScalar: Scalar {
-    /// The exact Jacobian of the flow of `config` (head entries not trained fixed at `e0`)
-    /// in `coordinates`, or `None` when this precision uses finite differences.
+    /// The exact Jacobian of the flow of `config` through `x0` (the problem of
+    /// [`Problem::with_coordinates`]) in `coordinates`, or `None` when this precision uses
+    /// finite differences.
     fn exact_jacobian(
         config: &Config,
-        e0: &Square<Self>,
+        x0: &Reduced<Self>,
         coordinates: Coordinates,
     ) -> Option<Box<dyn ExactJacobian<Self>>>;
 }
@@ -35,21 +36,21 @@ pub trait ExactJacobian<S: Scalar>: Send {
 impl FlowScalar for f64 {
     fn exact_jacobian(
         config: &Config,
-        e0: &Square<f64>,
+        x0: &Reduced<f64>,
         coordinates: Coordinates,
     ) -> Option<Box<dyn ExactJacobian<f64>>> {
         // State lengths: 3 (m = 1), 7-11 (m = 2), more for m >= 3 (several passes of 16).
-        let m = e0.n();
+        let m = x0.neurons();
         let trainable = (0..m * m)
             .filter(|&i| config.model.head.trainable(i / m, i % m))
             .count();
         let n = 2 * m + m * (m + 1) / 2 + trainable;
         Some(if n <= 4 {
-            Box::new(DualJacobian::<4>::new(config, e0, coordinates))
+            Box::new(DualJacobian::<4>::new(config, x0, coordinates))
         } else if n <= 9 {
-            Box::new(DualJacobian::<9>::new(config, e0, coordinates))
+            Box::new(DualJacobian::<9>::new(config, x0, coordinates))
         } else {
-            Box::new(DualJacobian::<16>::new(config, e0, coordinates))
+            Box::new(DualJacobian::<16>::new(config, x0, coordinates))
         })
     }
 }
@@ -57,7 +58,7 @@ impl FlowScalar for f64 {
 impl FlowScalar for rug::Float {
     fn exact_jacobian(
         _: &Config,
-        _: &Square<rug::Float>,
+        _: &Reduced<rug::Float>,
         _: Coordinates,
     ) -> Option<Box<dyn ExactJacobian<rug::Float>>> {
         None
@@ -73,10 +74,10 @@ pub struct DualJacobian<const N: usize> {
 }
 
 impl<const N: usize> DualJacobian<N> {
-    /// The evaluator for the flow of `config` with fixed head entries from `e0`.
-    pub fn new(config: &Config, e0: &Square<f64>, coordinates: Coordinates) -> Self {
-        let e = Square::from_fn(e0.n(), |i, j| Dual::constant(*e0.at(i, j)));
-        let problem = Problem::with_coordinates(config, &e, coordinates, ());
+    /// The evaluator for the flow of `config` through `x0` (the problem of
+    /// [`Problem::with_coordinates`]).
+    pub fn new(config: &Config, x0: &Reduced<f64>, coordinates: Coordinates) -> Self {
+        let problem = Problem::with_coordinates(config, &lift(x0, ()), coordinates, ());
         let n = problem.len();
         DualJacobian {
             ws: problem.workspace(),

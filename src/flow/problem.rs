@@ -1,13 +1,16 @@
 //! The gradient flow as an ODE on the reduced state (`derivations/numerics.md`, eq. (F1)).
 //!
-//! The state vector `y` packs, in order: `a_0..a_{m-1}`, `b_0..b_{m-1}`, the upper triangle
-//! of the Gram block `G` row by row (`G_00, G_01, .., G_0(m-1), G_11, ..`), then the
-//! trainable entries of `E` row by row (none for `frozen`, the off-diagonal ones for
-//! `identity-offdiag`, all for `linear`). Its length `2m + m(m+1)/2 + #trainable` does not
-//! depend on `d`. In [`Coordinates::Decay`] the Gram block is stored instead as
-//! `z_j = G_jj^(-2)` on the diagonal and the noise correlations
-//! `r_jk = G_jk / sqrt(G_jj G_kk)` off it (eq. (F2)): the noise part decays algebraically,
-//! `G_jj' ~ -c G_jj^3`, which is exactly linear in `z_j`. The right-hand side is
+//! In [`Coordinates::Plain`] the state vector `y` packs, in order: `a_0..a_{m-1}`,
+//! `b_0..b_{m-1}`, the upper triangle of the Gram block `G` row by row (`G_00, G_01, ..,
+//! G_0(m-1), G_11, ..`), then the trainable entries of `E` row by row (none for `frozen`,
+//! the off-diagonal ones for `identity-offdiag`, all for `linear`). Its length
+//! `2m + m(m+1)/2 + #trainable` does not depend on `d`. In [`Coordinates::Decay`] the Gram
+//! block is stored instead as `z_j = G_jj^(-2)` (`j = 0..m-1`) followed by the noise
+//! correlations `r_jk = G_jk / sqrt(G_jj G_kk)` (`j < k`, eq. (F2)): the noise part decays
+//! algebraically, `G_jj' ~ -c G_jj^3`, which is exactly linear in `z_j`. In
+//! [`Coordinates::Growth`] (the default) the feature coordinates are moreover stored as
+//! `u = c^(-4)` (eq. (F3)): their growth `c' ~ K c^5` is linear in `u`. The right-hand
+//! side is
 //!
 //! `da/dtau = -dL/da`, `db/dtau = -dL/db`, `dG/dtau = -(Sigma G + G Sigma)`,
 //! `dE/dtau = -(lr_head/lr) dL/dE` (trainable entries),
@@ -16,20 +19,32 @@
 //! [`crate::moments::population::evaluate`] (`derivations/population.md`, eqs. (P5)-(P10)).
 
 use crate::error::{Error, Result};
+use crate::flow::control::Tolerance;
 use crate::moments::population::{evaluate_into, Constants, Evaluation, Reduced};
 use crate::scalar::Scalar;
 use crate::setting::{Config, Model};
 use crate::square::Square;
 
-/// How the Gram block is stored in the state vector (`derivations/numerics.md`, (F2)).
+/// How the state is stored in the state vector (`derivations/numerics.md`, (F1)-(F3)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Coordinates {
-    /// `G_jk` itself (upper triangle).
+    /// `a, b`, the upper triangle of `G` row by row, the trainable head entries.
     Plain,
-    /// `z_j = G_jj^(-2)` and `r_jk = G_jk / sqrt(G_jj G_kk)`; needs every `G_jj > 0`.
+    /// `a, b`, then `z_j = G_jj^(-2)`, then the noise correlations
+    /// `r_jk = G_jk / sqrt(G_jj G_kk)` (`j < k`, row by row), the head (eq. (F2)); needs
+    /// every `G_jj > 0`.
     Decay,
+    /// [`Coordinates::Decay`] with every non-zero feature coordinate `c` (`a_j`, `b_j`)
+    /// stored as `u = c^(-4)` (its sign is constant along the flow), which turns the
+    /// blow-up `c' ~ K c^5` of the phases I and III into the linear `u' ~ -4 K` (eq. (F3)).
+    /// Coordinates with `|c| < 1e-60` (and exact zeros, which stay zero) are stored as `c`.
+    Growth,
 }
+
+/// Below this magnitude a feature coordinate keeps the plain form in
+/// [`Coordinates::Growth`] (`u = c^(-4)` would exceed `1e240`).
+pub const GROWTH_FLOOR: f64 = 1e-60;
 
 /// The flow of one configuration, at the working precision `S`.
 #[derive(Clone, Debug)]
@@ -45,21 +60,26 @@ pub struct Problem<S: Scalar> {
     /// The fixed head entries (the untrainable ones are read from here).
     fixed_e: Square<S>,
     coordinates: Coordinates,
+    /// Per feature coordinate (`a_0..a_{m-1}, b_0..b_{m-1}`): its sign when it is stored as
+    /// `u = c^(-4)` ([`Coordinates::Growth`]), `None` when it is stored as `c`.
+    growth: Vec<Option<S>>,
     ctx: S::Ctx,
 }
 
 impl<S: Scalar> Problem<S> {
     /// The flow of `config` at context `ctx`, with the untrainable entries of `E` taken from
-    /// `e0` (the initial head).
-    /// Plain coordinates ([`Coordinates::Plain`]).
-    pub fn new(config: &Config, e0: &Square<S>, ctx: S::Ctx) -> Self {
-        Self::with_coordinates(config, e0, Coordinates::Plain, ctx)
+    /// `x0.e` (the initial head), in plain coordinates ([`Coordinates::Plain`]).
+    pub fn new(config: &Config, x0: &Reduced<S>, ctx: S::Ctx) -> Self {
+        Self::with_coordinates(config, x0, Coordinates::Plain, ctx)
     }
 
-    /// The flow in the given coordinates.
+    /// The flow in the given coordinates, for trajectories through `x0`: the untrainable
+    /// head entries are `x0`'s, and in [`Coordinates::Growth`] the signs of the feature
+    /// coordinates are `x0`'s (they are constant along the flow: `c' = -3 c^2 (..)`, eq.
+    /// (P10a)).
     pub fn with_coordinates(
         config: &Config,
-        e0: &Square<S>,
+        x0: &Reduced<S>,
         coordinates: Coordinates,
         ctx: S::Ctx,
     ) -> Self {
@@ -68,6 +88,15 @@ impl<S: Scalar> Problem<S> {
             .flat_map(|j| (0..m).map(move |r| (j, r)))
             .filter(|&(j, r)| config.model.head.trainable(j, r))
             .collect();
+        let growth =
+            x0.a.iter()
+                .chain(&x0.b)
+                .map(|c| {
+                    let v = c.to_f64();
+                    (coordinates == Coordinates::Growth && v.abs() >= GROWTH_FLOOR)
+                        .then(|| S::from_f64(v.signum(), ctx))
+                })
+                .collect();
         Problem {
             constants: Constants::new(&config.setting, ctx),
             model: config.model,
@@ -75,13 +104,14 @@ impl<S: Scalar> Problem<S> {
                 / S::from_f64(config.training.lr, ctx),
             neurons: m,
             trainable,
-            fixed_e: e0.clone(),
+            fixed_e: x0.e.clone(),
             coordinates,
+            growth,
             ctx,
         }
     }
 
-    /// The coordinates of the Gram block.
+    /// The coordinates of the state vector.
     pub fn coordinates(&self) -> Coordinates {
         self.coordinates
     }
@@ -107,11 +137,29 @@ impl<S: Scalar> Problem<S> {
         self.len() == 0
     }
 
-    /// The position of the Gram entry `(j, k)`, `j <= k`, in the state vector.
+    /// The position of the Gram entry `(j, k)`, `j <= k`, in the state vector (`G_jk`,
+    /// `z_j` or `r_jk` by coordinates).
     pub fn gram_index(&self, j: usize, k: usize) -> usize {
         let m = self.neurons;
-        // Rows 0..j of the upper triangle hold m + (m-1) + .. + (m-j+1) entries.
-        2 * m + j * m - j * j.saturating_sub(1) / 2 + (k - j)
+        match self.coordinates {
+            // Rows 0..j of the upper triangle hold m + (m-1) + .. + (m-j+1) entries.
+            Coordinates::Plain => 2 * m + j * m - j * j.saturating_sub(1) / 2 + (k - j),
+            Coordinates::Decay | Coordinates::Growth if j == k => 2 * m + j,
+            // The strict upper triangle row by row: rows 0..j hold (m-1) + .. + (m-j).
+            Coordinates::Decay | Coordinates::Growth => {
+                3 * m + j * (2 * m - j - 1) / 2 + (k - j - 1)
+            }
+        }
+    }
+
+    /// The index of the first noise correlation `r_jk` in the state vector
+    /// ([`Coordinates::Decay`], [`Coordinates::Growth`]; `usize::MAX` in plain
+    /// coordinates, which have none). The correlations run to [`Problem::head_from`].
+    pub fn corr_from(&self) -> usize {
+        match self.coordinates {
+            Coordinates::Plain => usize::MAX,
+            Coordinates::Decay | Coordinates::Growth => 3 * self.neurons,
+        }
     }
 
     /// The index of the first head entry in the state vector.
@@ -120,26 +168,45 @@ impl<S: Scalar> Problem<S> {
         2 * m + m * (m + 1) / 2
     }
 
+    /// `tol` with the index ranges of this state vector's correlations and head entries
+    /// (the ranges of [`Tolerance::atol_at`]).
+    pub fn tolerance(&self, tol: Tolerance) -> Tolerance {
+        Tolerance {
+            corr_from: self.corr_from(),
+            head_from: self.head_from(),
+            ..tol
+        }
+    }
+
+    /// The stored form of feature coordinate `i` (`0..2m`: `a_0.., b_0..`) with value `c`.
+    fn pack_feature(&self, i: usize, c: &S) -> S {
+        match &self.growth[i] {
+            Some(_) => S::one(self.ctx) / c.sq().sq(),
+            None => c.clone(),
+        }
+    }
+
     /// Packs a reduced state into the state vector.
     pub fn pack(&self, x: &Reduced<S>) -> Vec<S> {
         let m = self.neurons;
-        let mut y = Vec::with_capacity(self.len());
-        y.extend(x.a.iter().cloned());
-        y.extend(x.b.iter().cloned());
+        let mut y = vec![S::zero(self.ctx); self.len()];
+        for (i, c) in x.a.iter().chain(&x.b).enumerate() {
+            y[i] = self.pack_feature(i, c);
+        }
         for j in 0..m {
             for k in j..m {
                 let g = x.gram.at(j, k).clone();
-                y.push(match self.coordinates {
+                y[self.gram_index(j, k)] = match self.coordinates {
                     Coordinates::Plain => g,
-                    Coordinates::Decay if j == k => S::one(self.ctx) / g.sq(),
-                    Coordinates::Decay => {
+                    Coordinates::Decay | Coordinates::Growth if j == k => S::one(self.ctx) / g.sq(),
+                    Coordinates::Decay | Coordinates::Growth => {
                         g / (x.gram.at(j, j).clone() * x.gram.at(k, k).clone()).sqrt()
                     }
-                });
+                };
             }
         }
-        for &(j, r) in &self.trainable {
-            y.push(x.e.at(j, r).clone());
+        for (i, &(j, r)) in self.trainable.iter().enumerate() {
+            y[self.head_from() + i] = x.e.at(j, r).clone();
         }
         y
     }
@@ -159,41 +226,52 @@ impl<S: Scalar> Problem<S> {
     }
 
     /// [`Problem::unpack`] into an existing state of the right size (no allocation in
-    /// plain coordinates).
+    /// `f64`).
     pub fn unpack_into(&self, y: &[S], x: &mut Reduced<S>) {
         let m = self.neurons;
-        x.a.clone_from_slice(&y[..m]);
-        x.b.clone_from_slice(&y[m..2 * m]);
+        for (i, yi) in y[..2 * m].iter().enumerate() {
+            // Growth form: c = sign u^(-1/4).
+            let c = match &self.growth[i] {
+                Some(sign) => sign.clone() / yi.clone().sqrt().sqrt(),
+                None => yi.clone(),
+            };
+            if i < m {
+                x.a[i] = c;
+            } else {
+                x.b[i - m] = c;
+            }
+        }
         let gram = &mut x.gram;
-        // Decay coordinates: the diagonal first, G_jj = z_j^(-1/2), then the off-diagonal
-        // entries G_jk = r_jk sqrt(G_jj G_kk) from it (no buffer, no recomputation).
-        if self.coordinates == Coordinates::Decay {
-            for j in 0..m {
-                let g = S::one(self.ctx) / y[self.gram_index(j, j)].clone().sqrt();
-                *gram.at_mut(j, j) = g;
+        match self.coordinates {
+            Coordinates::Plain => {
+                for j in 0..m {
+                    for k in j..m {
+                        let g = y[self.gram_index(j, k)].clone();
+                        *gram.at_mut(j, k) = g.clone();
+                        *gram.at_mut(k, j) = g;
+                    }
+                }
             }
-        }
-        let mut i = 2 * m;
-        for j in 0..m {
-            for k in j..m {
-                let g = match self.coordinates {
-                    Coordinates::Plain => y[i].clone(),
-                    Coordinates::Decay if j == k => {
+            Coordinates::Decay | Coordinates::Growth => {
+                // The diagonal first, G_jj = z_j^(-1/2), then the off-diagonal entries
+                // G_jk = r_jk sqrt(G_jj G_kk) from it.
+                for j in 0..m {
+                    *gram.at_mut(j, j) = S::one(self.ctx) / y[2 * m + j].clone().sqrt();
+                }
+                let mut i = 3 * m;
+                for j in 0..m {
+                    for k in j + 1..m {
+                        let g =
+                            y[i].clone() * (gram.at(j, j).clone() * gram.at(k, k).clone()).sqrt();
+                        *gram.at_mut(j, k) = g.clone();
+                        *gram.at_mut(k, j) = g;
                         i += 1;
-                        continue;
                     }
-                    Coordinates::Decay => {
-                        y[i].clone() * (gram.at(j, j).clone() * gram.at(k, k).clone()).sqrt()
-                    }
-                };
-                *gram.at_mut(j, k) = g.clone();
-                *gram.at_mut(k, j) = g;
-                i += 1;
+                }
             }
         }
-        for &(j, r) in &self.trainable {
-            *x.e.at_mut(j, r) = y[i].clone();
-            i += 1;
+        for (i, &(j, r)) in self.trainable.iter().enumerate() {
+            *x.e.at_mut(j, r) = y[self.head_from() + i].clone();
         }
     }
 
@@ -222,7 +300,7 @@ impl<S: Scalar> Problem<S> {
         Ok(dy)
     }
 
-    /// The right-hand side `dy/dtau` (eq. (F1)) written into `dy` (of length
+    /// The right-hand side `dy/dtau` (eqs. (F1)-(F3)) written into `dy` (of length
     /// [`Problem::len`]), with a reused work space: no allocation in `f64` (nor in
     /// [`crate::flow::dual::Dual`]). After the call `ws` holds the evaluation at `y`.
     pub fn rhs_into(&self, y: &[S], ws: &mut Workspace<S>, dy: &mut [S]) -> Result<()> {
@@ -231,9 +309,15 @@ impl<S: Scalar> Problem<S> {
         evaluate_into(&self.constants, &self.model, &ws.x, &mut ws.eval)?;
         let x = &ws.x;
         let ev = &ws.eval;
-        for j in 0..m {
-            dy[j] = -ev.grad_a[j].clone();
-            dy[m + j] = -ev.grad_b[j].clone();
+        for (i, grads) in ev.grad_a.iter().chain(&ev.grad_b).enumerate() {
+            dy[i] = match &self.growth[i] {
+                // (F3): u = c^(-4), u' = -4 c^(-5) c' = 4 u (dL/dc) / c.
+                Some(_) => {
+                    let c = if i < m { &x.a[i] } else { &x.b[i - m] };
+                    S::from_f64(4.0, self.ctx) * y[i].clone() * grads.clone() / c.clone()
+                }
+                None => -grads.clone(),
+            };
         }
         ws.sigma_g.fill_with(|j, k| {
             let mut acc = S::zero(self.ctx);
@@ -245,30 +329,29 @@ impl<S: Scalar> Problem<S> {
         let sigma_g = &ws.sigma_g;
         // (Sigma G + G Sigma)_jk = (Sigma G)_jk + (Sigma G)_kj (both symmetric).
         let dg = |j: usize, k: usize| -(sigma_g.at(j, k).clone() + sigma_g.at(k, j).clone());
-        let mut i = 2 * m;
         for j in 0..m {
             for k in j..m {
+                let i = self.gram_index(j, k);
                 dy[i] = match self.coordinates {
                     Coordinates::Plain => dg(j, k),
                     // (F2): z' = -2 G^(-3) G', r' = G'_jk / sqrt(G_jj G_kk)
                     //       - (r/2) (G'_jj / G_jj + G'_kk / G_kk).
-                    Coordinates::Decay if j == k => {
+                    Coordinates::Decay | Coordinates::Growth if j == k => {
                         let gjj = x.gram.at(j, j).clone();
                         -(S::from_f64(2.0, self.ctx) * dg(j, j)) / (gjj.sq() * gjj)
                     }
-                    Coordinates::Decay => {
+                    Coordinates::Decay | Coordinates::Growth => {
                         let (gjj, gkk) = (x.gram.at(j, j).clone(), x.gram.at(k, k).clone());
                         let r = y[i].clone();
                         dg(j, k) / (gjj.clone() * gkk.clone()).sqrt()
                             - r * S::from_f64(0.5, self.ctx) * (dg(j, j) / gjj + dg(k, k) / gkk)
                     }
                 };
-                i += 1;
             }
         }
-        for &(j, r) in &self.trainable {
-            dy[i] = -(self.head_ratio.clone() * ev.grad_e.at(j, r).clone());
-            i += 1;
+        let head = self.head_from();
+        for (i, &(j, r)) in self.trainable.iter().enumerate() {
+            dy[head + i] = -(self.head_ratio.clone() * ev.grad_e.at(j, r).clone());
         }
         if !dy.iter().all(Scalar::is_finite) || !ev.loss.is_finite() {
             return Err(Error::numerical("flow right-hand side", "not finite"));
