@@ -180,6 +180,11 @@ impl<const N: usize> Scalar for Dual<N> {
             d,
         }
     }
+    /// `self^2 * self`, as the default, inlined.
+    #[inline(always)]
+    fn cube(&self) -> Self {
+        self.sq() * *self
+    }
 }
 
 #[cfg(test)]

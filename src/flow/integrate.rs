@@ -832,6 +832,12 @@ pub fn integrate<S: FlowScalar>(
         if last {
             stop!(Termination::Horizon);
         }
+        // Growth coordinates: a feature coordinate that has grown past the ceiling goes
+        // back to the plain form ((F3)); the state is the same, its derivative is owed.
+        if convert && !stiff && problems[0].release_grown(&mut y) {
+            rhs(&y, &mut f0)?;
+            last_accepted = None;
+        }
         if opts.method == Method::Auto {
             // Stiffness switch (derivations/numerics.md, "Stiffness"): estimate the
             // spectral radius rho of the Jacobian; Dormand-Prince is stability-limited when
@@ -877,7 +883,9 @@ pub fn integrate<S: FlowScalar>(
                         // Back in the explicit coordinates (staying stiff if the converted
                         // state cannot be evaluated).
                         let back = !convert || {
-                            b.ys.clone_from_slice(&problems[0].pack(&problems[1].unpack(&y)));
+                            let x = problems[1].unpack(&y);
+                            problems[0].reset_forms(&x);
+                            b.ys.clone_from_slice(&problems[0].pack(&x));
                             active.set(0);
                             let ok = rhs(&b.ys, &mut b.f_scratch).is_ok();
                             active.set(usize::from(!ok));

@@ -98,11 +98,11 @@ impl<const N: usize> ExactJacobian<f64> for DualJacobian<N> {
                 *yd = Dual::variable(v, j.wrapping_sub(from));
             }
             self.problem.rhs_into(&self.y, &mut self.ws, &mut self.dy)?;
-            for (i, fi) in self.dy.iter().enumerate() {
-                f[i] = fi.v;
-                for (c, t) in fi.d.iter().enumerate().take(n.saturating_sub(from)) {
-                    jac[i * n + from + c] = *t;
-                }
+            // Columns from..from + cols of the Jacobian are the tangents 0..cols.
+            let cols = N.min(n - from);
+            for ((fi, f_i), jac_i) in self.dy.iter().zip(&mut *f).zip(jac.chunks_exact_mut(n)) {
+                *f_i = fi.v;
+                jac_i[from..from + cols].copy_from_slice(&fi.d[..cols]);
             }
             from += N;
         }

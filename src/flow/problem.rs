@@ -35,16 +35,24 @@ pub enum Coordinates {
     /// `r_jk = G_jk / sqrt(G_jj G_kk)` (`j < k`, row by row), the head (eq. (F2)); needs
     /// every `G_jj > 0`.
     Decay,
-    /// [`Coordinates::Decay`] with every non-zero feature coordinate `c` (`a_j`, `b_j`)
-    /// stored as `u = c^(-4)` (its sign is constant along the flow), which turns the
-    /// blow-up `c' ~ K c^5` of the phases I and III into the linear `u' ~ -4 K` (eq. (F3)).
-    /// Coordinates with `|c| < 1e-60` (and exact zeros, which stay zero) are stored as `c`.
+    /// [`Coordinates::Decay`] with the small feature coordinates `c` (`a_j`, `b_j`,
+    /// `GROWTH_FLOOR <= |c| < GROWTH_CEILING`) stored as `u = c^(-4)` (the sign of `c` is
+    /// constant along the flow), which turns the blow-up `c' ~ K c^5` of the phases I and
+    /// III into the linear `u' ~ -4 K` (eq. (F3)). A coordinate that grows past the
+    /// ceiling goes back to the plain form ([`Problem::release_grown`]); exact zeros stay
+    /// zero and plain.
     Growth,
 }
 
 /// Below this magnitude a feature coordinate keeps the plain form in
 /// [`Coordinates::Growth`] (`u = c^(-4)` would exceed `1e240`).
 pub const GROWTH_FLOOR: f64 = 1e-60;
+
+/// From this magnitude on a feature coordinate is stored plain in [`Coordinates::Growth`]:
+/// the blow-up `c' = K c^5` holds with a constant `K` while `|c|` is small, and as it
+/// saturates (`|c| -> 0.1 .. 1`) the curvature of `c = u^(-1/4)` costs accuracy
+/// (`derivations/numerics.md`, (F3)).
+pub const GROWTH_CEILING: f64 = 1e-3;
 
 /// The flow of one configuration, at the working precision `S`.
 #[derive(Clone, Debug)]
@@ -60,9 +68,12 @@ pub struct Problem<S: Scalar> {
     /// The fixed head entries (the untrainable ones are read from here).
     fixed_e: Square<S>,
     coordinates: Coordinates,
-    /// Per feature coordinate (`a_0..a_{m-1}, b_0..b_{m-1}`): its sign when it is stored as
-    /// `u = c^(-4)` ([`Coordinates::Growth`]), `None` when it is stored as `c`.
+    /// Per feature coordinate (`a_0..a_{m-1}, b_0..b_{m-1}`): its sign when it may be
+    /// stored as `u = c^(-4)` ([`Coordinates::Growth`]), `None` when it is always `c`.
     growth: Vec<Option<S>>,
+    /// Whether feature coordinate `i` is currently stored as `u` (growth coordinates: set
+    /// by [`Problem::reset_forms`], cleared by [`Problem::release_grown`]).
+    growing: Vec<std::cell::Cell<bool>>,
     ctx: S::Ctx,
 }
 
@@ -97,7 +108,7 @@ impl<S: Scalar> Problem<S> {
                         .then(|| S::from_f64(v.signum(), ctx))
                 })
                 .collect();
-        Problem {
+        let problem = Problem {
             constants: Constants::new(&config.setting, ctx),
             model: config.model,
             head_ratio: S::from_f64(config.training.lr_head, ctx)
@@ -107,8 +118,45 @@ impl<S: Scalar> Problem<S> {
             fixed_e: x0.e.clone(),
             coordinates,
             growth,
+            growing: vec![std::cell::Cell::new(false); 2 * m],
             ctx,
+        };
+        problem.reset_forms(x0);
+        problem
+    }
+
+    /// The sign of feature coordinate `i` if it is stored as `u = c^(-4)` now.
+    #[inline(always)]
+    fn grown(&self, i: usize) -> Option<&S> {
+        self.growth[i].as_ref().filter(|_| self.growing[i].get())
+    }
+
+    /// Growth coordinates: stores each feature coordinate of `x` that may take the growth
+    /// form as `u` when `|c| < GROWTH_CEILING`, else as `c` (no effect in other
+    /// coordinates). Pack a state after this.
+    pub fn reset_forms(&self, x: &Reduced<S>) {
+        for (i, c) in x.a.iter().chain(&x.b).enumerate() {
+            let small = c.to_f64().abs() < GROWTH_CEILING;
+            self.growing[i].set(self.growth[i].is_some() && small);
         }
+    }
+
+    /// Growth coordinates: converts in `y` every feature coordinate stored as `u` whose
+    /// `|c|` has reached `GROWTH_CEILING` to the plain form `c`; returns whether any did
+    /// (the caller then owes `f(y)` again).
+    pub fn release_grown(&self, y: &mut [S]) -> bool {
+        let mut any = false;
+        for (i, yi) in y[..2 * self.neurons].iter_mut().enumerate() {
+            if let Some(sign) = self.grown(i) {
+                let c = sign.clone() / yi.clone().sqrt().sqrt();
+                if c.to_f64().abs() >= GROWTH_CEILING {
+                    *yi = c;
+                    self.growing[i].set(false);
+                    any = true;
+                }
+            }
+        }
+        any
     }
 
     /// The coordinates of the state vector.
@@ -180,7 +228,7 @@ impl<S: Scalar> Problem<S> {
 
     /// The stored form of feature coordinate `i` (`0..2m`: `a_0.., b_0..`) with value `c`.
     fn pack_feature(&self, i: usize, c: &S) -> S {
-        match &self.growth[i] {
+        match self.grown(i) {
             Some(_) => S::one(self.ctx) / c.sq().sq(),
             None => c.clone(),
         }
@@ -228,10 +276,18 @@ impl<S: Scalar> Problem<S> {
     /// [`Problem::unpack`] into an existing state of the right size (no allocation in
     /// `f64`).
     pub fn unpack_into(&self, y: &[S], x: &mut Reduced<S>) {
-        let m = self.neurons;
+        self.unpack_sized(self.neurons, y, x, None);
+    }
+
+    /// [`Problem::unpack_into`] for `m = self.neurons`, passed in so that a compile-time `m`
+    /// reaches the loops ([`Problem::rhs_into`]). In decay and growth coordinates it also
+    /// writes `sqrt(G_jj G_kk)` at `j m + k` (`j < k`) into `roots`, when given: the
+    /// right-hand side divides by the same root.
+    #[inline(always)]
+    fn unpack_sized(&self, m: usize, y: &[S], x: &mut Reduced<S>, mut roots: Option<&mut [S]>) {
         for (i, yi) in y[..2 * m].iter().enumerate() {
             // Growth form: c = sign u^(-1/4).
-            let c = match &self.growth[i] {
+            let c = match self.grown(i) {
                 Some(sign) => sign.clone() / yi.clone().sqrt().sqrt(),
                 None => yi.clone(),
             };
@@ -241,14 +297,15 @@ impl<S: Scalar> Problem<S> {
                 x.b[i - m] = c;
             }
         }
-        let gram = &mut x.gram;
+        let gram = &mut x.gram.entries_mut()[..m * m];
         match self.coordinates {
             Coordinates::Plain => {
+                let mut i = 2 * m;
                 for j in 0..m {
                     for k in j..m {
-                        let g = y[self.gram_index(j, k)].clone();
-                        *gram.at_mut(j, k) = g.clone();
-                        *gram.at_mut(k, j) = g;
+                        gram[j * m + k] = y[i].clone();
+                        gram[k * m + j] = y[i].clone();
+                        i += 1;
                     }
                 }
             }
@@ -256,22 +313,27 @@ impl<S: Scalar> Problem<S> {
                 // The diagonal first, G_jj = z_j^(-1/2), then the off-diagonal entries
                 // G_jk = r_jk sqrt(G_jj G_kk) from it.
                 for j in 0..m {
-                    *gram.at_mut(j, j) = S::one(self.ctx) / y[2 * m + j].clone().sqrt();
+                    gram[j * m + j] = S::one(self.ctx) / y[2 * m + j].clone().sqrt();
                 }
                 let mut i = 3 * m;
                 for j in 0..m {
                     for k in j + 1..m {
-                        let g =
-                            y[i].clone() * (gram.at(j, j).clone() * gram.at(k, k).clone()).sqrt();
-                        *gram.at_mut(j, k) = g.clone();
-                        *gram.at_mut(k, j) = g;
+                        let root = (gram[j * m + j].clone() * gram[k * m + k].clone()).sqrt();
+                        if let Some(roots) = roots.as_deref_mut() {
+                            roots[j * m + k] = root.clone();
+                        }
+                        let g = y[i].clone() * root;
+                        gram[j * m + k] = g.clone();
+                        gram[k * m + j] = g;
                         i += 1;
                     }
                 }
             }
         }
-        for (i, &(j, r)) in self.trainable.iter().enumerate() {
-            *x.e.at_mut(j, r) = y[self.head_from() + i].clone();
+        let e = &mut x.e.entries_mut()[..m * m];
+        let head = &y[self.head_from()..];
+        for (&(j, r), v) in self.trainable.iter().zip(head) {
+            e[j * m + r] = v.clone();
         }
     }
 
@@ -281,6 +343,7 @@ impl<S: Scalar> Problem<S> {
             x: self.unpack(&vec![S::one(self.ctx); self.len()]),
             eval: Evaluation::zeros(self.neurons, self.ctx),
             sigma_g: Square::zeros(self.neurons, self.ctx),
+            roots: Square::zeros(self.neurons, self.ctx),
         }
     }
 
@@ -304,54 +367,99 @@ impl<S: Scalar> Problem<S> {
     /// [`Problem::len`]), with a reused work space: no allocation in `f64` (nor in
     /// [`crate::flow::dual::Dual`]). After the call `ws` holds the evaluation at `y`.
     pub fn rhs_into(&self, y: &[S], ws: &mut Workspace<S>, dy: &mut [S]) -> Result<()> {
-        let m = self.neurons;
-        self.unpack_into(y, &mut ws.x);
-        evaluate_into(&self.constants, &self.model, &ws.x, &mut ws.eval)?;
-        let x = &ws.x;
-        let ev = &ws.eval;
-        for (i, grads) in ev.grad_a.iter().chain(&ev.grad_b).enumerate() {
-            dy[i] = match &self.growth[i] {
+        // One code path; for the small m of the flow it is instantiated with m a
+        // compile-time constant (as `evaluate_into` is), so that its loops unroll.
+        match self.neurons {
+            1 => self.rhs_sized::<1>(y, ws, dy),
+            2 => self.rhs_sized::<2>(y, ws, dy),
+            3 => self.rhs_sized::<3>(y, ws, dy),
+            4 => self.rhs_sized::<4>(y, ws, dy),
+            _ => self.rhs_sized::<0>(y, ws, dy),
+        }
+    }
+
+    /// [`Problem::rhs_into`] for `m = M` neurons (`M = 0`: `self.neurons`).
+    fn rhs_sized<const M: usize>(
+        &self,
+        y: &[S],
+        ws: &mut Workspace<S>,
+        dy: &mut [S],
+    ) -> Result<()> {
+        let m = if M == 0 { self.neurons } else { M };
+        let mm = m * m;
+        let Workspace {
+            x,
+            eval,
+            sigma_g,
+            roots,
+        } = ws;
+        let roots = &mut roots.entries_mut()[..mm];
+        self.unpack_sized(m, y, x, Some(&mut *roots));
+        evaluate_into(&self.constants, &self.model, x, eval)?;
+        let (x, ev, roots) = (&*x, &*eval, &*roots);
+        let (grad_a, grad_b) = (&ev.grad_a[..m], &ev.grad_b[..m]);
+        for i in 0..2 * m {
+            let (grad, c) = if i < m {
+                (&grad_a[i], &x.a[i])
+            } else {
+                (&grad_b[i - m], &x.b[i - m])
+            };
+            dy[i] = match self.grown(i) {
                 // (F3): u = c^(-4), u' = -4 c^(-5) c' = 4 u (dL/dc) / c.
-                Some(_) => {
-                    let c = if i < m { &x.a[i] } else { &x.b[i - m] };
-                    S::from_f64(4.0, self.ctx) * y[i].clone() * grads.clone() / c.clone()
-                }
-                None => -grads.clone(),
+                Some(_) => S::from_f64(4.0, self.ctx) * y[i].clone() * grad.clone() / c.clone(),
+                None => -grad.clone(),
             };
         }
-        ws.sigma_g.fill_with(|j, k| {
-            let mut acc = S::zero(self.ctx);
-            for l in 0..m {
-                acc = acc + ev.noise_coef.at(j, l).clone() * x.gram.at(l, k).clone();
-            }
-            acc
-        });
-        let sigma_g = &ws.sigma_g;
-        // (Sigma G + G Sigma)_jk = (Sigma G)_jk + (Sigma G)_kj (both symmetric).
-        let dg = |j: usize, k: usize| -(sigma_g.at(j, k).clone() + sigma_g.at(k, j).clone());
+        let noise = &ev.noise_coef.entries()[..mm];
+        let gram = &x.gram.entries()[..mm];
+        let sg = &mut sigma_g.entries_mut()[..mm];
         for j in 0..m {
-            for k in j..m {
-                let i = self.gram_index(j, k);
-                dy[i] = match self.coordinates {
-                    Coordinates::Plain => dg(j, k),
-                    // (F2): z' = -2 G^(-3) G', r' = G'_jk / sqrt(G_jj G_kk)
-                    //       - (r/2) (G'_jj / G_jj + G'_kk / G_kk).
-                    Coordinates::Decay | Coordinates::Growth if j == k => {
-                        let gjj = x.gram.at(j, j).clone();
-                        -(S::from_f64(2.0, self.ctx) * dg(j, j)) / (gjj.sq() * gjj)
+            for k in 0..m {
+                let mut acc = S::zero(self.ctx);
+                for l in 0..m {
+                    acc = acc + noise[j * m + l].clone() * gram[l * m + k].clone();
+                }
+                sg[j * m + k] = acc;
+            }
+        }
+        let sg = &*sg;
+        // (Sigma G + G Sigma)_jk = (Sigma G)_jk + (Sigma G)_kj (both symmetric).
+        let dg = |j: usize, k: usize| -(sg[j * m + k].clone() + sg[k * m + j].clone());
+        match self.coordinates {
+            Coordinates::Plain => {
+                let mut i = 2 * m;
+                for j in 0..m {
+                    for k in j..m {
+                        dy[i] = dg(j, k);
+                        i += 1;
                     }
-                    Coordinates::Decay | Coordinates::Growth => {
-                        let (gjj, gkk) = (x.gram.at(j, j).clone(), x.gram.at(k, k).clone());
+                }
+            }
+            Coordinates::Decay | Coordinates::Growth => {
+                // (F2): z' = -2 G^(-3) G', r' = G'_jk / sqrt(G_jj G_kk)
+                //       - (r/2) (G'_jj / G_jj + G'_kk / G_kk).
+                let two = S::from_f64(2.0, self.ctx);
+                let half = S::from_f64(0.5, self.ctx);
+                for j in 0..m {
+                    let gjj = gram[j * m + j].clone();
+                    dy[2 * m + j] = -(two.clone() * dg(j, j)) / (gjj.sq() * gjj);
+                }
+                let mut i = 3 * m;
+                for j in 0..m {
+                    for k in j + 1..m {
+                        let (gjj, gkk) = (gram[j * m + j].clone(), gram[k * m + k].clone());
                         let r = y[i].clone();
-                        dg(j, k) / (gjj.clone() * gkk.clone()).sqrt()
-                            - r * S::from_f64(0.5, self.ctx) * (dg(j, j) / gjj + dg(k, k) / gkk)
+                        dy[i] = dg(j, k) / roots[j * m + k].clone()
+                            - r * half.clone() * (dg(j, j) / gjj + dg(k, k) / gkk);
+                        i += 1;
                     }
-                };
+                }
             }
         }
         let head = self.head_from();
+        let grad_e = &ev.grad_e.entries()[..mm];
         for (i, &(j, r)) in self.trainable.iter().enumerate() {
-            dy[head + i] = -(self.head_ratio.clone() * ev.grad_e.at(j, r).clone());
+            dy[head + i] = -(self.head_ratio.clone() * grad_e[j * m + r].clone());
         }
         if !dy.iter().all(Scalar::is_finite) || !ev.loss.is_finite() {
             return Err(Error::numerical("flow right-hand side", "not finite"));
@@ -374,6 +482,8 @@ pub struct Workspace<S: Scalar> {
     pub eval: Evaluation<S>,
     /// `Sigma G` at `x` (buffer of [`Problem::rhs_into`]).
     sigma_g: Square<S>,
+    /// `sqrt(G_jj G_kk)` (`j < k`) of the decay coordinates at `x`.
+    roots: Square<S>,
 }
 
 /// The `f64` copy of a reduced state.

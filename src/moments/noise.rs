@@ -19,7 +19,7 @@ pub fn cube_moment<S: Scalar>(s6: &S, gii: &S, gjj: &S, gij: &S) -> S {
 
 /// [`cube_moment`] from `9 G_ii` and the constant `6`, for loops that reuse them: the same
 /// operations in the same order, `s^6 (((9 G_ii) G_jj) G_ij + 6 G_ij^3)`, so the same value.
-#[inline]
+#[inline(always)]
 pub fn cube_moment_from<S: Scalar>(s6: &S, nine_gii: &S, gjj: &S, gij: &S, six: &S) -> S {
     s6.clone() * (nine_gii.clone() * gjj.clone() * gij.clone() + six.clone() * gij.cube())
 }
