@@ -5,13 +5,14 @@
 //! Run: `cargo bench --bench flow` (environment `FLOW_BENCH_RTOL` overrides the relative
 //! tolerance, default 1e-9, the absolute ones following it as in `Options::new`;
 //! `FLOW_BENCH_PAIRS=dopri5,ros4` selects the explicit and the Rosenbrock method, default
-//! `dop853,rodas5`). Before the timings it prints, for each `d`, the event
+//! `dop853,rodas5`; `FLOW_BENCH_COORDS=plain|decay|growth` the coordinates, default decay). Before the timings it prints, for each `d`, the event
 //! times, the right-hand-side evaluations, the Jacobians (one dual-number pass each, not counted
 //! in the evaluations) and the steps of one trajectory. The figures are recorded in
 //! the README, section "performance", subsection "Flow".
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use predhead::config::parse_config;
+use predhead::flow::problem::Coordinates;
 use predhead::flow::{integrate, Explicit, Options, Stiff};
 use predhead::setting::Config;
 use std::hint::black_box;
@@ -52,6 +53,14 @@ fn trajectory(c: &Config) -> predhead::flow::Run {
         .and_then(|v| v.parse::<f64>().ok())
     {
         opts.tol = Options::default_tolerance(r, c.setting.dim);
+    }
+    if let Ok(coords) = std::env::var("FLOW_BENCH_COORDS") {
+        opts.coordinates = Some(match coords.as_str() {
+            "plain" => Coordinates::Plain,
+            "decay" => Coordinates::Decay,
+            "growth" => Coordinates::Growth,
+            other => panic!("FLOW_BENCH_COORDS: plain, decay or growth, got {other}"),
+        });
     }
     if let Ok(pairs) = std::env::var("FLOW_BENCH_PAIRS") {
         let (e, s) = pairs

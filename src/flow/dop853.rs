@@ -258,15 +258,16 @@ fn combine<S: Scalar>(
     for (c, &(_, v)) in coef.iter_mut().zip(w) {
         *c = h.clone() * S::from_f64(v, ctx);
     }
-    for (i, o) in out.iter_mut().enumerate() {
-        let mut acc = match base {
-            Some(b) => b[i].clone(),
-            None => S::zero(ctx),
-        };
-        for (c, &(j, _)) in coef.iter().zip(w) {
-            acc = acc + c.clone() * k[j][i].clone();
+    match base {
+        Some(b) => out.clone_from_slice(&b[..out.len()]),
+        None => out.iter_mut().for_each(|o| *o = S::zero(ctx)),
+    }
+    // Term by term over the whole vector: each component still sums base, then the terms
+    // in order (the same operations), and the inner loop runs over contiguous slices.
+    for (c, &(j, _)) in coef.iter().zip(w) {
+        for (o, kj) in out.iter_mut().zip(&k[j]) {
+            *o = o.clone() + c.clone() * kj.clone();
         }
-        *o = acc;
     }
 }
 

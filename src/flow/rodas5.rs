@@ -128,6 +128,8 @@ pub struct Work<S: Scalar> {
     u: Vec<S>,
     /// The stage right-hand side.
     w: Vec<S>,
+    /// `sum_j C_ij k_j` of the current stage.
+    acc: Vec<S>,
     /// `I/(gamma h) - J`, factored.
     lu: ScaledLu<S>,
     /// The fifth-order solution at `h` of the last attempt.
@@ -142,6 +144,7 @@ impl<S: Scalar> Work<S> {
             k: std::array::from_fn(|_| z()),
             u: z(),
             w: z(),
+            acc: z(),
             lu: ScaledLu::with_size(n, ctx),
             y1: z(),
         }
@@ -167,6 +170,7 @@ pub fn step<S: Scalar>(
         k,
         u,
         w: rhs,
+        acc,
         lu,
         y1,
     } = w;
@@ -176,12 +180,13 @@ pub fn step<S: Scalar>(
     for stage in 1..8 {
         // u_i: a fresh combination for stages 2..6, then u_7 = u_6 + k_6, u_8 = u_7 + k_7.
         if stage <= 5 {
-            for (i, ui) in u.iter_mut().enumerate() {
-                let mut acc = y0[i].clone();
-                for (a, kj) in A[stage - 1].iter().zip(&k[..stage]) {
-                    acc = acc + c(*a) * kj[i].clone();
+            // Term by term (each component sums y0, then the terms in order).
+            u.clone_from_slice(y0);
+            for (a, kj) in A[stage - 1].iter().zip(&k[..stage]) {
+                let a = c(*a);
+                for (ui, kji) in u.iter_mut().zip(kj) {
+                    *ui = ui.clone() + a.clone() * kji.clone();
                 }
-                *ui = acc;
             }
         } else {
             for (ui, kl) in u.iter_mut().zip(&k[stage - 1]) {
@@ -189,12 +194,22 @@ pub fn step<S: Scalar>(
             }
         }
         f(u, rhs)?;
-        for (i, wi) in rhs.iter_mut().enumerate() {
-            let mut acc = S::zero(ctx);
-            for (cc, kj) in C[stage - 1].iter().zip(&k[..stage]) {
-                acc = acc + c(*cc) * kj[i].clone();
+        // sum_j C_ij k_j term by term into `acc` (the same order per component), then
+        // w += acc / h.
+        for (cc, kj) in C[stage - 1].iter().zip(&k[..stage]).take(1) {
+            let cc = c(*cc);
+            for (a, kji) in acc.iter_mut().zip(kj) {
+                *a = S::zero(ctx) + cc.clone() * kji.clone();
             }
-            *wi = wi.clone() + acc * inv_h.clone();
+        }
+        for (cc, kj) in C[stage - 1].iter().zip(&k[..stage]).skip(1) {
+            let cc = c(*cc);
+            for (a, kji) in acc.iter_mut().zip(kj) {
+                *a = a.clone() + cc.clone() * kji.clone();
+            }
+        }
+        for (wi, a) in rhs.iter_mut().zip(acc.iter()) {
+            *wi = wi.clone() + a.clone() * inv_h.clone();
         }
         lu.solve_into(rhs, &mut k[stage]);
     }
