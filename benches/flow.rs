@@ -5,7 +5,7 @@
 //! Run: `cargo bench --bench flow` (environment `FLOW_BENCH_RTOL` overrides the relative
 //! tolerance, default 1e-9, the absolute ones following it as in `Options::new`;
 //! `FLOW_BENCH_PAIRS=dopri5,ros4` selects the explicit and the Rosenbrock method, default
-//! `dop853,rodas5`; `FLOW_BENCH_COORDS=plain|decay|growth` the coordinates, default decay). Before the timings it prints, for each `d`, the event
+//! `dop853,rodas5`; `FLOW_BENCH_COORDS=plain|decay` the coordinates, default decay). Before the timings it prints, for each `d`, the event
 //! times, the right-hand-side evaluations, the Jacobians (one dual-number pass each, not counted
 //! in the evaluations) and the steps of one trajectory. The figures are recorded in
 //! the README, section "performance", subsection "Flow".
@@ -58,8 +58,7 @@ fn trajectory(c: &Config) -> predhead::flow::Run {
         opts.coordinates = Some(match coords.as_str() {
             "plain" => Coordinates::Plain,
             "decay" => Coordinates::Decay,
-            "growth" => Coordinates::Growth,
-            other => panic!("FLOW_BENCH_COORDS: plain, decay or growth, got {other}"),
+            other => panic!("FLOW_BENCH_COORDS: plain or decay, got {other}"),
         });
     }
     if let Ok(pairs) = std::env::var("FLOW_BENCH_PAIRS") {

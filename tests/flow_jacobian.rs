@@ -134,7 +134,7 @@ fn rel_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
 }
 
 /// Exact against central differences to 1e-7 (row-relative), for every head mode,
-/// normalization and stop-gradient at a generic state (m = 2 and 3, every coordinates; m = 3
+/// normalization and stop-gradient at a generic state (m = 2 and 3, both coordinates; m = 3
 /// with a linear head has n = 21 > 16, so it also exercises several dual passes).
 #[test]
 fn exact_jacobian_matches_central_differences() {
@@ -144,7 +144,7 @@ fn exact_jacobian_matches_central_differences() {
                 for m in [2, 3] {
                     let c = config(7, head, norm, sg, m);
                     let x = generic_state(m);
-                    for coords in [Coordinates::Plain, Coordinates::Decay, Coordinates::Growth] {
+                    for coords in [Coordinates::Plain, Coordinates::Decay] {
                         let p = Problem::<f64>::with_coordinates(&c, &x, coords, ());
                         let y = p.pack(&x);
                         let je = exact(&c, &x, coords, &y);
@@ -186,9 +186,9 @@ lr_head = 2e-4
     .unwrap();
     let states = trajectory_states(&c);
     for (k, x) in states.iter().enumerate() {
-        let p = Problem::<f64>::with_coordinates(&c, &states[0], Coordinates::Growth, ());
+        let p = Problem::<f64>::with_coordinates(&c, &states[0], Coordinates::Decay, ());
         let y = p.pack(x);
-        let je = exact(&c, &states[0], Coordinates::Growth, &y);
+        let je = exact(&c, &states[0], Coordinates::Decay, &y);
         let jc = central(&p, &y, 1e-2);
         let r = rel_diff(&je, &jc);
         eprintln!("state {k}: {r:e}");

@@ -60,8 +60,7 @@ pub struct Args {
     #[arg(long)]
     pub stop_at_t_end: bool,
     /// Coordinates of the state vector: decay (default when every noise part is non-zero,
-    /// else plain), plain, or growth (decay with the feature coordinates as `c^(-4)` in
-    /// the explicit phases; derivations/numerics.md, (F3)).
+    /// else plain) or plain (derivations/numerics.md, (F1)-(F2)).
     #[arg(long)]
     pub coordinates: Option<String>,
 }
@@ -113,11 +112,10 @@ pub fn run(args: &Args) -> Result<String> {
         None => None,
         Some("plain") => Some(Coordinates::Plain),
         Some("decay") => Some(Coordinates::Decay),
-        Some("growth") => Some(Coordinates::Growth),
         Some(other) => {
             return Err(Error::invalid(
                 "--coordinates",
-                format!("expected plain, decay or growth, got {other:?}"),
+                format!("expected plain or decay, got {other:?}"),
             ))
         }
     };

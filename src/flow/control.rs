@@ -6,8 +6,8 @@ use crate::scalar::Scalar;
 /// Mixed absolute/relative tolerance: component `i` of a local error estimate is measured
 /// against `atol_i + rtol * max(|y0_i|, |y1_i|)`, with `atol_i = atol_head` for the head's
 /// entries (components `head_from..`), `atol_i = atol_corr` for the noise correlations
-/// `r_jk` (components `corr_from..head_from`, decay and growth coordinates), and
-/// `atol_i = atol` for the other coordinates (`a`, `b` or their growth form, the Gram
+/// `r_jk` (components `corr_from..head_from`, decay coordinates), and
+/// `atol_i = atol` for the other coordinates (`a`, `b`, the Gram
 /// block's diagonal) (`derivations/numerics.md`, "Error control").
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerance {

@@ -224,8 +224,7 @@ pub struct Run {
     /// Flow time from which Rodas5 gave way to Shampine's method (too many failed
     /// attempts; `None`: it never did).
     pub fallback_from: Option<f64>,
-    /// The coordinates of the state vector (of the explicit steps; growth coordinates run
-    /// their Rosenbrock steps in decay coordinates).
+    /// The coordinates of the state vector.
     pub coordinates: Coordinates,
 }
 
@@ -463,8 +462,6 @@ struct Buffers<S: Scalar> {
     /// last step's).
     jac: Vec<S>,
     jac_spare: Vec<S>,
-    /// The state converted to the other coordinates.
-    ys: Vec<S>,
     /// Work buffers of the forward-difference Jacobian.
     yp: Vec<S>,
     fp: Vec<S>,
@@ -483,7 +480,6 @@ impl<S: Scalar> Buffers<S> {
             f1: z(),
             jac: vec![S::zero(ctx); n * n],
             jac_spare: vec![S::zero(ctx); n * n],
-            ys: z(),
             yp: z(),
             fp: z(),
             f_scratch: z(),
@@ -518,50 +514,31 @@ pub fn integrate<S: FlowScalar>(
     if coordinates != Coordinates::Plain && !noisy {
         return Err(Error::invalid(
             "coordinates",
-            "decay and growth coordinates need every noise part to be non-zero (G_jj > 0)",
+            "decay coordinates need every noise part to be non-zero (G_jj > 0)",
         ));
     }
-    // The explicit steps run in `coordinates`; the Rosenbrock steps in the same ones, except
-    // that growth coordinates give way to decay coordinates there (`derivations/
-    // numerics.md`, (F3): the blow-ups they linearize are explicit-phase events, and in the
-    // stiff phases the curvature of `u = c^(-4)` only spoils the Rosenbrock error estimate).
-    let stiff_coordinates = match coordinates {
-        Coordinates::Growth => Coordinates::Decay,
-        other => other,
-    };
-    let problems = [
-        Problem::with_coordinates(config, x0, coordinates, ctx),
-        Problem::with_coordinates(config, x0, stiff_coordinates, ctx),
-    ];
-    let convert = coordinates != stiff_coordinates;
+    let problem = Problem::with_coordinates(config, x0, coordinates, ctx);
     let mut opts = *opts;
-    // Decay and growth coordinates share the layout, hence the tolerance's index ranges.
-    opts.tol = problems[0].tolerance(opts.tol);
+    opts.tol = problem.tolerance(opts.tol);
     let opts = &opts;
     let mut tracker = EventTracker::new(
         Constants::new(&config.setting, ()),
         config.model,
         config.phases.clone(),
     );
-    let n = problems[0].len();
+    let n = problem.len();
     let mut evals: u64 = 0;
-    let mut ws = problems[0].workspace();
-    let mut sampler = Sampler::new(&problems[0]);
-    // The problem of the current steps: `problems[0]` while explicit, `problems[1]` while
-    // stiff (the state vector is converted at each switch).
-    let active = std::cell::Cell::new(0usize);
+    let mut ws = problem.workspace();
+    let mut sampler = Sampler::new(&problem);
     let mut rhs = |y: &[S], dy: &mut [S]| -> Result<()> {
         evals += 1;
-        problems[active.get()].rhs_into(y, &mut ws, dy)
+        problem.rhs_into(y, &mut ws, dy)
     };
-    // The Jacobian (Rosenbrock steps and stiffness checks, in the stiff coordinates): exact
-    // (dual numbers) in f64, finite differences otherwise.
-    let mut exact = S::exact_jacobian(config, x0, stiff_coordinates);
+    // The Jacobian: exact (dual numbers) in f64, finite differences otherwise.
+    let mut exact = S::exact_jacobian(config, x0, coordinates);
     let mut jacobians = 0u64;
     let mut b = Buffers::new(n, ctx);
-    let mut stiff = opts.method == Method::Rosenbrock;
-    active.set(usize::from(stiff));
-    let mut y = problems[active.get()].pack(x0);
+    let mut y = problem.pack(x0);
     let mut t = 0.0f64;
     let mut clock = Clock::zero();
     let x0f = to_f64(x0);
@@ -572,6 +549,7 @@ pub fn integrate<S: FlowScalar>(
     // non-finite value) is bad input, not a run.
     let mut f0 = vec![S::zero(ctx); n];
     rhs(&y, &mut f0)?;
+    let mut stiff = opts.method == Method::Rosenbrock;
     let mut stiff_from = if stiff { Some(0.0) } else { None };
     // The Rosenbrock method in use, and the fallback from Rodas5 to Shampine's method
     // (derivations/numerics.md, "Integrators", "Fallback"): when `FALLBACK_REJECTS` of
@@ -591,7 +569,7 @@ pub fn integrate<S: FlowScalar>(
     // `stop!(t, x, reason)` at an event's time and state.
     macro_rules! stop {
         ($why:expr) => {
-            stop!(t, to_f64(&problems[active.get()].unpack(&y)), $why)
+            stop!(t, to_f64(&problem.unpack(&y)), $why)
         };
         ($t:expr, $x:expr, $why:expr) => {{
             let x: Reduced<f64> = $x;
@@ -759,12 +737,11 @@ pub fn integrate<S: FlowScalar>(
         // is built only when a pending event's margin is >= 0 at one of the samples of the
         // (free) Hermite extension; otherwise that one stands in for the samples of the
         // off-diagonal peak ("Events" in derivations/numerics.md).
-        let problem = &problems[active.get()];
         let mut scan = true;
         match (stiff, used, opts.explicit) {
             (false, _, Explicit::Dop853) => {
                 b.dense.set_hermite(h, &y, &b.dop853.y1, &f0, &b.dop853.f1);
-                scan = may_cross(problem, &mut tracker, &b.dense, &mut sampler);
+                scan = may_cross(&problem, &mut tracker, &b.dense, &mut sampler);
                 if scan && dop853::dense(&mut rhs, &y, h, &mut b.dop853, &mut b.dense).is_err() {
                     rej += 1;
                     h *= 0.25;
@@ -777,7 +754,7 @@ pub fn integrate<S: FlowScalar>(
             (true, Stiff::Ros4, _) => b.dense.set_hermite(h, &y, &b.ros4.y1, &f0, &b.f1),
         }
         let events = if scan {
-            locate(problem, &mut tracker, &clock, &b.dense, &mut sampler)
+            locate(&problem, &mut tracker, &clock, &b.dense, &mut sampler)
         } else {
             Vec::new()
         };
@@ -828,15 +805,9 @@ pub fn integrate<S: FlowScalar>(
             (true, true) => Some(&b.jac_spare),
             (true, false) => Some(&b.jac),
         };
-        on_sample(t, sampler.state(problem, &y))?;
+        on_sample(t, sampler.state(&problem, &y))?;
         if last {
             stop!(Termination::Horizon);
-        }
-        // Growth coordinates: a feature coordinate that has grown past the ceiling goes
-        // back to the plain form ((F3)); the state is the same, its derivative is owed.
-        if convert && !stiff && problems[0].release_grown(&mut y) {
-            rhs(&y, &mut f0)?;
-            last_accepted = None;
         }
         if opts.method == Method::Auto {
             // Stiffness switch (derivations/numerics.md, "Stiffness"): estimate the
@@ -847,24 +818,9 @@ pub fn integrate<S: FlowScalar>(
                 since_check += 1;
                 if since_check >= CHECK_EVERY || after_reject {
                     since_check = 0;
-                    // The Jacobian in the stiff coordinates (the state converted when they
-                    // differ; `f` then comes with it, or from one evaluation).
-                    let ok = if convert {
-                        b.ys.clone_from_slice(&problems[1].pack(&problems[0].unpack(&y)));
-                        active.set(1);
-                        let r =
-                            jacobian!(&b.ys, None::<&[S]>, &mut b.f_scratch[..], &mut b.jac[..]);
-                        active.set(0);
-                        r.is_ok()
-                    } else {
-                        jacobian!(&y, Some(&f0[..]), &mut b.f_scratch[..], &mut b.jac[..]).is_ok()
-                    };
+                    let ok =
+                        jacobian!(&y, Some(&f0[..]), &mut b.f_scratch[..], &mut b.jac[..]).is_ok();
                     if ok && h * spectral_radius_capped(&b.jac, 30.0 / h) > 3.0 {
-                        if convert {
-                            std::mem::swap(&mut y, &mut b.ys);
-                            f0.clone_from_slice(&b.f_scratch);
-                        }
-                        active.set(1);
                         have_jac = true;
                         jac_age = 0;
                         stiff = true;
@@ -880,30 +836,12 @@ pub fn integrate<S: FlowScalar>(
                 if h * spectral_radius_capped(j, 10.0 / h) < 1.0 {
                     calm += 1;
                     if calm >= 4 {
-                        // Back in the explicit coordinates (staying stiff if the converted
-                        // state cannot be evaluated).
-                        let back = !convert || {
-                            let x = problems[1].unpack(&y);
-                            problems[0].reset_forms(&x);
-                            b.ys.clone_from_slice(&problems[0].pack(&x));
-                            active.set(0);
-                            let ok = rhs(&b.ys, &mut b.f_scratch).is_ok();
-                            active.set(usize::from(!ok));
-                            if ok {
-                                std::mem::swap(&mut y, &mut b.ys);
-                                f0.clone_from_slice(&b.f_scratch);
-                            }
-                            ok
-                        };
-                        if back {
-                            active.set(0);
-                            stiff = false;
-                            have_jac = false;
-                            jac_age = 0;
-                            switches += 1;
-                            last_accepted = None;
-                            since_check = 0;
-                        }
+                        stiff = false;
+                        have_jac = false;
+                        jac_age = 0;
+                        switches += 1;
+                        last_accepted = None;
+                        since_check = 0;
                     }
                 } else {
                     calm = 0;

@@ -7,9 +7,7 @@
 //! `2m + m(m+1)/2 + #trainable` does not depend on `d`. In [`Coordinates::Decay`] the Gram
 //! block is stored instead as `z_j = G_jj^(-2)` (`j = 0..m-1`) followed by the noise
 //! correlations `r_jk = G_jk / sqrt(G_jj G_kk)` (`j < k`, eq. (F2)): the noise part decays
-//! algebraically, `G_jj' ~ -c G_jj^3`, which is exactly linear in `z_j`. In
-//! [`Coordinates::Growth`] (the default) the feature coordinates are moreover stored as
-//! `u = c^(-4)` (eq. (F3)): their growth `c' ~ K c^5` is linear in `u`. The right-hand
+//! algebraically, `G_jj' ~ -c G_jj^3`, which is exactly linear in `z_j`. The right-hand
 //! side is
 //!
 //! `da/dtau = -dL/da`, `db/dtau = -dL/db`, `dG/dtau = -(Sigma G + G Sigma)`,
@@ -25,7 +23,7 @@ use crate::scalar::Scalar;
 use crate::setting::{Config, Model};
 use crate::square::Square;
 
-/// How the state is stored in the state vector (`derivations/numerics.md`, (F1)-(F3)).
+/// How the state is stored in the state vector (`derivations/numerics.md`, (F1)-(F2)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Coordinates {
@@ -35,24 +33,7 @@ pub enum Coordinates {
     /// `r_jk = G_jk / sqrt(G_jj G_kk)` (`j < k`, row by row), the head (eq. (F2)); needs
     /// every `G_jj > 0`.
     Decay,
-    /// [`Coordinates::Decay`] with the small feature coordinates `c` (`a_j`, `b_j`,
-    /// `GROWTH_FLOOR <= |c| < GROWTH_CEILING`) stored as `u = c^(-4)` (the sign of `c` is
-    /// constant along the flow), which turns the blow-up `c' ~ K c^5` of the phases I and
-    /// III into the linear `u' ~ -4 K` (eq. (F3)). A coordinate that grows past the
-    /// ceiling goes back to the plain form ([`Problem::release_grown`]); exact zeros stay
-    /// zero and plain.
-    Growth,
 }
-
-/// Below this magnitude a feature coordinate keeps the plain form in
-/// [`Coordinates::Growth`] (`u = c^(-4)` would exceed `1e240`).
-pub const GROWTH_FLOOR: f64 = 1e-60;
-
-/// From this magnitude on a feature coordinate is stored plain in [`Coordinates::Growth`]:
-/// the blow-up `c' = K c^5` holds with a constant `K` while `|c|` is small, and as it
-/// saturates (`|c| -> 0.1 .. 1`) the curvature of `c = u^(-1/4)` costs accuracy
-/// (`derivations/numerics.md`, (F3)).
-pub const GROWTH_CEILING: f64 = 1e-3;
 
 /// The flow of one configuration, at the working precision `S`.
 #[derive(Clone, Debug)]
@@ -68,12 +49,6 @@ pub struct Problem<S: Scalar> {
     /// The fixed head entries (the untrainable ones are read from here).
     fixed_e: Square<S>,
     coordinates: Coordinates,
-    /// Per feature coordinate (`a_0..a_{m-1}, b_0..b_{m-1}`): its sign when it may be
-    /// stored as `u = c^(-4)` ([`Coordinates::Growth`]), `None` when it is always `c`.
-    growth: Vec<Option<S>>,
-    /// Whether feature coordinate `i` is currently stored as `u` (growth coordinates: set
-    /// by [`Problem::reset_forms`], cleared by [`Problem::release_grown`]).
-    growing: Vec<std::cell::Cell<bool>>,
     ctx: S::Ctx,
 }
 
@@ -84,10 +59,8 @@ impl<S: Scalar> Problem<S> {
         Self::with_coordinates(config, x0, Coordinates::Plain, ctx)
     }
 
-    /// The flow in the given coordinates, for trajectories through `x0`: the untrainable
-    /// head entries are `x0`'s, and in [`Coordinates::Growth`] the signs of the feature
-    /// coordinates are `x0`'s (they are constant along the flow: `c' = -3 c^2 (..)`, eq.
-    /// (P10a)).
+    /// The flow in the given coordinates, for trajectories through `x0` (the untrainable
+    /// head entries are `x0`'s).
     pub fn with_coordinates(
         config: &Config,
         x0: &Reduced<S>,
@@ -99,16 +72,7 @@ impl<S: Scalar> Problem<S> {
             .flat_map(|j| (0..m).map(move |r| (j, r)))
             .filter(|&(j, r)| config.model.head.trainable(j, r))
             .collect();
-        let growth =
-            x0.a.iter()
-                .chain(&x0.b)
-                .map(|c| {
-                    let v = c.to_f64();
-                    (coordinates == Coordinates::Growth && v.abs() >= GROWTH_FLOOR)
-                        .then(|| S::from_f64(v.signum(), ctx))
-                })
-                .collect();
-        let problem = Problem {
+        Problem {
             constants: Constants::new(&config.setting, ctx),
             model: config.model,
             head_ratio: S::from_f64(config.training.lr_head, ctx)
@@ -117,46 +81,8 @@ impl<S: Scalar> Problem<S> {
             trainable,
             fixed_e: x0.e.clone(),
             coordinates,
-            growth,
-            growing: vec![std::cell::Cell::new(false); 2 * m],
             ctx,
-        };
-        problem.reset_forms(x0);
-        problem
-    }
-
-    /// The sign of feature coordinate `i` if it is stored as `u = c^(-4)` now.
-    #[inline(always)]
-    fn grown(&self, i: usize) -> Option<&S> {
-        self.growth[i].as_ref().filter(|_| self.growing[i].get())
-    }
-
-    /// Growth coordinates: stores each feature coordinate of `x` that may take the growth
-    /// form as `u` when `|c| < GROWTH_CEILING`, else as `c` (no effect in other
-    /// coordinates). Pack a state after this.
-    pub fn reset_forms(&self, x: &Reduced<S>) {
-        for (i, c) in x.a.iter().chain(&x.b).enumerate() {
-            let small = c.to_f64().abs() < GROWTH_CEILING;
-            self.growing[i].set(self.growth[i].is_some() && small);
         }
-    }
-
-    /// Growth coordinates: converts in `y` every feature coordinate stored as `u` whose
-    /// `|c|` has reached `GROWTH_CEILING` to the plain form `c`; returns whether any did
-    /// (the caller then owes `f(y)` again).
-    pub fn release_grown(&self, y: &mut [S]) -> bool {
-        let mut any = false;
-        for (i, yi) in y[..2 * self.neurons].iter_mut().enumerate() {
-            if let Some(sign) = self.grown(i) {
-                let c = sign.clone() / yi.clone().sqrt().sqrt();
-                if c.to_f64().abs() >= GROWTH_CEILING {
-                    *yi = c;
-                    self.growing[i].set(false);
-                    any = true;
-                }
-            }
-        }
-        any
     }
 
     /// The coordinates of the state vector.
@@ -192,21 +118,19 @@ impl<S: Scalar> Problem<S> {
         match self.coordinates {
             // Rows 0..j of the upper triangle hold m + (m-1) + .. + (m-j+1) entries.
             Coordinates::Plain => 2 * m + j * m - j * j.saturating_sub(1) / 2 + (k - j),
-            Coordinates::Decay | Coordinates::Growth if j == k => 2 * m + j,
+            Coordinates::Decay if j == k => 2 * m + j,
             // The strict upper triangle row by row: rows 0..j hold (m-1) + .. + (m-j).
-            Coordinates::Decay | Coordinates::Growth => {
-                3 * m + j * (2 * m - j - 1) / 2 + (k - j - 1)
-            }
+            Coordinates::Decay => 3 * m + j * (2 * m - j - 1) / 2 + (k - j - 1),
         }
     }
 
     /// The index of the first noise correlation `r_jk` in the state vector
-    /// ([`Coordinates::Decay`], [`Coordinates::Growth`]; `usize::MAX` in plain
-    /// coordinates, which have none). The correlations run to [`Problem::head_from`].
+    /// ([`Coordinates::Decay`]; `usize::MAX` in plain coordinates, which have none). The
+    /// correlations run to [`Problem::head_from`].
     pub fn corr_from(&self) -> usize {
         match self.coordinates {
             Coordinates::Plain => usize::MAX,
-            Coordinates::Decay | Coordinates::Growth => 3 * self.neurons,
+            Coordinates::Decay => 3 * self.neurons,
         }
     }
 
@@ -226,28 +150,20 @@ impl<S: Scalar> Problem<S> {
         }
     }
 
-    /// The stored form of feature coordinate `i` (`0..2m`: `a_0.., b_0..`) with value `c`.
-    fn pack_feature(&self, i: usize, c: &S) -> S {
-        match self.grown(i) {
-            Some(_) => S::one(self.ctx) / c.sq().sq(),
-            None => c.clone(),
-        }
-    }
-
     /// Packs a reduced state into the state vector.
     pub fn pack(&self, x: &Reduced<S>) -> Vec<S> {
         let m = self.neurons;
         let mut y = vec![S::zero(self.ctx); self.len()];
-        for (i, c) in x.a.iter().chain(&x.b).enumerate() {
-            y[i] = self.pack_feature(i, c);
+        for (yi, c) in y.iter_mut().zip(x.a.iter().chain(&x.b)) {
+            *yi = c.clone();
         }
         for j in 0..m {
             for k in j..m {
                 let g = x.gram.at(j, k).clone();
                 y[self.gram_index(j, k)] = match self.coordinates {
                     Coordinates::Plain => g,
-                    Coordinates::Decay | Coordinates::Growth if j == k => S::one(self.ctx) / g.sq(),
-                    Coordinates::Decay | Coordinates::Growth => {
+                    Coordinates::Decay if j == k => S::one(self.ctx) / g.sq(),
+                    Coordinates::Decay => {
                         g / (x.gram.at(j, j).clone() * x.gram.at(k, k).clone()).sqrt()
                     }
                 };
@@ -280,23 +196,13 @@ impl<S: Scalar> Problem<S> {
     }
 
     /// [`Problem::unpack_into`] for `m = self.neurons`, passed in so that a compile-time `m`
-    /// reaches the loops ([`Problem::rhs_into`]). In decay and growth coordinates it also
+    /// reaches the loops ([`Problem::rhs_into`]). In decay coordinates it also
     /// writes `sqrt(G_jj G_kk)` at `j m + k` (`j < k`) into `roots`, when given: the
     /// right-hand side divides by the same root.
     #[inline(always)]
     fn unpack_sized(&self, m: usize, y: &[S], x: &mut Reduced<S>, mut roots: Option<&mut [S]>) {
-        for (i, yi) in y[..2 * m].iter().enumerate() {
-            // Growth form: c = sign u^(-1/4).
-            let c = match self.grown(i) {
-                Some(sign) => sign.clone() / yi.clone().sqrt().sqrt(),
-                None => yi.clone(),
-            };
-            if i < m {
-                x.a[i] = c;
-            } else {
-                x.b[i - m] = c;
-            }
-        }
+        x.a[..m].clone_from_slice(&y[..m]);
+        x.b[..m].clone_from_slice(&y[m..2 * m]);
         let gram = &mut x.gram.entries_mut()[..m * m];
         match self.coordinates {
             Coordinates::Plain => {
@@ -309,7 +215,7 @@ impl<S: Scalar> Problem<S> {
                     }
                 }
             }
-            Coordinates::Decay | Coordinates::Growth => {
+            Coordinates::Decay => {
                 // The diagonal first, G_jj = z_j^(-1/2), then the off-diagonal entries
                 // G_jk = r_jk sqrt(G_jj G_kk) from it.
                 for j in 0..m {
@@ -363,7 +269,7 @@ impl<S: Scalar> Problem<S> {
         Ok(dy)
     }
 
-    /// The right-hand side `dy/dtau` (eqs. (F1)-(F3)) written into `dy` (of length
+    /// The right-hand side `dy/dtau` (eqs. (F1)-(F2)) written into `dy` (of length
     /// [`Problem::len`]), with a reused work space: no allocation in `f64` (nor in
     /// [`crate::flow::dual::Dual`]). After the call `ws` holds the evaluation at `y`.
     pub fn rhs_into(&self, y: &[S], ws: &mut Workspace<S>, dy: &mut [S]) -> Result<()> {
@@ -398,17 +304,9 @@ impl<S: Scalar> Problem<S> {
         evaluate_into(&self.constants, &self.model, x, eval)?;
         let (x, ev, roots) = (&*x, &*eval, &*roots);
         let (grad_a, grad_b) = (&ev.grad_a[..m], &ev.grad_b[..m]);
-        for i in 0..2 * m {
-            let (grad, c) = if i < m {
-                (&grad_a[i], &x.a[i])
-            } else {
-                (&grad_b[i - m], &x.b[i - m])
-            };
-            dy[i] = match self.grown(i) {
-                // (F3): u = c^(-4), u' = -4 c^(-5) c' = 4 u (dL/dc) / c.
-                Some(_) => S::from_f64(4.0, self.ctx) * y[i].clone() * grad.clone() / c.clone(),
-                None => -grad.clone(),
-            };
+        for j in 0..m {
+            dy[j] = -grad_a[j].clone();
+            dy[m + j] = -grad_b[j].clone();
         }
         let noise = &ev.noise_coef.entries()[..mm];
         let gram = &x.gram.entries()[..mm];
@@ -435,7 +333,7 @@ impl<S: Scalar> Problem<S> {
                     }
                 }
             }
-            Coordinates::Decay | Coordinates::Growth => {
+            Coordinates::Decay => {
                 // (F2): z' = -2 G^(-3) G', r' = G'_jk / sqrt(G_jj G_kk)
                 //       - (r/2) (G'_jj / G_jj + G'_kk / G_kk).
                 let two = S::from_f64(2.0, self.ctx);
