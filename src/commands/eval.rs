@@ -27,10 +27,10 @@ pub struct Args {
     /// The configuration file (TOML).
     #[arg(long)]
     pub config: PathBuf,
-    /// The state (STATE.json: {"w": [m][d], "e": [m][m]}).
+    /// The state (STATE.json: `{"w": [m][d], "e": [m][m]}`).
     #[arg(long)]
     pub state: PathBuf,
-    /// A batch (BATCH.json: {"x1": [N][P][d], "x2": [N][P][d]}): evaluate the batch loss
+    /// A batch (BATCH.json: `{"x1": [N][P][d], "x2": [N][P][d]}`): evaluate the batch loss
     /// (3.3) instead of the population loss.
     #[arg(long)]
     pub batch: Option<PathBuf>,
