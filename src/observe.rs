@@ -11,8 +11,9 @@
 //! is `>= 0` exactly when the condition holds (eqs. (E1)-(E4) of `derivations/phases.md`).
 
 use crate::error::{Error, Result};
+use crate::flow::problem::lift;
 use crate::moments::population::{correlation, evaluate, opt, Constants, Reduced};
-use crate::setting::{Model, Phases};
+use crate::setting::{Model, Phases, Setting};
 use serde::Serialize;
 use std::io::Write;
 
@@ -349,6 +350,26 @@ pub fn correlations(k: &Constants<f64>, x: &Reduced<f64>) -> (Option<f64>, Optio
         }
     }
     (*c.at(0, 1), max)
+}
+
+/// The working precision of [`corr_gap`], in bits.
+pub const CORR_GAP_BITS: u32 = 256;
+
+/// `1 - |Corr(f_0, f_1)|` at `x` (eq. (P13a) of `derivations/population.md`): (P13)
+/// evaluated in MPFR at [`CORR_GAP_BITS`] bits from the exact binary values of `x`. In
+/// `f64` the difference is rounding once it falls below about `1e-16` (and `|Corr|` can
+/// exceed 1 by an ulp); at a collapsed state it is `1e-18 .. 1e-23` for `d = 1e4 .. 1e6`.
+/// `None` for `m < 2` or when a variance is zero.
+pub fn corr_gap(setting: &Setting, x: &Reduced<f64>) -> Option<f64> {
+    use rug::Float;
+    if x.neurons() < 2 {
+        return None;
+    }
+    let k = Constants::<Float>::new(setting, CORR_GAP_BITS);
+    let xm: Reduced<Float> = lift(x, CORR_GAP_BITS);
+    let c = correlation(&k, &xm);
+    let corr = c.at(0, 1).clone()?;
+    Some((Float::with_val(CORR_GAP_BITS, 1) - corr.abs()).to_f64())
 }
 
 /// Watches a run: consumes samples `(tau, x)` in increasing flow time, records the first

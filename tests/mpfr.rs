@@ -377,6 +377,71 @@ fn pure_feature_states_reach_m_opt_exactly() {
     }
 }
 
+/// Eq. (P13a): `observe::corr_gap` (eq. (P13) in 256-bit MPFR) resolves `1 - |Corr|` where
+/// `f64` cannot. At collapse states with independent noise parts (`b = 0`,
+/// `G = diag(g_0, g_1)`) it agrees to `1e-13` relative with the cancellation-free closed
+/// form `-expm1(-(log1p(delta_0) + log1p(delta_1)) / 2)`, for gaps from `~1e-4` down to
+/// `~1e-37` (`delta_j ~ g_j^3`), while the `f64` (P13) gives rounding there; at generic states (gap `>= 1e-3`)
+/// it agrees with the `f64` (P13) to `1e-12`.
+#[test]
+fn corr_gap_resolves_collapsed_states() {
+    use predhead::moments::population::moments;
+    use predhead::observe::corr_gap;
+    for (p, p0) in [(8usize, 2usize), (16, 5)] {
+        let setting = setting([3.0, 1.0], 2, p, p0);
+        let k = Constants::<f64>::new(&setting, ());
+        for (scale, ratio) in [
+            (1e-1, 1.0),
+            (1e-2, 0.7),
+            (1e-4, 1.3),
+            (1e-6, 0.5),
+            (1e-9, 2.0),
+            (1e-12, 0.9),
+        ] {
+            let g = [scale, scale * ratio];
+            let x = Reduced {
+                a: vec![0.8, 1.3],
+                b: vec![0.0, 0.0],
+                gram: Square::from_fn(2, |i, j| if i == j { g[i] } else { 0.0 }),
+                e: Square::identity(2, ()),
+            };
+            let mo = moments(&k, &x);
+            let delta = |j: usize| k.noise_full * mo.psi.at(j, j) / (k.p0_sq * mo.phi.at(j, j));
+            let closed = -(-(delta(0).ln_1p() + delta(1).ln_1p()) / 2.0).exp_m1();
+            let gap = corr_gap(&setting, &x).unwrap();
+            let rel = ((gap - closed) / closed).abs();
+            assert!(
+                rel <= 1e-13,
+                "P = {p}, g = {g:?}: corr_gap {gap:e}, closed form {closed:e} (rel {rel:e})"
+            );
+            assert!(closed > 0.0);
+            let c64 = correlation(&k, &x).at(0, 1).unwrap();
+            if closed < 1e-17 {
+                // The f64 evaluation of (P13) is rounding here.
+                assert!(
+                    (1.0 - c64.abs()).abs() <= 4.5e-16,
+                    "f64 gap {}",
+                    1.0 - c64.abs()
+                );
+            }
+        }
+    }
+    for (fi, (name, setting, spec)) in families().into_iter().enumerate() {
+        let k = Constants::<f64>::new(&setting, ());
+        let x = state(&spec, 950 + fi as u64);
+        let c64 = correlation(&k, &x).at(0, 1).unwrap();
+        if 1.0 - c64.abs() < 1e-3 {
+            continue;
+        }
+        let gap = corr_gap(&setting, &x).unwrap();
+        assert!(
+            (gap - (1.0 - c64.abs())).abs() <= 1e-12,
+            "{name}: corr_gap {gap:e}, f64 {:e}",
+            1.0 - c64.abs()
+        );
+    }
+}
+
 fn setting_opt(setting: &Setting) -> Rational {
     predhead::moments::overlap::OverlapMoments::new(setting).opt_per_neuron()
 }

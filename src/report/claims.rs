@@ -473,9 +473,11 @@ pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         "max (1 - abs(corr)) sqrt(d)",
         "stopped early",
     ]);
+    // `1 - |Corr|` of the final state in MPFR (runner `flow-corr`): in `f64`,
+    // `1 - |corr_final|` is rounding (0 or a few 1e-16) at the collapsed states of d >= 1e4.
     let gap = |ctx: &Context, r: &Record| {
         let d = dim_of(ctx, r) as f64;
-        field(summary_of(r), "corr_final").map(|c| (1.0 - c.abs()) * d.sqrt())
+        field(&r.result, "corr_gap_final").map(|g| g * d.sqrt())
     };
     let m_of = |r: &Record| r.point.neurons.unwrap_or(ctx.spec.base.setting.neurons);
     let mut verdicts = Vec::new();
@@ -528,8 +530,11 @@ pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         "Claim (Theorem 4.3, Corollary 4.4): with the head frozen at `E = I` (batch \
          normalization, stop-gradient), for any `m <= o(alpha1/alpha2)`, with probability \
          1 - o(1) every neuron learns the strong feature v1 (`collapse`), and \
-         `abs(Corr(f_i, f_j)) >= 1 - O(1/sqrt(d))`, i.e. `(1 - abs(corr_final)) sqrt(d)` \
-         stays bounded (`corr_final` is the pair (0, 1)).\n\n",
+         `abs(Corr(f_i, f_j)) >= 1 - O(1/sqrt(d))`, i.e. `(1 - abs(Corr)) sqrt(d)` stays \
+         bounded (the pair (0, 1) at the final state). `1 - abs(Corr)` is evaluated in \
+         256-bit MPFR at the final `f64` state (`corr_gap_final`, \
+         eq. (P13a) of derivations/population.md): in `f64`, `1 - abs(corr_final)` is \
+         rounding (0 or a few 1e-16) once the neurons have collapsed.\n\n",
     );
     body.section(
         "Collapse rate and correlation versus d, per m",
@@ -537,7 +542,7 @@ pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         Some(verdict),
         format!(
             "per m, holds when at the largest d the 95% lower bound of the collapse rate is at \
-             least 0.5 and the log-log slope of `(1 - abs(corr_final)) sqrt(d)` against d \
+             least 0.5 and the log-log slope of `(1 - abs(Corr)) sqrt(d)` against d \
              (collapse runs) has its upper bound below 0.25; fails when the rate's upper bound \
              at the largest d is below 0.5 or the slope's lower bound exceeds 0.25. The \
              report's verdict is `fails` if some m fails, `holds` if every m holds, else \
@@ -547,7 +552,7 @@ pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     );
     body.loglog_figure(
         ctx,
-        "Corollary 4.4: median (1 - |corr_final|) sqrt(d), frozen head",
+        "Corollary 4.4: median (1 - |Corr|) sqrt(d) at the final state (MPFR), frozen head",
         "d",
         "(1 - |corr|) sqrt(d)",
         &series,

@@ -6,6 +6,9 @@
 //!   seed `seed`, stopped at `t_end` or the horizon; the result is the [`Summary`].
 //! - `flow-converge`: the same, integrated on to `2 t_end` (capped at the horizon) so that
 //!   the encoder converges too (the head converges first).
+//! - `flow-corr`: `flow`, plus `corr_gap_final`, `1 - |Corr(f_0, f_1)|` at the final state
+//!   in MPFR ([`crate::observe::corr_gap`]; in `f64` it is rounding below ~1e-16):
+//!   `{"summary", "corr_gap_final"}`.
 //! - `flow-explicit`: the same from the reduced coordinates of the explicit initialization
 //!   [`crate::init::explicit`] (the very `W(0)` that `sgd` starts from).
 //! - `trajectory`: `flow`, plus `||E - diag(E)||_F` and `||E - E^T||_F` at (at most
@@ -19,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::flow::{integrate, Options};
 use crate::init;
 use crate::moments::population::{evaluate, Constants, Reduced};
-use crate::observe::{asymmetry, offdiag_norm, Summary, TrajectoryRecorder};
+use crate::observe::{asymmetry, corr_gap, offdiag_norm, Summary, TrajectoryRecorder};
 use crate::reduced::reduce;
 use crate::setting::Config;
 use crate::square::Square;
@@ -27,9 +30,10 @@ use crate::sweep::{Task, TaskRunner};
 use serde_json::{json, Value};
 
 /// The runner names [`ModelRunner`] knows.
-pub const RUNNERS: [&str; 6] = [
+pub const RUNNERS: [&str; 7] = [
     "flow",
     "flow-converge",
+    "flow-corr",
     "flow-explicit",
     "trajectory",
     "acceleration",
@@ -168,6 +172,14 @@ impl TaskRunner for ModelRunner {
             "flow-converge" => {
                 let x0 = init::reduced(&config.setting, task.seed)?;
                 to_value(&flow_converge(config, &x0)?)
+            }
+            "flow-corr" => {
+                let x0 = init::reduced(&config.setting, task.seed)?;
+                let run = integrate::<f64>(config, &x0, &flow_options(config), &mut none)?;
+                Ok(json!({
+                    "summary": to_value(&run.summary)?,
+                    "corr_gap_final": corr_gap(&config.setting, &run.final_state),
+                }))
             }
             "flow-explicit" => {
                 let w0 = init::explicit(&config.setting, task.seed)?;
