@@ -627,6 +627,15 @@ pub fn integrate<S: FlowScalar>(
     let mut after_reject = false;
     // The last accepted step `(h, err)` of the current method (predictive control).
     let mut last_accepted: Option<(f64, f64)> = None;
+    // Rejects the attempt and retries with the step multiplied by `factor`.
+    macro_rules! reject {
+        ($factor:expr) => {{
+            rej += 1;
+            h *= $factor;
+            after_reject = true;
+            continue;
+        }};
+    }
     loop {
         if clock.until(opts.horizon) <= 0.0 {
             stop!(Termination::Horizon);
@@ -689,14 +698,9 @@ pub fn integrate<S: FlowScalar>(
         }
         let err = match attempt {
             Ok(e) if e.is_finite() => e,
-            _ => {
-                // The step left the domain (a variance vanished or a value overflowed):
-                // retry smaller.
-                rej += 1;
-                h *= 0.25;
-                after_reject = true;
-                continue;
-            }
+            // The step left the domain (a variance vanished or a value overflowed): retry
+            // smaller.
+            _ => reject!(0.25),
         };
         if err > 1.0 {
             if stiff && jac_age > 0 {
@@ -704,10 +708,7 @@ pub fn integrate<S: FlowScalar>(
                 have_jac = false;
                 jac_age = 0;
             }
-            rej += 1;
-            h *= step_factor(err, order, true);
-            after_reject = true;
-            continue;
+            reject!(step_factor(err, order, true));
         }
         // Accepted. The solution and `f(y1)`: the explicit pairs have it (first same as
         // last); after a Rosenbrock step with the exact Jacobian, one dual pass at `y1`
@@ -727,10 +728,7 @@ pub fn integrate<S: FlowScalar>(
                 rhs(y1, &mut b.f1)
             };
             if f1.is_err() {
-                rej += 1;
-                h *= 0.25;
-                after_reject = true;
-                continue;
+                reject!(0.25);
             }
         }
         // The step's continuous extension (the explicit pairs' own, Rodas5's, or the
@@ -744,10 +742,7 @@ pub fn integrate<S: FlowScalar>(
                 b.dense.set_hermite(h, &y, &b.dop853.y1, &f0, &b.dop853.f1);
                 scan = may_cross(&problem, &mut tracker, &b.dense, &mut sampler);
                 if scan && dop853::dense(&mut rhs, &y, h, &mut b.dop853, &mut b.dense).is_err() {
-                    rej += 1;
-                    h *= 0.25;
-                    after_reject = true;
-                    continue;
+                    reject!(0.25);
                 }
             }
             (false, _, Explicit::Dopri5) => dopri5::dense(&y, h, &mut b.dopri5, &mut b.dense),
