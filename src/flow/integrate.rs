@@ -10,7 +10,7 @@ use crate::flow::jacobian::FlowScalar;
 use crate::flow::problem::{to_f64, to_f64_into, Coordinates, Problem};
 use crate::flow::{dop853, dopri5, rodas5, rosenbrock};
 use crate::moments::population::{Constants, Reduced};
-use crate::observe::{Event, EventTracker, Summary, Termination};
+use crate::observe::{offdiag_norm, Event, EventTracker, Summary, Termination};
 use crate::scalar::Scalar;
 use crate::setting::Config;
 
@@ -349,8 +349,9 @@ impl<S: Scalar> Sampler<S> {
 }
 
 /// Whether a pending event's margin is `>= 0` at one of the samples [`locate`] looks at
-/// first (`SUB` equally spaced points of the step, the end included); the samples update
-/// the off-diagonal peak.
+/// first (`SUB` equally spaced points of the step, the end included). These samples are
+/// taken on a cheap stand-in for the step's continuous extension, so they do not update the
+/// off-diagonal peak.
 fn may_cross<S: Scalar>(
     problem: &Problem<S>,
     tracker: &mut EventTracker,
@@ -370,10 +371,67 @@ fn may_cross<S: Scalar>(
             t0 + (t1 - t0) * i as f64 / SUB as f64
         };
         let x = sampler.at(problem, dense, t);
-        tracker.touch(x);
         any = any || pending.iter().any(|&ev| tracker.margin(ev, x) >= 0.0);
     }
     any
+}
+
+/// Locates the maximum of the off-diagonal norm `||E - diag(E)||_F` inside the accepted
+/// step `dense` (called when its rate turns from positive to non-positive across the step,
+/// [`Problem::offdiag_rate`]) and feeds it to the tracker: the best of `PEAK_GRID + 1`
+/// equally spaced points, then golden-section search between that point's neighbours down
+/// to `1e-9` of the step (the norm is flat at its maximum, so the value is then exact to
+/// rounding and to the continuous extension's accuracy). `derivations/phases.md`, "Summary
+/// keys".
+fn refine_peak<S: Scalar>(
+    problem: &Problem<S>,
+    tracker: &mut EventTracker,
+    dense: &Dense<S>,
+    sampler: &mut Sampler<S>,
+) {
+    const PEAK_GRID: usize = 8;
+    let (t0, t1) = dense.span();
+    let mut norm = |t: f64| offdiag_norm(sampler.at(problem, dense, t));
+    let grid = |i: usize| {
+        if i == PEAK_GRID {
+            t1
+        } else {
+            t0 + (t1 - t0) * i as f64 / PEAK_GRID as f64
+        }
+    };
+    let (mut best_t, mut best) = (t0, norm(t0));
+    let mut best_i = 0;
+    for i in 1..=PEAK_GRID {
+        let v = norm(grid(i));
+        if v > best {
+            (best_t, best, best_i) = (grid(i), v, i);
+        }
+    }
+    let (mut lo, mut hi) = (
+        grid(best_i.saturating_sub(1)),
+        grid((best_i + 1).min(PEAK_GRID)),
+    );
+    let ratio = 0.5 * (5f64.sqrt() - 1.0);
+    let (mut c, mut d) = (hi - ratio * (hi - lo), lo + ratio * (hi - lo));
+    let (mut fc, mut fd) = (norm(c), norm(d));
+    for _ in 0..200 {
+        if hi - lo <= 1e-9 * (t1 - t0) {
+            break;
+        }
+        if fc >= fd {
+            (hi, d, fd) = (d, c, fc);
+            c = hi - ratio * (hi - lo);
+            fc = norm(c);
+        } else {
+            (lo, c, fc) = (c, d, fd);
+            d = lo + ratio * (hi - lo);
+            fd = norm(d);
+        }
+    }
+    let (best_t, _) = [(c, fc), (d, fd)]
+        .into_iter()
+        .fold((best_t, best), |acc, x| if x.1 > acc.1 { x } else { acc });
+    tracker.touch(sampler.at(problem, dense, best_t));
 }
 
 /// Margin samples per step in event location ([`locate`], [`may_cross`]).
@@ -736,18 +794,32 @@ pub fn integrate<S: FlowScalar>(
         // is built only when a pending event's margin is >= 0 at one of the samples of the
         // (free) Hermite extension; otherwise that one stands in for the samples of the
         // off-diagonal peak ("Events" in derivations/numerics.md).
+        // The off-diagonal norm peaks inside the step when its rate turns from positive to
+        // non-positive: its maximum is then located on the continuous extension
+        // ([`refine_peak`]; DOP853's own is built for it).
+        let f1: &[S] = match (stiff, opts.explicit) {
+            (false, Explicit::Dop853) => &b.dop853.f1,
+            (false, Explicit::Dopri5) => b.dopri5.f1(),
+            (true, _) => &b.f1,
+        };
+        let peak = problem.offdiag_rate(&y, &f0) > 0.0 && problem.offdiag_rate(y1, f1) <= 0.0;
         let mut scan = true;
         match (stiff, used, opts.explicit) {
             (false, _, Explicit::Dop853) => {
                 b.dense.set_hermite(h, &y, &b.dop853.y1, &f0, &b.dop853.f1);
                 scan = may_cross(&problem, &mut tracker, &b.dense, &mut sampler);
-                if scan && dop853::dense(&mut rhs, &y, h, &mut b.dop853, &mut b.dense).is_err() {
+                if (scan || peak)
+                    && dop853::dense(&mut rhs, &y, h, &mut b.dop853, &mut b.dense).is_err()
+                {
                     reject!(0.25);
                 }
             }
             (false, _, Explicit::Dopri5) => dopri5::dense(&y, h, &mut b.dopri5, &mut b.dense),
             (true, Stiff::Rodas5, _) => rodas5::dense(&y, h, &b.rodas5, &mut b.dense),
             (true, Stiff::Ros4, _) => b.dense.set_hermite(h, &y, &b.ros4.y1, &f0, &b.f1),
+        }
+        if peak {
+            refine_peak(&problem, &mut tracker, &b.dense, &mut sampler);
         }
         let events = if scan {
             locate(&problem, &mut tracker, &clock, &b.dense, &mut sampler)
@@ -801,7 +873,9 @@ pub fn integrate<S: FlowScalar>(
             (true, true) => Some(&b.jac_spare),
             (true, false) => Some(&b.jac),
         };
-        on_sample(t, sampler.state(&problem, &y))?;
+        let x_end = sampler.state(&problem, &y);
+        tracker.touch(x_end);
+        on_sample(t, x_end)?;
         if last {
             stop!(Termination::Horizon);
         }

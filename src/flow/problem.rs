@@ -150,6 +150,20 @@ impl<S: Scalar> Problem<S> {
         }
     }
 
+    /// Half the rate of `||E - diag(E)||_F^2` along the flow at the state vector `y` with
+    /// right-hand side `f = f(y)`: `sum_(j != r, trainable) E_jr dE_jr/dtau`, in `f64`
+    /// (the untrainable entries are constant). Its sign change inside a step brackets the
+    /// peak of the off-diagonal norm (`derivations/phases.md`, "Summary keys").
+    pub fn offdiag_rate(&self, y: &[S], f: &[S]) -> f64 {
+        let from = self.head_from();
+        self.trainable
+            .iter()
+            .enumerate()
+            .filter(|(_, &(j, r))| j != r)
+            .map(|(i, _)| y[from + i].to_f64() * f[from + i].to_f64())
+            .sum()
+    }
+
     /// Packs a reduced state into the state vector.
     pub fn pack(&self, x: &Reduced<S>) -> Vec<S> {
         let m = self.neurons;
