@@ -706,7 +706,10 @@ pub fn integrate<S: FlowScalar>(
         if last {
             h = remaining;
         }
-        if h.is_nan() || h <= 1e-28 * t.abs() || h <= 0.0 {
+        // The double-double clock resolves about 2^-105 tau; a step below 1e-30 tau (about
+        // 40 times that) cannot be trusted to advance it (derivations/numerics.md, "Time
+        // resolution").
+        if h.is_nan() || h <= 1e-30 * t.abs() || h <= 0.0 {
             stop!(Termination::StepUnderflow);
         }
         // One attempt: its error norm; the solution stays in the stepper's work space.
