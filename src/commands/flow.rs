@@ -81,6 +81,10 @@ struct Report<'a> {
     ros4_from: Option<f64>,
     explicit_steps: u64,
     rosenbrock_steps: u64,
+    /// Steps of Shampine's method in which some components of the cubic Hermite extension
+    /// had slopes with relaxed fast modes and follow the chord (derivations/numerics.md,
+    /// "Events").
+    fast_mode_steps: u64,
     init: String,
 }
 
@@ -201,6 +205,7 @@ pub fn run(args: &Args) -> Result<String> {
             ros4_from: run.fallback_from,
             explicit_steps: run.steps_by_method[0],
             rosenbrock_steps: run.steps_by_method[1],
+            fast_mode_steps: run.fast_mode_steps,
             init,
         };
         let text = serde_json::to_string(&report)

@@ -76,6 +76,44 @@ impl<S: Scalar> Dense<S> {
         c[2].clone_from_slice(f1);
     }
 
+    /// Repairs a cubic Hermite extension whose slopes carry relaxed fast modes: the scaled
+    /// defect of component `i` at the step's midpoint is
+    /// `d_i = h |f(y_m)_i - y'_m,i| / (|y1_i - y0_i| + h |f0_i| + h |f1_i| + sc_i)`, where
+    /// `y_m` is the extension at `h/2` (`ym`), `y'_m = 3 (y1 - y0) / (2h) - (f0 + f1) / 4`
+    /// its derivative there, `fm = f(y_m)`, and `sc_i = atol_i + rtol max(|y0_i|, |y1_i|)`
+    /// under `tol`. Each component with `d_i > max_defect` (or a value that is not finite)
+    /// gets the chord's slopes `f0_i = f1_i = (y1_i - y0_i) / h`, so that it follows the
+    /// chord. Returns the number of such components. `derivations/numerics.md`, "Events".
+    pub fn repair_hermite(
+        &mut self,
+        ym: &[S],
+        fm: &[S],
+        tol: crate::flow::control::Tolerance,
+        max_defect: f64,
+    ) -> usize {
+        debug_assert_eq!(self.kind, Kind::Hermite);
+        let h = self.h;
+        let ctx = self.y0[0].ctx();
+        let mut repaired = 0;
+        for (i, (yi, fi)) in ym.iter().zip(fm).enumerate() {
+            let (a, b) = (self.y0[i].to_f64(), self.c[0][i].to_f64());
+            let (f0, f1) = (self.c[1][i].to_f64(), self.c[2][i].to_f64());
+            let slope = 1.5 * (b - a) / h - 0.25 * (f0 + f1);
+            let scale = (b - a).abs()
+                + h.abs() * (f0.abs() + f1.abs())
+                + tol.atol_at(i)
+                + tol.rtol * a.abs().max(b.abs());
+            let d = h.abs() * (fi.to_f64() - slope).abs() / scale;
+            if !(d <= max_defect && yi.to_f64().is_finite()) {
+                let chord = (self.c[0][i].clone() - self.y0[i].clone()) / S::from_f64(h, ctx);
+                self.c[1][i] = chord.clone();
+                self.c[2][i] = chord;
+                repaired += 1;
+            }
+        }
+        repaired
+    }
+
     /// The interpolated state at local time `t` (in the step).
     pub fn eval(&self, t: f64) -> Vec<S> {
         let mut out = self.y0.clone();
