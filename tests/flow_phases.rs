@@ -44,6 +44,29 @@ fn run_with(config: &Config, seed: u64, f: impl FnOnce(&mut Options)) -> Run {
     integrate(config, &x0, &opts, &mut |_, _| Ok(())).unwrap()
 }
 
+/// The rtol-`rtol` run of the exact-rational pairs (Dormand-Prince 5(4), Shampine's
+/// method) to `t_end`: the f64 reference of the accuracy tests.
+fn exact_rational_reference(config: &Config, seed: u64, rtol: f64) -> Summary {
+    run_with(config, seed, |o| {
+        o.explicit = Explicit::Dopri5;
+        o.stiff = Stiff::Ros4;
+        o.tol = Options::default_tolerance(rtol, config.setting.dim);
+        o.stop_at_t_end = true;
+    })
+    .summary
+}
+
+/// A configuration with the paper's head (identity-offdiag, batchnorm, stop-gradient),
+/// `lr = 1e-3`, and the given `[setting]` body and `lr_head`.
+fn paper_head_config(setting: &str, lr_head: f64) -> Config {
+    parse_config(&format!(
+        "[setting]\n{setting}\n[model]\nhead = \"identity-offdiag\"\n\
+         normalization = \"batchnorm\"\nstop_gradient = true\n\n\
+         [training]\nlr = 1e-3\nlr_head = {lr_head:e}\n"
+    ))
+    .unwrap()
+}
+
 fn times(s: &Summary) -> [Option<f64>; 4] {
     [s.t1, s.t2, s.t3, s.t_end]
 }
@@ -180,13 +203,7 @@ fn event_times_are_within_ten_rtol_at_d_1e13() {
     let d = 10_000_000_000_000u64;
     let c = config(d, 2, "identity-offdiag");
     let f = run_with(&c, 0, |o| o.stop_at_t_end = true).summary;
-    let r = run_with(&c, 0, |o| {
-        o.explicit = Explicit::Dopri5;
-        o.stiff = Stiff::Ros4;
-        o.tol = Options::default_tolerance(1e-12, d);
-        o.stop_at_t_end = true;
-    })
-    .summary;
+    let r = exact_rational_reference(&c, 0, 1e-12);
     for (x, y) in times(&f).iter().zip(times(&r)) {
         let (x, y) = (x.unwrap(), y.unwrap());
         assert!(
@@ -241,13 +258,7 @@ fn offdiag_peak_is_located_to_ten_rtol() {
     for d in [100u64, 10_000] {
         let c = config(d, 2, "identity-offdiag");
         let f = run_with(&c, 0, |o| o.stop_at_t_end = true).summary;
-        let r = run_with(&c, 0, |o| {
-            o.explicit = Explicit::Dopri5;
-            o.stiff = Stiff::Ros4;
-            o.tol = Options::default_tolerance(1e-12, d);
-            o.stop_at_t_end = true;
-        })
-        .summary;
+        let r = exact_rational_reference(&c, 0, 1e-12);
         let (p, q) = (f.offdiag_peak, r.offdiag_peak);
         assert!(p > 0.1, "d = {d}: peak {p}");
         assert!(
@@ -409,27 +420,12 @@ fn event_times_are_within_ten_rtol_at_large_d() {
 /// method throughout to `10 rtol`.
 #[test]
 fn rodas5_falls_back_to_shampine_when_it_keeps_failing() {
-    let c = parse_config(
-        r#"
-[setting]
-dim = 1000000000
-patches = 20
-feature_patches = 16
-alpha = [5.632841002127445, 1.6816644004339754]
-noise_std = 0.6220531480756817
-neurons = 4
-
-[model]
-head = "identity-offdiag"
-normalization = "batchnorm"
-stop_gradient = true
-
-[training]
-lr = 1e-3
-lr_head = 3.1100143446219926e-05
-"#,
-    )
-    .unwrap();
+    let c = paper_head_config(
+        "dim = 1000000000\npatches = 20\nfeature_patches = 16\n\
+         alpha = [5.632841002127445, 1.6816644004339754]\n\
+         noise_std = 0.6220531480756817\nneurons = 4",
+        3.1100143446219926e-05,
+    );
     let run = run_with(&c, 35, |o| o.max_steps = 20_000);
     assert_eq!(run.summary.termination, Termination::Horizon);
     assert!(run.fallback_from.is_some());
@@ -452,27 +448,12 @@ lr_head = 3.1100143446219926e-05
 /// the step ends to 1e-9 relative. Deterministic.
 #[test]
 fn shampine_extension_with_fast_modes_does_not_corrupt_the_peak() {
-    let c = parse_config(
-        r#"
-[setting]
-dim = 70810003045
-patches = 10
-feature_patches = 2
-alpha = [0.8962741523146787, 0.5975161015431191]
-noise_std = 0.6731434894806203
-neurons = 4
-
-[model]
-head = "identity-offdiag"
-normalization = "batchnorm"
-stop_gradient = true
-
-[training]
-lr = 1e-3
-lr_head = 2e-4
-"#,
-    )
-    .unwrap();
+    let c = paper_head_config(
+        "dim = 70810003045\npatches = 10\nfeature_patches = 2\n\
+         alpha = [0.8962741523146787, 0.5975161015431191]\n\
+         noise_std = 0.6731434894806203\nneurons = 4",
+        2e-4,
+    );
     let x0 = predhead::init::reduced(&c.setting, 363).unwrap();
     let mut step_ends = 0.0f64;
     let run = integrate(&c, &x0, &Options::new(&c), &mut |_, x| {
