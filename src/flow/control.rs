@@ -49,6 +49,12 @@ impl Tolerance {
         }
     }
 
+    /// The error scale `atol_i + rtol y` of component `i` at the magnitude `y` (the
+    /// larger of `|y0_i|` and `|y1_i|` in a step's error norm).
+    pub fn scale_at(&self, i: usize, y: f64) -> f64 {
+        self.atol_at(i) + self.rtol * y
+    }
+
     /// The absolute tolerance of component `i`.
     pub fn atol_at(&self, i: usize) -> f64 {
         if i >= self.head_from {
@@ -67,7 +73,7 @@ impl Tolerance {
 pub fn error_norm<S: Scalar>(err: &[S], y0: &[S], y1: &[S], tol: Tolerance) -> f64 {
     let mut acc = 0.0;
     for (i, ((e, a), b)) in err.iter().zip(y0).zip(y1).enumerate() {
-        let sc = tol.atol_at(i) + tol.rtol * a.to_f64().abs().max(b.to_f64().abs());
+        let sc = tol.scale_at(i, a.to_f64().abs().max(b.to_f64().abs()));
         let r = e.to_f64() / sc;
         acc += r * r;
     }
@@ -78,7 +84,7 @@ pub fn error_norm<S: Scalar>(err: &[S], y0: &[S], y1: &[S], tol: Tolerance) -> f
 pub fn scaled_norm<S: Scalar>(v: &[S], y: &[S], tol: Tolerance) -> f64 {
     let mut acc = 0.0;
     for (i, (x, yy)) in v.iter().zip(y).enumerate() {
-        let sc = tol.atol_at(i) + tol.rtol * yy.to_f64().abs();
+        let sc = tol.scale_at(i, yy.to_f64().abs());
         let r = x.to_f64() / sc;
         acc += r * r;
     }

@@ -101,8 +101,7 @@ impl<S: Scalar> Dense<S> {
             let slope = 1.5 * (b - a) / h - 0.25 * (f0 + f1);
             let scale = (b - a).abs()
                 + h.abs() * (f0.abs() + f1.abs())
-                + tol.atol_at(i)
-                + tol.rtol * a.abs().max(b.abs());
+                + tol.scale_at(i, a.abs().max(b.abs()));
             let d = h.abs() * (fi.to_f64() - slope).abs() / scale;
             if !(d <= max_defect && yi.to_f64().is_finite()) {
                 let chord = (self.c[0][i].clone() - self.y0[i].clone()) / S::from_f64(h, ctx);

@@ -303,7 +303,7 @@ pub fn step<S: Scalar>(
     let mut e5 = 0.0;
     let mut e3 = 0.0;
     for i in 0..n {
-        let sc = tol.atol_at(i) + tol.rtol * y0[i].to_f64().abs().max(y1[i].to_f64().abs());
+        let sc = tol.scale_at(i, y0[i].to_f64().abs().max(y1[i].to_f64().abs()));
         let mut v5 = S::zero(ctx);
         for &(j, wj) in &E5 {
             v5 = v5 + S::from_f64(wj, ctx) * k[j][i].clone();

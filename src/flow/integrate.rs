@@ -352,6 +352,15 @@ impl<S: Scalar> Sampler<S> {
     }
 }
 
+/// The `i`-th of `n` equally spaced points after `lo` up to `hi` (`hi` itself for `i = n`).
+fn sample_time(lo: f64, hi: f64, i: usize, n: usize) -> f64 {
+    if i == n {
+        hi
+    } else {
+        lo + (hi - lo) * i as f64 / n as f64
+    }
+}
+
 /// Whether a pending event's margin is `>= 0` at one of the samples [`locate`] looks at
 /// first (`SUB` equally spaced points of the step, the end included). These samples are
 /// taken on a cheap stand-in for the step's continuous extension, so they do not update the
@@ -369,12 +378,7 @@ fn may_cross<S: Scalar>(
     let (t0, t1) = dense.span();
     let mut any = false;
     for i in 1..=SUB {
-        let t = if i == SUB {
-            t1
-        } else {
-            t0 + (t1 - t0) * i as f64 / SUB as f64
-        };
-        let x = sampler.at(problem, dense, t);
+        let x = sampler.at(problem, dense, sample_time(t0, t1, i, SUB));
         any = any || pending.iter().any(|&ev| tracker.margin(ev, x) >= 0.0);
     }
     any
@@ -396,13 +400,7 @@ fn refine_peak<S: Scalar>(
     const PEAK_GRID: usize = 8;
     let (t0, t1) = dense.span();
     let mut norm = |t: f64| offdiag_norm(sampler.at(problem, dense, t));
-    let grid = |i: usize| {
-        if i == PEAK_GRID {
-            t1
-        } else {
-            t0 + (t1 - t0) * i as f64 / PEAK_GRID as f64
-        }
-    };
+    let grid = |i: usize| sample_time(t0, t1, i, PEAK_GRID);
     let (mut best_t, mut best) = (t0, norm(t0));
     let mut best_i = 0;
     for i in 1..=PEAK_GRID {
@@ -472,8 +470,7 @@ fn locate<S: Scalar>(
         let mut prev = lo;
         let mut found: Option<(f64, Event)> = None;
         for i in 1..=SUB {
-            let t = lo + (t1 - lo) * i as f64 / SUB as f64;
-            let t = if i == SUB { t1 } else { t };
+            let t = sample_time(lo, t1, i, SUB);
             let x = sampler.at(problem, dense, t);
             tracker.touch(x);
             // The margins at the sample (the state is sampled once for all events).
@@ -813,11 +810,9 @@ pub fn integrate<S: FlowScalar>(
         // The step's continuous extension (the explicit pairs' own, Rodas5's, or the
         // cubic Hermite one for Shampine's method). DOP853's costs three evaluations, so it
         // is built only when a pending event's margin is >= 0 at one of the samples of the
-        // (free) Hermite extension; otherwise that one stands in for the samples of the
-        // off-diagonal peak ("Events" in derivations/numerics.md).
-        // The off-diagonal norm peaks inside the step when its rate turns from positive to
-        // non-positive: its maximum is then located on the continuous extension
-        // ([`refine_peak`]; DOP853's own is built for it).
+        // (free) Hermite extension, or when the off-diagonal norm peaks inside the step
+        // (its rate turns from positive to non-positive; the maximum is then located on
+        // the extension, [`refine_peak`]). "Events" in derivations/numerics.md.
         let f1: &[S] = match (stiff, opts.explicit) {
             (false, Explicit::Dop853) => &b.dop853.f1,
             (false, Explicit::Dopri5) => b.dopri5.f1(),
@@ -848,19 +843,14 @@ pub fn integrate<S: FlowScalar>(
         if stiff && used == Stiff::Ros4 {
             b.dense.eval_into(0.5 * h, &mut b.mid);
             let tol = opts.tol.scaled(used.tolerance_factor());
-            let repaired = match rhs(&b.mid, &mut b.f_scratch) {
-                Ok(()) => b
-                    .dense
-                    .repair_hermite(&b.mid, &b.f_scratch, tol, MAX_DEFECT),
-                // f is undefined at the midpoint: every component follows the chord.
-                Err(_) => {
-                    b.f_scratch
-                        .iter_mut()
-                        .for_each(|v| *v = S::from_f64(f64::NAN, ctx));
-                    b.dense
-                        .repair_hermite(&b.mid, &b.f_scratch, tol, MAX_DEFECT)
-                }
-            };
+            if rhs(&b.mid, &mut b.f_scratch).is_err() {
+                // f is undefined at the midpoint: a NaN defect puts every component on the
+                // chord.
+                b.f_scratch.fill(S::from_f64(f64::NAN, ctx));
+            }
+            let repaired = b
+                .dense
+                .repair_hermite(&b.mid, &b.f_scratch, tol, MAX_DEFECT);
             fast_mode_steps += u64::from(repaired > 0);
         }
         if peak {

@@ -170,7 +170,7 @@ impl<S: Scalar> ScaledLu<S> {
         let n = y0.len();
         let ctx = inv_gh.ctx();
         for (i, (u, d)) in self.up.iter_mut().zip(self.down.iter_mut()).enumerate() {
-            let sc = tol.atol_at(i) + tol.rtol * y0[i].to_f64().abs();
+            let sc = tol.scale_at(i, y0[i].to_f64().abs());
             let s = nearest_power_of_two(sc);
             *u = S::from_f64(s, ctx);
             *d = S::from_f64(1.0 / s, ctx);
