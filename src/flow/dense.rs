@@ -83,7 +83,7 @@ impl<S: Scalar> Dense<S> {
     /// its derivative there, `fm = f(y_m)`, and `sc_i = atol_i + rtol max(|y0_i|, |y1_i|)`
     /// under `tol`. Each component with `d_i > max_defect` (or a value that is not finite)
     /// gets the chord's slopes `f0_i = f1_i = (y1_i - y0_i) / h`, so that it follows the
-    /// chord. Returns the number of such components. `derivations/numerics.md`, "Events".
+    /// chord. Returns the number of such components. `derivations/numerics.md`, eq. (H1).
     pub fn repair_hermite(
         &mut self,
         ym: &[S],

@@ -389,8 +389,7 @@ fn may_cross<S: Scalar>(
 /// [`Problem::offdiag_rate`]) and feeds it to the tracker: the best of `PEAK_GRID + 1`
 /// equally spaced points, then golden-section search between that point's neighbours down
 /// to `1e-9` of the step (the norm is flat at its maximum, so the value is then exact to
-/// rounding and to the continuous extension's accuracy). `derivations/phases.md`, "Summary
-/// keys".
+/// rounding and to the continuous extension's accuracy). `derivations/phases.md`, eq. (E6).
 fn refine_peak<S: Scalar>(
     problem: &Problem<S>,
     tracker: &mut EventTracker,

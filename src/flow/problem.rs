@@ -153,7 +153,7 @@ impl<S: Scalar> Problem<S> {
     /// Half the rate of `||E - diag(E)||_F^2` along the flow at the state vector `y` with
     /// right-hand side `f = f(y)`: `sum_(j != r, trainable) E_jr dE_jr/dtau`, in `f64`
     /// (the untrainable entries are constant). Its sign change inside a step brackets the
-    /// peak of the off-diagonal norm (`derivations/phases.md`, "Summary keys").
+    /// peak of the off-diagonal norm (`derivations/phases.md`, eq. (E6)).
     pub fn offdiag_rate(&self, y: &[S], f: &[S]) -> f64 {
         let from = self.head_from();
         self.trainable
