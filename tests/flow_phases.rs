@@ -472,3 +472,51 @@ fn shampine_extension_with_fast_modes_does_not_corrupt_the_peak() {
         "peak {peak}, largest at the step ends {step_ends}"
     );
 }
+
+/// `f64` rounding as the limit of the stiff steps (`derivations/numerics.md`,
+/// "Integrators", "Extended-precision steps"): a held-out configuration (`m = 4`,
+/// `d = 284025`, linear head at `lr_head = lr`, no normalization; seed 11 of the sweep, case
+/// 52) whose `f64` steps under Shampine's method are held near `h ~ 1e-6 tau` by error
+/// estimates of order 1 that are rounding, not truncation: without extended-precision steps
+/// the run spends its budget short of the horizon (before: `step-limit` after 2e6 steps at
+/// `tau = 3.3e11` of `8.1e13`, 62 s). The same step in 128-bit MPFR is accepted at
+/// `h ~ 0.1 tau`. With the extended steps the run reaches the horizon in fewer than 2,000
+/// steps (824 measured), `t1` and `t2` (before the first extended step) are unchanged bit
+/// for bit, and `t3` agrees with the rtol-1e-11 run to `10 rtol`. Deterministic.
+#[test]
+fn extended_precision_steps_carry_a_rounding_limited_run_to_the_horizon() {
+    let c = parse_config(
+        "[setting]\ndim = 284025\npatches = 10\nfeature_patches = 7\n\
+         alpha = [2.7934960345714064, 1.3967480172857032]\n\
+         noise_std = 1.2956119956718803\nneurons = 4\n\
+         [model]\nhead = \"linear\"\nnormalization = \"none\"\nstop_gradient = true\n\
+         [training]\nlr = 1e-3\nlr_head = 1e-3\n",
+    )
+    .unwrap();
+    let budget = 200_000;
+    let without = run_with(&c, 679, |o| {
+        o.extended = false;
+        o.max_steps = budget;
+    });
+    assert_eq!(without.summary.termination, Termination::StepLimit);
+    assert_eq!(without.extended_steps, 0);
+    let run = run_with(&c, 679, |o| o.max_steps = 2_000);
+    let s = &run.summary;
+    assert_eq!(s.termination, Termination::Horizon);
+    assert!(run.extended_steps > 0);
+    let from = run.extended_from.unwrap();
+    for (x, y) in [(s.t1, without.summary.t1), (s.t2, without.summary.t2)] {
+        let x = x.unwrap();
+        assert!(x < from);
+        assert_eq!(Some(x), y);
+    }
+    let reference = run_with(&c, 679, |o| {
+        o.tol = Options::default_tolerance(1e-11, c.setting.dim);
+    })
+    .summary;
+    let (t3, t3_ref) = (s.t3.unwrap(), reference.t3.unwrap());
+    assert!(
+        (t3 - t3_ref).abs() <= 10.0 * Options::DEFAULT_RTOL * t3_ref,
+        "t3 {t3} vs rtol-1e-11 {t3_ref}"
+    );
+}

@@ -85,6 +85,10 @@ struct Report<'a> {
     /// had slopes with relaxed fast modes and follow the chord (derivations/numerics.md,
     /// "Events").
     fast_mode_steps: u64,
+    /// Flow time of the first step in extended precision (`null`: none).
+    extended_from: Option<f64>,
+    /// Accepted steps taken in extended precision.
+    extended_steps: u64,
     init: String,
 }
 
@@ -206,6 +210,8 @@ pub fn run(args: &Args) -> Result<String> {
             explicit_steps: run.steps_by_method[0],
             rosenbrock_steps: run.steps_by_method[1],
             fast_mode_steps: run.fast_mode_steps,
+            extended_from: run.extended_from,
+            extended_steps: run.extended_steps,
             init,
         };
         let text = serde_json::to_string(&report)

@@ -68,6 +68,21 @@ impl<S: Scalar> Dense<S> {
         &mut self.c
     }
 
+    /// This extension with every coefficient rounded to `f64` (the start `y0` too), into
+    /// `out`'s buffers.
+    pub fn round_into(&self, out: &mut Dense<f64>) {
+        out.kind = self.kind;
+        out.h = self.h;
+        for (o, v) in out.y0.iter_mut().zip(&self.y0) {
+            *o = v.to_f64();
+        }
+        for (oc, c) in out.c.iter_mut().zip(&self.c) {
+            for (o, v) in oc.iter_mut().zip(c) {
+                *o = v.to_f64();
+            }
+        }
+    }
+
     /// The cubic Hermite extension of the step `(y0, f0) -> (y1, f1)` of size `h`.
     pub fn set_hermite(&mut self, h: f64, y0: &[S], y1: &[S], f0: &[S], f1: &[S]) {
         let c = self.begin(Kind::Hermite, h, y0);

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::flow::clock::Clock;
 use crate::flow::control::{initial_step, predictive_factor, step_factor, Tolerance};
 use crate::flow::dense::Dense;
+use crate::flow::extended::ExtendedStep;
 use crate::flow::jacobian::FlowScalar;
 use crate::flow::problem::{to_f64, to_f64_into, Coordinates, Problem};
 use crate::flow::{dop853, dopri5, rodas5, rosenbrock};
@@ -143,6 +144,9 @@ pub struct Options {
     /// The coordinates of the state vector; `None`: [`Coordinates::Decay`] when every
     /// `G_jj > 0` at the start, else [`Coordinates::Plain`].
     pub coordinates: Option<Coordinates>,
+    /// Whether an `f64` run may take Rodas5 steps in extended precision after the fallback
+    /// to Shampine's method ([`crate::flow::extended`]; default `true`, no effect in MPFR).
+    pub extended: bool,
 }
 
 impl Options {
@@ -200,6 +204,7 @@ impl Options {
             max_steps: Self::DEFAULT_MAX_STEPS,
             coordinates: None,
             jacobian_reuse: Self::DEFAULT_JACOBIAN_REUSE,
+            extended: true,
         }
     }
 }
@@ -225,6 +230,12 @@ pub struct Run {
     /// Flow time from which Rodas5 gave way to Shampine's method (too many failed
     /// attempts; `None`: it never did).
     pub fallback_from: Option<f64>,
+    /// Flow time of the first step taken in extended precision (after the fallback, an
+    /// `f64` Rosenbrock attempt left the domain of the flow and the same attempt in
+    /// [`crate::flow::extended`] succeeded; `None`: never).
+    pub extended_from: Option<f64>,
+    /// Accepted steps taken in extended precision.
+    pub extended_steps: u64,
     /// The coordinates of the state vector.
     pub coordinates: Coordinates,
     /// Accepted steps of Shampine's method in which some components of the cubic Hermite
@@ -628,6 +639,18 @@ pub fn integrate<S: FlowScalar>(
     // stages stay within `2 h` of `y0` (Rodas5's extrapolate up to `41 h`).
     let mut stiff_method = opts.stiff;
     let mut fallback_from: Option<f64> = None;
+    // Rosenbrock steps in extended precision (`crate::flow::extended`), built at the first
+    // probe (below, after the attempt).
+    let mut extended: Option<Box<dyn ExtendedStep<S>>> = None;
+    let mut extended_from: Option<f64> = None;
+    let mut extended_steps = 0u64;
+    let mut extended_evals = 0u64;
+    let mut extended_mode = false;
+    let mut probe = false;
+    // Extended attempts are costly (~1-3 ms each at m = 3, 4); after `EXTENDED_BUDGET` of
+    // them the run goes on in f64.
+    const EXTENDED_BUDGET: u64 = 5_000;
+    let (mut extended_attempts, mut extended_spent) = (0u64, false);
     let (mut window_attempts, mut window_fails) = (0u32, 0u32);
     const FALLBACK_WINDOW: u32 = 64;
     const FALLBACK_REJECTS: u32 = 12;
@@ -645,7 +668,14 @@ pub fn integrate<S: FlowScalar>(
         };
         ($t:expr, $x:expr, $why:expr) => {{
             let x: Reduced<f64> = $x;
-            let summary = tracker.finish($t, &x, $why, acc[0] + acc[1], Some(evals), Some(rej))?;
+            let summary = tracker.finish(
+                $t,
+                &x,
+                $why,
+                acc[0] + acc[1],
+                Some(evals + extended_evals),
+                Some(rej),
+            )?;
             return Ok(Run {
                 summary,
                 jacobians,
@@ -654,6 +684,8 @@ pub fn integrate<S: FlowScalar>(
                 steps_by_method: acc,
                 switches,
                 fallback_from,
+                extended_from,
+                extended_steps,
                 coordinates,
                 fast_mode_steps,
             });
@@ -741,19 +773,76 @@ pub fn integrate<S: FlowScalar>(
             j.and_then(|()| {
                 have_jac = true;
                 let tol = opts.tol.scaled(stiff_method.tolerance_factor());
+                if extended_mode {
+                    // Straight to the extended-precision attempt below.
+                    return Ok(f64::NAN);
+                }
                 match stiff_method {
                     Stiff::Ros4 => rosenbrock::step(&mut rhs, &y, &f0, &b.jac, h, tol, &mut b.ros4),
                     Stiff::Rodas5 => rodas5::step(&mut rhs, &y, &f0, &b.jac, h, tol, &mut b.rodas5),
                 }
             })
         };
+        // Extended precision (derivations/numerics.md, "Integrators", "Extended-precision
+        // steps"). In `extended_mode` every Rosenbrock attempt is a Rodas5 step in
+        // extended precision. Before it, a window of failures under Shampine's method arms
+        // a probe: the next failed `f64` attempt is repeated at the same `h` with the same
+        // method in extended precision, and when that is accepted with an error below a
+        // quarter of the `f64` one (or the `f64` stages left the domain), `f64` rounding,
+        // not the step, was the limit: the run turns to `extended_mode` and retries.
+        let mut in_extended = false;
+        let f64_failed = !matches!(attempt, Ok(e) if e.is_finite() && e <= 1.0);
+        let attempt =
+            if stiff && have_jac && (extended_mode || (probe && f64_failed && !extended_spent)) {
+                if extended.is_none() {
+                    extended = S::extended_stepper(config, x0, coordinates);
+                }
+                match extended.as_mut() {
+                    Some(x) => {
+                        let before = x.evals();
+                        if !extended_mode {
+                            probe = false;
+                            let tol = opts.tol.scaled(stiff_method.tolerance_factor());
+                            let probed = x.step(stiff_method, &y, &b.jac, h, tol);
+                            extended_mode = match (&attempt, probed) {
+                                (Ok(e64), Ok(e)) if e64.is_finite() => e <= 1.0 && 4.0 * e < *e64,
+                                (_, Ok(e)) => e <= 1.0,
+                                (_, Err(_)) => false,
+                            };
+                        }
+                        let r = if extended_mode {
+                            extended_attempts += 1;
+                            let tol = opts.tol.scaled(Stiff::Rodas5.tolerance_factor());
+                            let r = x.step(Stiff::Rodas5, &y, &b.jac, h, tol);
+                            in_extended = matches!(r, Ok(e) if e.is_finite());
+                            if extended_attempts >= EXTENDED_BUDGET {
+                                // Spent: the rest of the run is f64 again, without probes.
+                                extended_mode = false;
+                                extended_spent = true;
+                            }
+                            r
+                        } else {
+                            attempt
+                        };
+                        extended_evals += x.evals() - before;
+                        r
+                    }
+                    None => attempt,
+                }
+            } else {
+                attempt
+            };
+        // The Rosenbrock method of this attempt (the fallback below may change the next).
+        let used = if in_extended {
+            Stiff::Rodas5
+        } else {
+            stiff_method
+        };
         let order = if stiff {
-            stiff_method.estimate_order()
+            used.estimate_order()
         } else {
             opts.explicit.estimate_order()
         };
-        // The Rosenbrock method of this attempt (the fallback below may change the next).
-        let used = stiff_method;
         if stiff {
             window_attempts += 1;
             let failed = match &attempt {
@@ -766,6 +855,8 @@ pub fn integrate<S: FlowScalar>(
                     stiff_method = Stiff::Ros4;
                     fallback_from.get_or_insert(t);
                     last_accepted = None;
+                } else if window_fails >= FALLBACK_REJECTS && opts.extended && !extended_mode {
+                    probe = true;
                 }
                 window_attempts = 0;
                 window_fails = 0;
@@ -788,6 +879,11 @@ pub fn integrate<S: FlowScalar>(
         // Accepted. The solution and `f(y1)`: the explicit pairs have it (first same as
         // last); after a Rosenbrock step with the exact Jacobian, one dual pass at `y1`
         // gives `f(y1)` and the next step's Jacobian (into the spare buffer).
+        if in_extended {
+            if let Some(x) = extended.as_ref() {
+                x.y1_into(&mut b.rodas5.y1);
+            }
+        }
         let y1: &[S] = match (stiff, used, opts.explicit) {
             (false, _, Explicit::Dop853) => &b.dop853.y1,
             (false, _, Explicit::Dopri5) => &b.dopri5.y1,
@@ -830,7 +926,10 @@ pub fn integrate<S: FlowScalar>(
                 }
             }
             (false, _, Explicit::Dopri5) => dopri5::dense(&y, h, &mut b.dopri5, &mut b.dense),
-            (true, Stiff::Rodas5, _) => rodas5::dense(&y, h, &b.rodas5, &mut b.dense),
+            (true, Stiff::Rodas5, _) => match extended.as_mut().filter(|_| in_extended) {
+                Some(x) => x.dense_into(h, &mut b.dense),
+                None => rodas5::dense(&y, h, &b.rodas5, &mut b.dense),
+            },
             (true, Stiff::Ros4, _) => b.dense.set_hermite(h, &y, &b.ros4.y1, &f0, &b.f1),
         }
         // Shampine's method has the cubic Hermite extension through (y0, f0) and (y1, f1).
@@ -868,6 +967,10 @@ pub fn integrate<S: FlowScalar>(
             }
         }
         acc[usize::from(stiff)] += 1;
+        if in_extended {
+            extended_steps += 1;
+            extended_from.get_or_insert(t);
+        }
         clock.advance(h);
         t = if last { opts.horizon } else { clock.value() };
         match (stiff, used, opts.explicit) {

@@ -8,6 +8,7 @@
 
 use crate::error::Result;
 use crate::flow::dual::Dual;
+use crate::flow::extended::{ExtendedRosenbrock, ExtendedStep};
 use crate::flow::problem::{lift, Coordinates, Problem, Workspace};
 use crate::moments::population::Reduced;
 use crate::scalar::Scalar;
@@ -23,6 +24,14 @@ pub trait FlowScalar: Scalar {
         x0: &Reduced<Self>,
         coordinates: Coordinates,
     ) -> Option<Box<dyn ExactJacobian<Self>>>;
+
+    /// The stepper of Rosenbrock steps at a higher precision for the same flow
+    /// ([`crate::flow::extended`]), or `None` when this precision has none (MPFR).
+    fn extended_stepper(
+        config: &Config,
+        x0: &Reduced<Self>,
+        coordinates: Coordinates,
+    ) -> Option<Box<dyn ExtendedStep<Self>>>;
 }
 
 /// An evaluator of the exact Jacobian `J_ij = d f_i / d y_j` of the right-hand side.
@@ -53,6 +62,14 @@ impl FlowScalar for f64 {
             Box::new(DualJacobian::<16>::new(config, x0, coordinates))
         })
     }
+
+    fn extended_stepper(
+        config: &Config,
+        x0: &Reduced<f64>,
+        coordinates: Coordinates,
+    ) -> Option<Box<dyn ExtendedStep<f64>>> {
+        Some(Box::new(ExtendedRosenbrock::new(config, x0, coordinates)))
+    }
 }
 
 impl FlowScalar for rug::Float {
@@ -61,6 +78,14 @@ impl FlowScalar for rug::Float {
         _: &Reduced<rug::Float>,
         _: Coordinates,
     ) -> Option<Box<dyn ExactJacobian<rug::Float>>> {
+        None
+    }
+
+    fn extended_stepper(
+        _: &Config,
+        _: &Reduced<rug::Float>,
+        _: Coordinates,
+    ) -> Option<Box<dyn ExtendedStep<rug::Float>>> {
         None
     }
 }
