@@ -1,14 +1,15 @@
-//! Rodas5 steps in extended precision for an `f64` run: the last fallback of the stiff
+//! Rosenbrock steps in extended precision for an `f64` run: the last fallback of the stiff
 //! phase (`derivations/numerics.md`, "Integrators", "Extended-precision steps").
 //!
 //! Near a manifold of rest states with a neuron shrunk to `|w_j| ~ 1e-4`, the matrix
 //! `I/(gamma h) - J` of a Rosenbrock step is singular to within `f64` rounding once `h`
-//! exceeds about `1e-8 tau`, and the `f64` stages leave the domain of the flow although the
-//! step is accurate. The same step with 11 more bits succeeds. Here one attempt lifts the
-//! `f64` state and the `f64` (dual-number) Jacobian to [`EXTENDED_BITS`]-bit MPFR, takes
-//! one Rodas5 step there (every stage, solve and right-hand side in MPFR), and rounds the
-//! new state and the continuous extension back to `f64`. Between steps the state stays in
-//! `f64`.
+//! exceeds about `1e-8 tau`: the `f64` stages leave the domain of the flow, or the error
+//! estimate is rounding noise of order 1, although the step is accurate. The same steps
+//! with 11 more bits succeed. Here one attempt lifts the `f64` state and the `f64`
+//! (dual-number) Jacobian to [`EXTENDED_BITS`]-bit MPFR, takes one step there (every stage,
+//! solve and right-hand side in MPFR), and rounds the new state and the continuous extension
+//! back to `f64`. Between steps the state stays in `f64`. The driver
+//! ([`crate::flow::integrate`]) first probes with Shampine's method, then steps with Rodas5.
 
 use crate::error::Result;
 use crate::flow::control::Tolerance;
@@ -47,7 +48,7 @@ pub const EXTENDED_BITS: u32 = 128;
 pub struct ExtendedRosenbrock {
     problem: Problem<Float>,
     ws: Workspace<Float>,
-    work: rodas5::Work<Float>,
+    rodas5: rodas5::Work<Float>,
     ros4: rosenbrock::Work<Float>,
     dense: Dense<Float>,
     y0: Vec<Float>,
@@ -70,7 +71,7 @@ impl ExtendedRosenbrock {
         let z = || vec![Float::new(EXTENDED_BITS); n];
         ExtendedRosenbrock {
             ws: problem.workspace(),
-            work: rodas5::Work::new(n, EXTENDED_BITS),
+            rodas5: rodas5::Work::new(n, EXTENDED_BITS),
             ros4: rosenbrock::Work::new(n, EXTENDED_BITS),
             dense: Dense::new(n, EXTENDED_BITS),
             y0: z(),
@@ -104,7 +105,7 @@ impl ExtendedStep<f64> for ExtendedRosenbrock {
         let ExtendedRosenbrock {
             problem,
             ws,
-            work,
+            rodas5: work,
             ros4,
             y0,
             f0,
@@ -124,13 +125,13 @@ impl ExtendedStep<f64> for ExtendedRosenbrock {
     }
 
     fn y1_into(&self, y1: &mut [f64]) {
-        for (o, v) in y1.iter_mut().zip(&self.work.y1) {
+        for (o, v) in y1.iter_mut().zip(&self.rodas5.y1) {
             *o = v.to_f64();
         }
     }
 
     fn dense_into(&mut self, h: f64, out: &mut Dense<f64>) {
-        rodas5::dense(&self.y0, h, &self.work, &mut self.dense);
+        rodas5::dense(&self.y0, h, &self.rodas5, &mut self.dense);
         self.dense.round_into(out);
     }
 }
