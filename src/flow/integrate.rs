@@ -144,8 +144,9 @@ pub struct Options {
     /// The coordinates of the state vector; `None`: [`Coordinates::Decay`] when every
     /// `G_jj > 0` at the start, else [`Coordinates::Plain`].
     pub coordinates: Option<Coordinates>,
-    /// Whether an `f64` run may take Rodas5 steps in extended precision after the fallback
-    /// to Shampine's method ([`crate::flow::extended`]; default `true`, no effect in MPFR).
+    /// Whether an `f64` run under Shampine's method (the fallback, or [`Stiff::Ros4`]) may
+    /// probe whether rounding limits its steps and then take Rodas5 steps in extended
+    /// precision ([`crate::flow::extended`]; default `true`, no effect in MPFR).
     pub extended: bool,
 }
 
@@ -230,9 +231,9 @@ pub struct Run {
     /// Flow time from which Rodas5 gave way to Shampine's method (too many failed
     /// attempts; `None`: it never did).
     pub fallback_from: Option<f64>,
-    /// Flow time of the first step taken in extended precision (after the fallback, an
-    /// `f64` Rosenbrock attempt left the domain of the flow and the same attempt in
-    /// [`crate::flow::extended`] succeeded; `None`: never).
+    /// Flow time of the first step taken in extended precision ([`crate::flow::extended`],
+    /// after a probe under Shampine's method showed that `f64` rounding limited the steps;
+    /// `None`: never).
     pub extended_from: Option<f64>,
     /// Accepted steps taken in extended precision.
     pub extended_steps: u64,
@@ -827,7 +828,10 @@ pub fn integrate<S: FlowScalar>(
                         extended_evals += x.evals() - before;
                         r
                     }
-                    None => attempt,
+                    None => {
+                        probe = false;
+                        attempt
+                    }
                 }
             } else {
                 attempt
@@ -959,6 +963,10 @@ pub fn integrate<S: FlowScalar>(
         } else {
             Vec::new()
         };
+        if in_extended {
+            extended_steps += 1;
+            extended_from.get_or_insert(t);
+        }
         for (te, ev, xe) in events {
             on_sample(te, &xe)?;
             if ev == Event::TEnd && opts.stop_at_t_end {
@@ -967,10 +975,6 @@ pub fn integrate<S: FlowScalar>(
             }
         }
         acc[usize::from(stiff)] += 1;
-        if in_extended {
-            extended_steps += 1;
-            extended_from.get_or_insert(t);
-        }
         clock.advance(h);
         t = if last { opts.horizon } else { clock.value() };
         match (stiff, used, opts.explicit) {
