@@ -569,6 +569,11 @@ impl<S: Scalar> Buffers<S> {
     }
 }
 
+/// Whether a step attempt's error norm accepts it (finite and at most 1).
+fn accepted(attempt: &Result<f64>) -> bool {
+    matches!(attempt, Ok(e) if e.is_finite() && *e <= 1.0)
+}
+
 /// Integrates the flow of `config` from `x0` (eq. (F1) of `derivations/numerics.md`).
 ///
 /// `on_sample` is called with `(tau, state)` at `tau = 0`, at every event and at the end of
@@ -651,7 +656,7 @@ pub fn integrate<S: FlowScalar>(
     // Extended attempts are costly (~1-3 ms each at m = 3, 4); after `EXTENDED_BUDGET` of
     // them the run goes on in f64.
     const EXTENDED_BUDGET: u64 = 5_000;
-    let (mut extended_attempts, mut extended_spent) = (0u64, false);
+    let mut extended_attempts = 0u64;
     let (mut window_attempts, mut window_fails) = (0u32, 0u32);
     const FALLBACK_WINDOW: u32 = 64;
     const FALLBACK_REJECTS: u32 = 12;
@@ -792,9 +797,9 @@ pub fn integrate<S: FlowScalar>(
         // quarter of the `f64` one (or the `f64` stages left the domain), `f64` rounding,
         // not the step, was the limit: the run turns to `extended_mode` and retries.
         let mut in_extended = false;
-        let f64_failed = !matches!(attempt, Ok(e) if e.is_finite() && e <= 1.0);
+        let spent = extended_attempts >= EXTENDED_BUDGET;
         let attempt =
-            if stiff && have_jac && (extended_mode || (probe && f64_failed && !extended_spent)) {
+            if stiff && have_jac && (extended_mode || (probe && !accepted(&attempt) && !spent)) {
                 if extended.is_none() {
                     extended = S::extended_stepper(config, x0, coordinates);
                 }
@@ -819,7 +824,6 @@ pub fn integrate<S: FlowScalar>(
                             if extended_attempts >= EXTENDED_BUDGET {
                                 // Spent: the rest of the run is f64 again, without probes.
                                 extended_mode = false;
-                                extended_spent = true;
                             }
                             r
                         } else {
@@ -849,11 +853,7 @@ pub fn integrate<S: FlowScalar>(
         };
         if stiff {
             window_attempts += 1;
-            let failed = match &attempt {
-                Ok(e) => !(e.is_finite() && *e <= 1.0),
-                Err(_) => true,
-            };
-            window_fails += u32::from(failed);
+            window_fails += u32::from(!accepted(&attempt));
             if window_attempts >= FALLBACK_WINDOW {
                 if stiff_method == Stiff::Rodas5 && window_fails >= FALLBACK_REJECTS {
                     stiff_method = Stiff::Ros4;
