@@ -30,6 +30,52 @@ pub enum Event {
     TEnd,
 }
 
+/// A set of events in their order, held without allocation (the solvers ask for the
+/// pending events at every margin sample).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Events {
+    events: [Event; 4],
+    len: usize,
+}
+
+impl Events {
+    /// The events `e` of [`Event::ALL`] with `keep(e)`, in order.
+    pub fn from_fn(mut keep: impl FnMut(Event) -> bool) -> Self {
+        let mut out = Events {
+            events: Event::ALL,
+            len: 0,
+        };
+        for e in Event::ALL {
+            if keep(e) {
+                out.events[out.len] = e;
+                out.len += 1;
+            }
+        }
+        out
+    }
+
+    /// The events of `self` with `keep(e)`, in order.
+    pub fn filter(self, keep: impl FnMut(&Event) -> bool) -> Self {
+        let mut keep = keep;
+        Events::from_fn(|e| self.contains(&e) && keep(&e))
+    }
+}
+
+impl std::ops::Deref for Events {
+    type Target = [Event];
+    fn deref(&self) -> &[Event] {
+        &self.events[..self.len]
+    }
+}
+
+impl IntoIterator for Events {
+    type Item = Event;
+    type IntoIter = std::iter::Take<std::array::IntoIter<Event, 4>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.events.into_iter().take(self.len)
+    }
+}
+
 impl Event {
     /// All events, in order.
     pub const ALL: [Event; 4] = [Event::T1, Event::T2, Event::T3, Event::TEnd];
@@ -422,12 +468,10 @@ impl EventTracker {
 
     /// Events whose start has happened and which have not happened yet: the ones a solver
     /// must watch on its next interval.
-    pub fn pending(&self) -> Vec<Event> {
-        Event::ALL
-            .into_iter()
-            .filter(|e| self.time(*e).is_none())
-            .filter(|e| e.start().is_none_or(|s| self.time(s).is_some()))
-            .collect()
+    pub fn pending(&self) -> Events {
+        Events::from_fn(|e| {
+            self.time(e).is_none() && e.start().is_none_or(|s| self.time(s).is_some())
+        })
     }
 
     /// The margin of `event` at `x` with the tracker's strong neuron (see
@@ -683,12 +727,27 @@ mod tests {
         assert!(Event::TEnd.margin(&k, &p, Some(0), &x).abs() < 1e-15);
     }
 
+    /// The allocation-free event sets keep `Event::ALL`'s order through `from_fn` and
+    /// `filter`, and iterate and compare as slices.
+    #[test]
+    fn event_sets_keep_their_order() {
+        let all = Events::from_fn(|_| true);
+        assert_eq!(*all, Event::ALL);
+        let odd = all.filter(|e| matches!(e, Event::T2 | Event::TEnd));
+        assert_eq!(*odd, [Event::T2, Event::TEnd]);
+        assert_eq!(
+            odd.into_iter().collect::<Vec<_>>(),
+            vec![Event::T2, Event::TEnd]
+        );
+        assert!(odd.filter(|e| *e == Event::T1).is_empty());
+    }
+
     /// Events fire in order, each at or after its start, and unlocked events are checked
     /// at the same sample.
     #[test]
     fn tracker_orders_events() {
         let mut t = tracker();
-        assert_eq!(t.pending(), vec![Event::T1]);
+        assert_eq!(*t.pending(), [Event::T1]);
         // E is far from I, so t_end cannot fire before t3 even though ... it is locked.
         let x = state([0.1, 0.1], [0.0, 0.0], [1.0, 1.0], 0.0, 0.0);
         assert!(t.observe(0.0, &x).is_empty());
@@ -698,7 +757,7 @@ mod tests {
         let fired = t.observe(1.0, &x);
         assert_eq!(fired, vec![Event::T1, Event::T3, Event::TEnd]);
         assert_eq!(t.strong_neuron(), Some(1));
-        assert_eq!(t.pending(), vec![Event::T2]);
+        assert_eq!(*t.pending(), [Event::T2]);
         let s = t
             .finish(1.0, &x, Termination::TEnd, 2, Some(10), Some(0))
             .unwrap();

@@ -411,19 +411,22 @@ pub fn to_f64<S: Scalar>(x: &Reduced<S>) -> Reduced<f64> {
 
 /// [`to_f64`] into an existing state of the same size (no allocation).
 pub fn to_f64_into<S: Scalar>(x: &Reduced<S>, out: &mut Reduced<f64>) {
-    for (o, v) in out.a.iter_mut().zip(&x.a) {
-        *o = v.to_f64();
-    }
-    for (o, v) in out.b.iter_mut().zip(&x.b) {
-        *o = v.to_f64();
-    }
-    let m = x.neurons();
-    for i in 0..m {
-        for j in 0..m {
-            *out.gram.at_mut(i, j) = x.gram.at(i, j).to_f64();
-            *out.e.at_mut(i, j) = x.e.at(i, j).to_f64();
+    // Entry by entry in the layouts the two states share (`m` and `m x m` row-major); in
+    // `f64` a plain copy.
+    fn copy<S: Scalar>(from: &[S], to: &mut [f64]) {
+        match S::f64_slice(from) {
+            Some(f) if f.len() == to.len() => to.copy_from_slice(f),
+            _ => {
+                for (o, v) in to.iter_mut().zip(from) {
+                    *o = v.to_f64();
+                }
+            }
         }
     }
+    copy(&x.a, &mut out.a);
+    copy(&x.b, &mut out.b);
+    copy(x.gram.entries(), out.gram.entries_mut());
+    copy(x.e.entries(), out.e.entries_mut());
 }
 
 /// The reduced state at context `ctx` from an `f64` one (exact for MPFR at >= 53 bits).
