@@ -36,6 +36,7 @@ pub mod batch;
 pub mod commands;
 pub mod config;
 pub mod data;
+pub mod double_double;
 pub mod error;
 pub mod flow;
 pub mod init;

@@ -99,6 +99,13 @@ impl<S: Scalar> Dense<S> {
     /// under `tol`. Each component with `d_i > max_defect` (or a value that is not finite)
     /// gets the chord's slopes `f0_i = f1_i = (y1_i - y0_i) / h`, so that it follows the
     /// chord. Returns the number of such components. `derivations/numerics.md`, eq. (H1).
+    ///
+    /// A step with such a component has slopes that carry fast modes, and through the
+    /// coupling they reach the other components' slopes too, where (H1) need not see them:
+    /// a slow component whose own rate is tiny at the midpoint has a tiny defect there, while
+    /// its end slopes, of opposite signs, make the cubic bulge. So in such a step, each other
+    /// component whose cubic leaves the chord by more than `|y1_i - y0_i| + sc_i` at
+    /// `theta = 1/4, 1/2, 3/4`, eq. (H2), follows the chord as well (and is counted).
     pub fn repair_hermite(
         &mut self,
         ym: &[S],
@@ -108,7 +115,7 @@ impl<S: Scalar> Dense<S> {
     ) -> usize {
         debug_assert_eq!(self.kind, Kind::Hermite);
         let h = self.h;
-        let ctx = self.y0[0].ctx();
+
         let mut repaired = 0;
         for (i, (yi, fi)) in ym.iter().zip(fm).enumerate() {
             let (a, b) = (self.y0[i].to_f64(), self.c[0][i].to_f64());
@@ -119,13 +126,41 @@ impl<S: Scalar> Dense<S> {
                 + tol.scale_at(i, a.abs().max(b.abs()));
             let d = h.abs() * (fi.to_f64() - slope).abs() / scale;
             if !(d <= max_defect && yi.to_f64().is_finite()) {
-                let chord = (self.c[0][i].clone() - self.y0[i].clone()) / S::from_f64(h, ctx);
-                self.c[1][i] = chord.clone();
-                self.c[2][i] = chord;
+                self.hermite_to_chord(i);
+                repaired += 1;
+            }
+        }
+        if repaired == 0 {
+            return 0;
+        }
+        for i in 0..self.y0.len() {
+            let (a, b) = (self.y0[i].to_f64(), self.c[0][i].to_f64());
+            let (f0, f1) = (self.c[1][i].to_f64(), self.c[2][i].to_f64());
+            let s = (b - a) / h;
+            if f0 == s && f1 == s {
+                // On the chord already.
+                continue;
+            }
+            // (H2): u(theta) - chord(theta) = h theta (1-theta) ((1-theta)(f0 - s) - theta (f1 - s)).
+            let bulge = [0.25, 0.5, 0.75]
+                .iter()
+                .map(|&t: &f64| (h * t * (1.0 - t) * ((1.0 - t) * (f0 - s) - t * (f1 - s))).abs())
+                .fold(0.0, f64::max);
+            let allowed = (b - a).abs() + tol.scale_at(i, a.abs().max(b.abs()));
+            if bulge > allowed || bulge.is_nan() || allowed.is_nan() {
+                self.hermite_to_chord(i);
                 repaired += 1;
             }
         }
         repaired
+    }
+
+    /// Gives component `i` of a cubic Hermite extension the chord's slopes at both ends.
+    fn hermite_to_chord(&mut self, i: usize) {
+        let ctx = self.y0[0].ctx();
+        let chord = (self.c[0][i].clone() - self.y0[i].clone()) / S::from_f64(self.h, ctx);
+        self.c[1][i] = chord.clone();
+        self.c[2][i] = chord;
     }
 
     /// The interpolated state at local time `t` (in the step).
@@ -189,5 +224,67 @@ impl<S: Scalar> Dense<S> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::control::Tolerance;
+
+    /// A step of size 10 in three components: 0 relaxes a fast mode (its end slopes are
+    /// `1e3` and `-3e3` while it does not move, and `f` at the cubic's midpoint is far from
+    /// the cubic's slope there), 1 is slow and does not move but has end slopes `1e-9`,
+    /// `-3e-9` from its coupling to 0 (tiny defect, but the cubic bulges by `1e-8`), 2 moves
+    /// along its slope.
+    fn fast_mode_step() -> (Dense<f64>, Vec<f64>, Vec<f64>) {
+        let h = 10.0;
+        let mut d = Dense::new(3, ());
+        d.set_hermite(
+            h,
+            &[1.0, 2.0, 0.0],
+            &[1.0, 2.0, 10.0],
+            &[1e3, 1e-9, 1.0],
+            &[-3e3, -3e-9, 1.0],
+        );
+        let ym = d.eval(0.5 * h);
+        // f at the midpoint: relaxing fast mode for 0, slow rates for 1 and 2.
+        let fm = vec![-1e3 * (ym[0] - 1.0), 0.0, 1.0];
+        (d, ym, fm)
+    }
+
+    /// (H1) puts the fast component on the chord; (H2) then the slow one whose cubic
+    /// bulges by more than its tolerance scale; the moving component keeps its cubic.
+    #[test]
+    fn a_fast_mode_step_puts_the_bulging_slow_components_on_the_chord() {
+        let (mut d, ym, fm) = fast_mode_step();
+        let before = d.eval(2.5)[1];
+        assert!(
+            (before - 2.0).abs() > 1e-9,
+            "the slow component bulges: {before}"
+        );
+        let tol = Tolerance::uniform(1e-12, 1e-12);
+        assert_eq!(d.repair_hermite(&ym, &fm, tol, 1.0), 2);
+        for t in [1.0, 2.5, 5.0, 7.5, 9.0] {
+            let y = d.eval(t);
+            assert_eq!(y[0], 1.0);
+            assert_eq!(y[1], 2.0);
+            assert!((y[2] - t).abs() < 1e-12);
+        }
+    }
+
+    /// Without a fast component, (H2) is not applied: a genuine turning point (end
+    /// slopes of opposite signs, no defect) keeps its cubic.
+    #[test]
+    fn a_step_without_fast_modes_keeps_its_turning_points() {
+        let h = 2.0;
+        let mut d = Dense::new(1, ());
+        // y = 1 + t (2 - t): slopes 2 and -2, y(1) = 2, y'(1) = 0.
+        d.set_hermite(h, &[1.0], &[1.0], &[2.0], &[-2.0]);
+        let ym = d.eval(1.0);
+        assert_eq!(ym[0], 2.0);
+        let tol = Tolerance::uniform(1e-12, 1e-12);
+        assert_eq!(d.repair_hermite(&ym, &[0.0], tol, 1.0), 0);
+        assert_eq!(d.eval(1.0)[0], 2.0);
     }
 }

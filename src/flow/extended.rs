@@ -6,11 +6,14 @@
 //! exceeds about `1e-8 tau`: the `f64` stages leave the domain of the flow, or the error
 //! estimate is rounding noise of order 1, although the step is accurate. The same steps
 //! with 11 more bits succeed. Here one attempt lifts the `f64` state and the `f64`
-//! (dual-number) Jacobian to [`EXTENDED_BITS`]-bit MPFR, takes one step there (every stage,
-//! solve and right-hand side in MPFR), and rounds the new state and the continuous extension
-//! back to `f64`. Between steps the state stays in `f64`. The driver
-//! ([`crate::flow::integrate`]) first probes with Shampine's method, then steps with Rodas5.
+//! (dual-number) Jacobian to double-double ([`crate::double_double::DoubleDouble`], about 104 bits; or, as
+//! a check, to [`EXTENDED_BITS`]-bit MPFR, [`ExtendedPrecision`]), takes one step there
+//! (every stage, solve and right-hand side in that precision), and rounds the new state and
+//! the continuous extension back to `f64`. Between steps the state stays in `f64`. The
+//! driver ([`crate::flow::integrate()`]) first probes with Shampine's method, then steps with
+//! Rodas5.
 
+use crate::double_double::DoubleDouble;
 use crate::error::Result;
 use crate::flow::control::Tolerance;
 use crate::flow::dense::Dense;
@@ -20,7 +23,6 @@ use crate::flow::{rodas5, rosenbrock};
 use crate::moments::population::Reduced;
 use crate::scalar::Scalar;
 use crate::setting::Config;
-use rug::{Assign, Float};
 
 /// A stepper that takes Rosenbrock steps of a run in working precision `S` at a higher
 /// precision ([`ExtendedRosenbrock`] for `f64`; MPFR runs have none).
@@ -38,52 +40,60 @@ pub trait ExtendedStep<S: Scalar>: Send {
     fn evals(&self) -> u64;
 }
 
-/// Precision (bits) of the extended steps. 64 bits already carry the measured stall
-/// through (with 3x the steps of 100 bits and more); from 100 bits on the step count no
-/// longer changes.
+/// The precision of the extended steps of an `f64` run ([`crate::flow::Options`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtendedPrecision {
+    /// Double-double ([`DoubleDouble`], about 104 bits; the default): about 0.3 ms per
+    /// attempt at `m = 3, 4`, ten times less than MPFR.
+    DoubleDouble,
+    /// MPFR at [`EXTENDED_BITS`] bits (the first implementation; kept as the check of the
+    /// double-double steps).
+    Mpfr,
+}
+
+/// Precision (bits) of the MPFR variant of the extended steps (`ExtendedRosenbrock<rug::Float>`).
+/// 64 bits already carry the measured stall through (with 3x the steps of 100 bits and
+/// more); from 100 bits on the step count no longer changes.
 pub const EXTENDED_BITS: u32 = 128;
 
-/// Rosenbrock steps (Rodas5 and Shampine's) in [`EXTENDED_BITS`]-bit MPFR for states held
-/// in `f64`.
-pub struct ExtendedRosenbrock {
-    problem: Problem<Float>,
-    ws: Workspace<Float>,
-    rodas5: rodas5::Work<Float>,
-    ros4: rosenbrock::Work<Float>,
-    dense: Dense<Float>,
-    y0: Vec<Float>,
-    f0: Vec<Float>,
-    jac: Vec<Float>,
+/// Rosenbrock steps in precision `X` for states held in `f64`: double-double
+/// ([`DoubleDouble`], the default of the `f64` runs) or MPFR ([`rug::Float`] at [`EXTENDED_BITS`]).
+pub struct ExtendedRosenbrock<X: Scalar = DoubleDouble> {
+    problem: Problem<X>,
+    ws: Workspace<X>,
+    rodas5: rodas5::Work<X>,
+    ros4: rosenbrock::Work<X>,
+    dense: Dense<X>,
+    y0: Vec<X>,
+    f0: Vec<X>,
+    jac: Vec<X>,
+    ctx: X::Ctx,
     evals: u64,
 }
 
-impl ExtendedRosenbrock {
+impl<X: Scalar> ExtendedRosenbrock<X> {
     /// The stepper for the flow of `config` through `x0` in `coordinates` (the problem of
-    /// [`Problem::with_coordinates`], lifted to MPFR).
-    pub fn new(config: &Config, x0: &Reduced<f64>, coordinates: Coordinates) -> Self {
-        let problem = Problem::with_coordinates(
-            config,
-            &lift::<Float>(x0, EXTENDED_BITS),
-            coordinates,
-            EXTENDED_BITS,
-        );
+    /// [`Problem::with_coordinates`], lifted to `X` at `ctx`).
+    pub fn new(config: &Config, x0: &Reduced<f64>, coordinates: Coordinates, ctx: X::Ctx) -> Self {
+        let problem = Problem::with_coordinates(config, &lift::<X>(x0, ctx), coordinates, ctx);
         let n = problem.len();
-        let z = || vec![Float::new(EXTENDED_BITS); n];
+        let z = || vec![X::zero(ctx); n];
         ExtendedRosenbrock {
             ws: problem.workspace(),
-            rodas5: rodas5::Work::new(n, EXTENDED_BITS),
-            ros4: rosenbrock::Work::new(n, EXTENDED_BITS),
-            dense: Dense::new(n, EXTENDED_BITS),
+            rodas5: rodas5::Work::new(n, ctx),
+            ros4: rosenbrock::Work::new(n, ctx),
+            dense: Dense::new(n, ctx),
             y0: z(),
             f0: z(),
-            jac: vec![Float::new(EXTENDED_BITS); n * n],
+            jac: vec![X::zero(ctx); n * n],
             problem,
+            ctx,
             evals: 0,
         }
     }
 }
 
-impl ExtendedStep<f64> for ExtendedRosenbrock {
+impl<X: Scalar> ExtendedStep<f64> for ExtendedRosenbrock<X> {
     fn evals(&self) -> u64 {
         self.evals
     }
@@ -96,11 +106,12 @@ impl ExtendedStep<f64> for ExtendedRosenbrock {
         h: f64,
         tol: Tolerance,
     ) -> Result<f64> {
+        let ctx = self.ctx;
         for (a, &v) in self.y0.iter_mut().zip(y0) {
-            a.assign(v);
+            *a = X::from_f64(v, ctx);
         }
         for (a, &v) in self.jac.iter_mut().zip(jac) {
-            a.assign(v);
+            *a = X::from_f64(v, ctx);
         }
         let ExtendedRosenbrock {
             problem,
@@ -113,7 +124,7 @@ impl ExtendedStep<f64> for ExtendedRosenbrock {
             evals,
             ..
         } = self;
-        let mut rhs = |y: &[Float], dy: &mut [Float]| -> Result<()> {
+        let mut rhs = |y: &[X], dy: &mut [X]| -> Result<()> {
             *evals += 1;
             problem.rhs_into(y, ws, dy)
         };

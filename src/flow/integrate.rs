@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::flow::clock::Clock;
 use crate::flow::control::{initial_step, predictive_factor, step_factor, Tolerance};
 use crate::flow::dense::Dense;
-use crate::flow::extended::ExtendedStep;
+use crate::flow::extended::{ExtendedPrecision, ExtendedStep};
 use crate::flow::jacobian::FlowScalar;
 use crate::flow::problem::{to_f64, to_f64_into, Coordinates, Problem};
 use crate::flow::{dop853, dopri5, rodas5, rosenbrock};
@@ -148,6 +148,8 @@ pub struct Options {
     /// probe whether rounding limits its steps and then take Rodas5 steps in extended
     /// precision ([`crate::flow::extended`]; default `true`, no effect in MPFR).
     pub extended: bool,
+    /// The precision of those steps (default double-double).
+    pub extended_precision: ExtendedPrecision,
 }
 
 impl Options {
@@ -206,6 +208,7 @@ impl Options {
             coordinates: None,
             jacobian_reuse: Self::DEFAULT_JACOBIAN_REUSE,
             extended: true,
+            extended_precision: ExtendedPrecision::DoubleDouble,
         }
     }
 }
@@ -703,8 +706,10 @@ pub fn integrate<S: FlowScalar>(
     let mut extended_evals = 0u64;
     let mut extended_mode = false;
     let mut probe = false;
-    // Extended attempts are costly (~1-3 ms each at m = 3, 4); after `EXTENDED_BUDGET` of
-    // them the run goes on in f64.
+    // Extended attempts are costly (double-double ~0.3 ms each at m = 3, 4, MPFR ~3 ms);
+    // after `EXTENDED_BUDGET` of them the run goes on in f64. A larger budget was measured
+    // and not kept: 50,000 gave no more accurate event times on a held-out m = 3 case and
+    // took 7 s instead of 0.9 (derivations/numerics.md, "Extended-precision steps").
     const EXTENDED_BUDGET: u64 = 5_000;
     let mut extended_attempts = 0u64;
     let (mut window_attempts, mut window_fails) = (0u32, 0u32);
@@ -851,7 +856,8 @@ pub fn integrate<S: FlowScalar>(
         let attempt =
             if stiff && have_jac && (extended_mode || (probe && !accepted(&attempt) && !spent)) {
                 if extended.is_none() {
-                    extended = S::extended_stepper(config, x0, coordinates);
+                    extended =
+                        S::extended_stepper(config, x0, coordinates, opts.extended_precision);
                 }
                 match extended.as_mut() {
                     Some(x) => {

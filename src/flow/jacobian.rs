@@ -8,7 +8,7 @@
 
 use crate::error::Result;
 use crate::flow::dual::Dual;
-use crate::flow::extended::{ExtendedRosenbrock, ExtendedStep};
+use crate::flow::extended::{ExtendedPrecision, ExtendedRosenbrock, ExtendedStep, EXTENDED_BITS};
 use crate::flow::problem::{lift, Coordinates, Problem, Workspace};
 use crate::moments::population::Reduced;
 use crate::scalar::Scalar;
@@ -31,6 +31,7 @@ pub trait FlowScalar: Scalar {
         config: &Config,
         x0: &Reduced<Self>,
         coordinates: Coordinates,
+        precision: ExtendedPrecision,
     ) -> Option<Box<dyn ExtendedStep<Self>>>;
 }
 
@@ -67,8 +68,21 @@ impl FlowScalar for f64 {
         config: &Config,
         x0: &Reduced<f64>,
         coordinates: Coordinates,
+        precision: ExtendedPrecision,
     ) -> Option<Box<dyn ExtendedStep<f64>>> {
-        Some(Box::new(ExtendedRosenbrock::new(config, x0, coordinates)))
+        Some(match precision {
+            ExtendedPrecision::DoubleDouble => Box::new(ExtendedRosenbrock::<
+                crate::double_double::DoubleDouble,
+            >::new(
+                config, x0, coordinates, ()
+            )),
+            ExtendedPrecision::Mpfr => Box::new(ExtendedRosenbrock::<rug::Float>::new(
+                config,
+                x0,
+                coordinates,
+                EXTENDED_BITS,
+            )),
+        })
     }
 }
 
@@ -85,6 +99,7 @@ impl FlowScalar for rug::Float {
         _: &Config,
         _: &Reduced<rug::Float>,
         _: Coordinates,
+        _: ExtendedPrecision,
     ) -> Option<Box<dyn ExtendedStep<rug::Float>>> {
         None
     }
