@@ -141,7 +141,8 @@ impl<S: Scalar> Dense<S> {
                 // On the chord already.
                 continue;
             }
-            // (H2): u(theta) - chord(theta) = h theta (1-theta) ((1-theta)(f0 - s) - theta (f1 - s)).
+            // (H2): u(theta) - chord(theta)
+            //     = h theta (1-theta) ((1-theta)(f0 - s) - theta (f1 - s)).
             let bulge = [0.25, 0.5, 0.75]
                 .iter()
                 .map(|&t: &f64| (h * t * (1.0 - t) * ((1.0 - t) * (f0 - s) - t * (f1 - s))).abs())

@@ -6,12 +6,12 @@
 //! exceeds about `1e-8 tau`: the `f64` stages leave the domain of the flow, or the error
 //! estimate is rounding noise of order 1, although the step is accurate. The same steps
 //! with 11 more bits succeed. Here one attempt lifts the `f64` state and the `f64`
-//! (dual-number) Jacobian to double-double ([`crate::double_double::DoubleDouble`], about 104 bits; or, as
-//! a check, to [`EXTENDED_BITS`]-bit MPFR, [`ExtendedPrecision`]), takes one step there
+//! (dual-number) Jacobian to double-double ([`DoubleDouble`], about 104 bits) or, as a
+//! check, to [`EXTENDED_BITS`]-bit MPFR ([`ExtendedPrecision`]). It takes one step there
 //! (every stage, solve and right-hand side in that precision), and rounds the new state and
 //! the continuous extension back to `f64`. Between steps the state stays in `f64`. The
-//! driver ([`crate::flow::integrate()`]) first probes with Shampine's method, then steps with
-//! Rodas5.
+//! driver ([`crate::flow::integrate()`]) first probes with Shampine's method, then steps
+//! with Rodas5.
 
 use crate::double_double::DoubleDouble;
 use crate::error::Result;
@@ -51,13 +51,15 @@ pub enum ExtendedPrecision {
     Mpfr,
 }
 
-/// Precision (bits) of the MPFR variant of the extended steps (`ExtendedRosenbrock<rug::Float>`).
+/// Precision (bits) of the MPFR variant of the extended steps
+/// (`ExtendedRosenbrock<rug::Float>`).
 /// 64 bits already carry the measured stall through (with 3x the steps of 100 bits and
 /// more); from 100 bits on the step count no longer changes.
 pub const EXTENDED_BITS: u32 = 128;
 
 /// Rosenbrock steps in precision `X` for states held in `f64`: double-double
-/// ([`DoubleDouble`], the default of the `f64` runs) or MPFR ([`rug::Float`] at [`EXTENDED_BITS`]).
+/// ([`DoubleDouble`], the default of the `f64` runs) or MPFR ([`rug::Float`] at
+/// [`EXTENDED_BITS`]).
 pub struct ExtendedRosenbrock<X: Scalar = DoubleDouble> {
     problem: Problem<X>,
     ws: Workspace<X>,
