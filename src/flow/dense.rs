@@ -115,7 +115,6 @@ impl<S: Scalar> Dense<S> {
     ) -> usize {
         debug_assert_eq!(self.kind, Kind::Hermite);
         let h = self.h;
-
         let mut repaired = 0;
         for (i, (yi, fi)) in ym.iter().zip(fm).enumerate() {
             let (a, b) = (self.y0[i].to_f64(), self.c[0][i].to_f64());
