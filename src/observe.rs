@@ -55,8 +55,7 @@ impl Events {
     }
 
     /// The events of `self` with `keep(e)`, in order.
-    pub fn filter(self, keep: impl FnMut(&Event) -> bool) -> Self {
-        let mut keep = keep;
+    pub fn filter(self, mut keep: impl FnMut(&Event) -> bool) -> Self {
         Events::from_fn(|e| self.contains(&e) && keep(&e))
     }
 }

@@ -488,15 +488,12 @@ fn shampine_extension_with_fast_modes_does_not_corrupt_the_peak() {
 /// within the issue's held-out criterion of 1e-6. Deterministic.
 #[test]
 fn resting_components_of_fast_mode_steps_do_not_bend_t3() {
-    let c = parse_config(
-        "[setting]\ndim = 1152805006\npatches = 10\nfeature_patches = 5\n\
+    let c = paper_head_config(
+        "dim = 1152805006\npatches = 10\nfeature_patches = 5\n\
          alpha = [3.961907582583213, 1.9809537912916064]\n\
-         noise_std = 0.6011630987482373\nneurons = 3\n\
-         [model]\nhead = \"identity-offdiag\"\nnormalization = \"batchnorm\"\n\
-         stop_gradient = true\n\
-         [training]\nlr = 1e-3\nlr_head = 5e-5\n",
-    )
-    .unwrap();
+         noise_std = 0.6011630987482373\nneurons = 3",
+        5e-5,
+    );
     let run = run_with(&c, 682, |_| {});
     assert!(
         run.fallback_from.is_some(),

@@ -326,15 +326,11 @@ fn power_iteration(j: &[f64], n: usize, v: &mut [f64], w: &mut [f64], cap: f64) 
 /// (NaN or infinite when an entry is). The stiffness switch skips the power iteration when
 /// this bound already rules stiffness out.
 fn spectral_norm_bound<S: Scalar>(jac: &[S]) -> f64 {
+    // `f64::max` would drop a NaN; this keeps it. Called once per stiffness check, so the
+    // column sums may live on the heap.
+    let max_keep_nan = |m: f64, v: f64| if v > m || v.is_nan() { v } else { m };
     let n = (jac.len() as f64).sqrt().round() as usize;
-    let mut cols = [0.0; 16];
-    let mut cols_heap = Vec::new();
-    let cols: &mut [f64] = if n <= 16 {
-        &mut cols[..n]
-    } else {
-        cols_heap.resize(n, 0.0);
-        &mut cols_heap[..]
-    };
+    let mut cols = vec![0.0; n];
     let mut row_max = 0.0f64;
     for row in jac.chunks_exact(n.max(1)) {
         let mut sum = 0.0;
@@ -343,16 +339,9 @@ fn spectral_norm_bound<S: Scalar>(jac: &[S]) -> f64 {
             sum += a;
             *c += a;
         }
-        // `max` would drop a NaN; the sum keeps it.
-        row_max = if sum > row_max || sum.is_nan() {
-            sum
-        } else {
-            row_max
-        };
+        row_max = max_keep_nan(row_max, sum);
     }
-    let col_max = cols
-        .iter()
-        .fold(0.0f64, |m, &c| if c > m || c.is_nan() { c } else { m });
+    let col_max = cols.iter().fold(0.0f64, |m, &c| max_keep_nan(m, c));
     (row_max * col_max).sqrt()
 }
 

@@ -8,8 +8,8 @@
 //! - [`rodas5`], [`rosenbrock`]: the Rosenbrock methods for the stiff phases (Rodas5, the
 //!   default in `f64`; Shampine's 4(3), exact rational coefficients, the MPFR reference's
 //!   and Rodas5's fallback);
-//! - [`extended`]: Rodas5 steps in extended precision (MPFR) for `f64` runs, the stiff
-//!   phase's last fallback;
+//! - [`extended`]: Rodas5 steps in extended precision (double-double, or MPFR as the
+//!   check) for `f64` runs, the stiff phase's last fallback;
 //! - [`linear`]: the equilibrated LU of the Rosenbrock steps;
 //! - [`jacobian`], [`dual`]: the exact Jacobian of the right-hand side (forward-mode dual
 //!   numbers in `f64`, finite differences in MPFR);
