@@ -669,6 +669,21 @@ impl<W: Write> TrajectoryRecorder<W> {
     }
 }
 
+impl TrajectoryRecorder<std::io::BufWriter<std::fs::File>> {
+    /// Creates (or truncates) the file at `path` and writes the header for `config`'s
+    /// setting and model (the `--out` of `flow` and `sgd`).
+    pub fn create(path: &std::path::Path, config: &crate::setting::Config) -> Result<Self> {
+        let file = std::fs::File::create(path).map_err(|e| Error::io(path, &e))?;
+        let setting = &config.setting;
+        TrajectoryRecorder::new(
+            std::io::BufWriter::new(file),
+            Constants::<f64>::new(setting, ()),
+            config.model,
+            setting.neurons,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

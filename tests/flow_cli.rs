@@ -61,6 +61,24 @@ fn json_summary_and_trajectory() {
         v["explicit_steps"].as_u64().unwrap() + v["rosenbrock_steps"].as_u64().unwrap(),
         v["steps"].as_u64().unwrap()
     );
+    // The error estimate of the event times (derivations/numerics.md, "Global error of
+    // the event times"): a companion at 10 rtol, no refinement on this case.
+    assert_eq!(v["rtol"], 1e-9);
+    assert_eq!(v["rtol_requested"], 1e-9);
+    assert_eq!(v["compared_rtol"], 1e-8);
+    assert_eq!(v["refinements"], 0);
+    assert_eq!(v["event_error_met"], true);
+    assert_eq!(v["event_error_target"], 1e-6);
+    assert!(v["check_rhs_evals"].as_u64().unwrap() > 0);
+    for k in ["t1", "t2", "t3", "t_end"] {
+        let est = &v["event_error"][k];
+        if v[k].is_null() {
+            assert!(est.is_null(), "{k}: {out}");
+        } else {
+            let est = est.as_f64().unwrap();
+            assert!((1e-9..=1e-6).contains(&est), "{k}: {est}");
+        }
+    }
     let text = std::fs::read_to_string(&csv).unwrap();
     let header = text.lines().next().unwrap();
     assert_eq!(
@@ -83,6 +101,82 @@ fn json_summary_and_trajectory() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("phases (flow time): t1 = "), "{out}");
+}
+
+/// A refinement: with a target no run can meet, the run is refined twice, to rtol 1e-11,
+/// and reported as not meeting it; its JSON (but for the estimate's keys) and its CSV are
+/// those of `--rtol 1e-11 --no-error-estimate`, and no partial CSV is left behind.
+#[test]
+fn refined_run_is_the_run_at_the_refined_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let c = cfg.to_str().unwrap();
+    let refined_csv = dir.path().join("refined.csv");
+    let direct_csv = dir.path().join("direct.csv");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["flow", "--config", c, "--seed", "3"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = predhead(&args);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let refined = run(&[
+        "--json",
+        "--event-rtol",
+        "1e-15",
+        "--out",
+        refined_csv.to_str().unwrap(),
+    ]);
+    let direct = run(&[
+        "--json",
+        "--rtol",
+        "1e-11",
+        "--no-error-estimate",
+        "--out",
+        direct_csv.to_str().unwrap(),
+    ]);
+    let mut r: serde_json::Value = serde_json::from_str(&refined).unwrap();
+    let mut d: serde_json::Value = serde_json::from_str(&direct).unwrap();
+    assert_eq!(r["refinements"], 2);
+    assert_eq!(r["rtol"], 1e-11);
+    assert_eq!(r["rtol_requested"], 1e-9);
+    assert_eq!(r["compared_rtol"], 1e-10);
+    assert_eq!(r["event_error_met"], false);
+    assert!(d["event_error"].is_null() && d["event_error_met"].is_null());
+    assert_eq!(d["refinements"], 0);
+    for k in [
+        "rtol_requested",
+        "event_error",
+        "event_error_met",
+        "event_error_target",
+        "event_error_differs",
+        "compared_rtol",
+        "refinements",
+        "check_rhs_evals",
+        "check_error",
+    ] {
+        r.as_object_mut().unwrap().remove(k);
+        d.as_object_mut().unwrap().remove(k);
+    }
+    assert_eq!(r, d);
+    assert_eq!(
+        std::fs::read(&refined_csv).unwrap(),
+        std::fs::read(&direct_csv).unwrap()
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".partial")), "{names:?}");
+
+    let text = run(&["--event-rtol", "1e-15"]);
+    assert!(
+        text.contains("NOT within the target 1e-15, after 2 refinement(s) to rtol 1e-11"),
+        "{text}"
+    );
+    let text = run(&[]);
+    assert!(text.contains("within the target 1e-6"), "{text}");
 }
 
 /// Bad input: exit status 2, nothing on stdout, one line on stderr.
@@ -111,6 +205,10 @@ fn bad_input_exits_2_with_one_line() {
         vec!["flow", "--config", c, "--explicit", "rk4"],
         vec!["flow", "--config", c, "--stiff", "radau5"],
         vec!["flow", "--config", c, "--rtol", "-1"],
+        vec!["flow", "--config", c, "--event-rtol", "0"],
+        vec!["flow", "--config", c, "--event-rtol", "-1e-6"],
+        vec!["flow", "--config", c, "--event-rtol", "nan"],
+        vec!["flow", "--config", c, "--max-refinements", "-1"],
         vec!["flow", "--config", c, "--state", s],
         vec!["flow", "--config", "/nonexistent.toml"],
         vec!["flow", "--config", c, "--state", z],

@@ -7,18 +7,24 @@
 //! reduces an explicit STATE.json; neither means `--seed 0`; both is an error. `--json`
 //! prints one JSON object (the contract keys first, then extras); otherwise a short human
 //! summary. `--out` writes the trajectory CSV (columns in `derivations/phases.md`).
+//!
+//! Unless `--no-error-estimate` is given, a companion run at `10 * rtol` estimates the
+//! relative error of each event time, and the run is refined to `rtol / 10`, at most
+//! `--max-refinements` times, while an estimate exceeds `--event-rtol`
+//! ([`crate::flow::global_error`]). The reported run, its CSV included, is the last one.
 
 use crate::config::load_config;
 use crate::error::{Error, Result};
 use crate::flow::control::Tolerance;
+use crate::flow::global_error::{self, Check, Checked, EventErrors, Role};
 use crate::flow::problem::Coordinates;
 use crate::flow::{integrate, Explicit, Method, Options, Run, Stiff};
-use crate::moments::population::{Constants, Reduced};
+use crate::moments::population::Reduced;
 use crate::observe::{Summary, TrajectoryRecorder};
+use crate::setting::Config;
 use crate::state::State;
 use serde::Serialize;
-use std::io::BufWriter;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `predhead flow`.
 #[derive(clap::Args, Debug, Clone)]
@@ -63,6 +69,17 @@ pub struct Args {
     /// else plain) or plain (derivations/numerics.md, (F1)-(F2)).
     #[arg(long)]
     pub coordinates: Option<String>,
+    /// The largest accepted estimate of an event time's relative error: above it (or when
+    /// the companion run disagrees on which events happen) the run is repeated at
+    /// rtol / 10 (derivations/numerics.md, "Global error of the event times").
+    #[arg(long, default_value_t = Check::DEFAULT_TARGET)]
+    pub event_rtol: f64,
+    /// At most this many refinements (each divides every tolerance by 10).
+    #[arg(long, default_value_t = Check::DEFAULT_MAX_REFINEMENTS)]
+    pub max_refinements: u32,
+    /// Skip the companion run: no estimate of the event times' error, no refinement.
+    #[arg(long)]
+    pub no_error_estimate: bool,
 }
 
 /// The JSON output: the summary, then the integrator's extras.
@@ -89,6 +106,25 @@ struct Report<'a> {
     extended_from: Option<f64>,
     /// Accepted steps taken in extended precision.
     extended_steps: u64,
+    /// The relative tolerance asked for (`rtol` is that of the reported run, smaller after
+    /// refinements).
+    rtol_requested: f64,
+    /// The estimated relative error of each event time (`null`: the event happens in
+    /// neither run; the whole object is `null` without an estimate).
+    event_error: Option<EventErrors>,
+    /// Whether every estimate is at most `event_error_target` and the compared runs agree
+    /// on the events, the strong neuron and the outcome (`null`: no estimate).
+    event_error_met: Option<bool>,
+    event_error_target: f64,
+    /// The keys on which the compared runs disagree.
+    event_error_differs: Vec<&'static str>,
+    /// The relative tolerance of the run compared with the reported one.
+    compared_rtol: Option<f64>,
+    refinements: u32,
+    /// Right-hand-side evaluations of the runs not reported.
+    check_rhs_evals: u64,
+    /// Why a companion or a refinement failed.
+    check_error: Option<String>,
     init: String,
 }
 
@@ -166,35 +202,70 @@ pub fn run(args: &Args) -> Result<String> {
             (crate::init::reduced(setting, seed)?, format!("seed {seed}"))
         }
     };
-    let mut opts = Options::new(&config);
-    opts.tol = Tolerance {
-        atol,
-        atol_head: args
-            .atol_head
-            .unwrap_or(Options::DEFAULT_ATOL_HEAD_FACTOR * args.rtol),
-        ..Options::default_tolerance(args.rtol, setting.dim)
-    };
-    opts.method = method;
-    opts.explicit = explicit;
-    opts.stiff = stiff;
-    opts.stop_at_t_end = args.stop_at_t_end;
-    opts.coordinates = coordinates;
-    let run: Run = match &args.out {
-        Some(path) => {
-            let file = std::fs::File::create(path).map_err(|e| Error::io(path, &e))?;
-            let constants = Constants::<f64>::new(setting, ());
-            let mut rec = TrajectoryRecorder::new(
-                BufWriter::new(file),
-                constants,
-                config.model,
-                setting.neurons,
-            )?;
-            let run = integrate(&config, &x0, &opts, &mut |t, x| rec.record(t, x))?;
-            rec.finish()?;
-            run
+    let mut base = Options::new(&config);
+    base.method = method;
+    base.explicit = explicit;
+    base.stiff = stiff;
+    base.stop_at_t_end = args.stop_at_t_end;
+    base.coordinates = coordinates;
+    // The options at relative tolerance `rtol`: the given absolute tolerances scaled in
+    // proportion, or the defaults at `rtol` (so that a refined run is the run that
+    // `--rtol` at its tolerance gives).
+    let opts_at = |rtol: f64| {
+        let scale = if rtol == args.rtol {
+            1.0
+        } else {
+            rtol / args.rtol
+        };
+        Options {
+            tol: Tolerance {
+                atol: args
+                    .atol
+                    .map_or_else(|| Options::default_atol(rtol, setting.dim), |a| a * scale),
+                atol_head: args
+                    .atol_head
+                    .map_or_else(|| Options::DEFAULT_ATOL_HEAD_FACTOR * rtol, |a| a * scale),
+                ..Options::default_tolerance(rtol, setting.dim)
+            },
+            ..base
         }
-        None => integrate(&config, &x0, &opts, &mut |_, _| Ok(()))?,
     };
+    let opts = opts_at(args.rtol);
+    if !(args.event_rtol.is_finite() && args.event_rtol > 0.0) {
+        return Err(Error::invalid(
+            "--event-rtol",
+            format!("must be finite and > 0, got {}", args.event_rtol),
+        ));
+    }
+    let check = Check {
+        target: args.event_rtol,
+        max_refinements: args.max_refinements,
+        ..Check::default()
+    };
+    let mut run_at = |rtol: f64, role: Role| -> Result<Run> {
+        let opts = opts_at(rtol);
+        match (&args.out, role) {
+            (Some(path), Role::Reported) => record_run(&config, &x0, &opts, path),
+            _ => integrate(&config, &x0, &opts, &mut |_, _| Ok(())),
+        }
+    };
+    // The estimate needs a relative tolerance to scale.
+    let estimated = !args.no_error_estimate && args.rtol > 0.0;
+    let checked = if estimated {
+        global_error::checked(args.rtol, &check, &mut run_at)?
+    } else {
+        Checked {
+            run: run_at(args.rtol, Role::Reported)?,
+            rtol: args.rtol,
+            comparison: None,
+            compared_rtol: None,
+            refinements: 0,
+            check_rhs_evals: 0,
+            check_error: (!args.no_error_estimate).then(|| "no estimate at rtol = 0".to_string()),
+        }
+    };
+    let reported = opts_at(checked.rtol);
+    let run = &checked.run;
     if args.json {
         let report = Report {
             summary: &run.summary,
@@ -203,8 +274,8 @@ pub fn run(args: &Args) -> Result<String> {
             explicit,
             stiff,
             coordinates: run.coordinates,
-            rtol: opts.tol.rtol,
-            atol: opts.tol.atol,
+            rtol: reported.tol.rtol,
+            atol: reported.tol.atol,
             stiff_from: run.stiff_from,
             ros4_from: run.fallback_from,
             explicit_steps: run.steps_by_method[0],
@@ -212,6 +283,18 @@ pub fn run(args: &Args) -> Result<String> {
             fast_mode_steps: run.fast_mode_steps,
             extended_from: run.extended_from,
             extended_steps: run.extended_steps,
+            rtol_requested: opts.tol.rtol,
+            event_error: checked.comparison.as_ref().map(|c| c.errors),
+            event_error_met: estimated.then(|| checked.met(check.target)),
+            event_error_target: check.target,
+            event_error_differs: checked
+                .comparison
+                .as_ref()
+                .map_or_else(Vec::new, |c| c.differs.clone()),
+            compared_rtol: checked.compared_rtol,
+            refinements: checked.refinements,
+            check_rhs_evals: checked.check_rhs_evals,
+            check_error: checked.check_error.clone(),
             init,
         };
         let text = serde_json::to_string(&report)
@@ -224,6 +307,67 @@ pub fn run(args: &Args) -> Result<String> {
             run.stiff_from
                 .map_or("never".to_string(), |t| t.to_string())
         );
+        if estimated {
+            out += &estimate_text(&checked, &check);
+        }
         Ok(out)
+    }
+}
+
+/// The human summary's line on the estimate.
+fn estimate_text(checked: &Checked, check: &Check) -> String {
+    let refined = match checked.refinements {
+        0 => String::new(),
+        k => format!(", after {k} refinement(s) to rtol {:e}", checked.rtol),
+    };
+    match (&checked.comparison, checked.compared_rtol) {
+        (Some(c), Some(rtol)) => {
+            let verdict = if c.met(check.target) {
+                "within"
+            } else {
+                "NOT within"
+            };
+            let differs = if c.differs.is_empty() {
+                String::new()
+            } else {
+                format!("; the runs differ in {}", c.differs.join(", "))
+            };
+            format!(
+                "event times: relative error estimate {:.1e} (against rtol {rtol:e}), \
+                 {verdict} the target {:e}{refined}{differs}\n",
+                c.errors.max(),
+                check.target
+            )
+        }
+        _ => format!(
+            "event times: no error estimate ({}){refined}\n",
+            checked.check_error.as_deref().unwrap_or("no companion")
+        ),
+    }
+}
+
+/// One run recorded to the CSV at `path`: written to `path.partial` and renamed when the
+/// run succeeds, so that a failed refinement leaves the previous run's CSV in place.
+fn record_run(config: &Config, x0: &Reduced<f64>, opts: &Options, path: &Path) -> Result<Run> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let result = (|| {
+        let mut rec = TrajectoryRecorder::create(&partial, config)?;
+        let run = integrate(config, x0, opts, &mut |t, x| rec.record(t, x))?;
+        rec.finish()?;
+        Ok(run)
+    })();
+    match result {
+        Ok(run) => {
+            std::fs::rename(&partial, path).map_err(|e| Error::io(path, &e))?;
+            Ok(run)
+        }
+        Err(e) => {
+            // The run's error is the one to report; a failure to remove the partial file
+            // would only hide it.
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
     }
 }

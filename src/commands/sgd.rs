@@ -11,11 +11,10 @@
 
 use crate::config::load_config;
 use crate::error::{Error, Result};
-use crate::moments::population::Constants;
 use crate::observe::{Summary, TrajectoryRecorder};
 use crate::sgd::{run as run_sgd, RunOptions, Sgd};
 use crate::state::State;
-use std::io::{BufWriter, IsTerminal};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Rows of the trajectory CSV when `--record-every` is not given.
@@ -105,14 +104,7 @@ pub fn run(args: &Args) -> Result<String> {
     };
     let summary = match &args.out {
         Some(path) => {
-            let file = std::fs::File::create(path).map_err(|e| Error::io(path, &e))?;
-            let constants = Constants::<f64>::new(setting, ());
-            let mut rec = TrajectoryRecorder::new(
-                BufWriter::new(file),
-                constants,
-                config.model,
-                setting.neurons,
-            )?;
+            let mut rec = TrajectoryRecorder::create(path, &config)?;
             let s = run_sgd(&mut sgd, options, Some(&mut rec), on_step)?;
             rec.finish()?;
             s

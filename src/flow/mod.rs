@@ -16,6 +16,8 @@
 //! - [`mod@integrate`], [`clock`]: the driver (double-double flow time), with event
 //!   location on the dense output (the events and the summary are the observers of
 //!   [`crate::observe`]);
+//! - [`global_error`]: the error of the event times, estimated by a companion run at a
+//!   looser tolerance, and refined when it exceeds a target;
 //! - [`stiffness`]: the Jacobian spectrum along a trajectory (the measurement behind the
 //!   choice of integrator).
 //!
@@ -31,6 +33,7 @@ pub mod dop853;
 pub mod dopri5;
 pub mod dual;
 pub mod extended;
+pub mod global_error;
 pub mod integrate;
 pub mod jacobian;
 pub mod linear;
