@@ -135,23 +135,9 @@ impl Event {
             }
             Event::T2 => {
                 let Some(s) = strong else { return -1.0 };
-                let alpha1_6 = 2.0 * k.h[0];
-                let rms_sq = |j: usize| {
-                    k.ek2 * alpha1_6 * x.a[j].powi(6) + 15.0 * k.n * k.s6 * x.gram.at(j, j).powi(3)
-                };
-                let carried = rms_sq(s);
                 (0..m)
                     .filter(|&j| j != s)
-                    .map(|j| {
-                        let big = x.e.at(j, s).powi(2) * carried;
-                        let own = phases.t2 * phases.t2 * rms_sq(j);
-                        let total = big + own;
-                        if total > 0.0 {
-                            (big - own) / total
-                        } else {
-                            -1.0
-                        }
-                    })
+                    .map(|j| substitution_margin(k, phases, s, j, x))
                     .fold(-1.0, f64::max)
             }
             Event::T3 => {
@@ -417,6 +403,28 @@ pub fn corr_gap(setting: &Setting, x: &Reduced<f64>) -> Option<f64> {
     Some((Float::with_val(CORR_GAP_BITS, 1) - corr.abs()).to_f64())
 }
 
+/// The margin (E2) of neuron `j` (`j != s`) at `x`: `(A_j - B_j) / (A_j + B_j)`, `-1` when
+/// both vanish (see [`Event::margin`]).
+fn substitution_margin(
+    k: &Constants<f64>,
+    phases: &Phases,
+    s: usize,
+    j: usize,
+    x: &Reduced<f64>,
+) -> f64 {
+    let alpha1_6 = 2.0 * k.h[0];
+    let rms_sq =
+        |j: usize| k.ek2 * alpha1_6 * x.a[j].powi(6) + 15.0 * k.n * k.s6 * x.gram.at(j, j).powi(3);
+    let big = x.e.at(j, s).powi(2) * rms_sq(s);
+    let own = phases.t2 * phases.t2 * rms_sq(j);
+    let total = big + own;
+    if total > 0.0 {
+        (big - own) / total
+    } else {
+        -1.0
+    }
+}
+
 /// Watches a run: consumes samples `(tau, x)` in increasing flow time, records the first
 /// time each event's condition holds at or after its start, the strong neuron and the
 /// peak off-diagonal size, and builds the [`Summary`].
@@ -427,6 +435,7 @@ pub struct EventTracker {
     phases: Phases,
     times: [Option<f64>; 4],
     strong: Option<usize>,
+    substitution_entry: Option<f64>,
     offdiag_peak: f64,
     last_tau: f64,
 }
@@ -440,6 +449,7 @@ impl EventTracker {
             phases,
             times: [None; 4],
             strong: None,
+            substitution_entry: None,
             offdiag_peak: 0.0,
             last_tau: f64::NEG_INFINITY,
         }
@@ -463,6 +473,12 @@ impl EventTracker {
     /// The strong neuron, once `t1` happened.
     pub fn strong_neuron(&self) -> Option<usize> {
         self.strong
+    }
+
+    /// `|E_ks|` at `t2` for the neuron `k` with the largest margin (E2) there: the head
+    /// entry that carries the substitution (`None` before `t2`).
+    pub fn substitution_entry(&self) -> Option<f64> {
+        self.substitution_entry
     }
 
     /// Events whose start has happened and which have not happened yet: the ones a solver
@@ -510,6 +526,14 @@ impl EventTracker {
                     }
                 } else if self.margin(ev, x) < 0.0 {
                     continue;
+                }
+                if let (Event::T2, Some(s)) = (ev, self.strong) {
+                    let margin =
+                        |j: usize| substitution_margin(&self.constants, &self.phases, s, j, x);
+                    self.substitution_entry = (0..x.neurons())
+                        .filter(|&j| j != s)
+                        .max_by(|&i, &j| margin(i).total_cmp(&margin(j)))
+                        .map(|j| x.e.at(j, s).abs());
                 }
                 self.times[ev.index()] = Some(tau);
                 fired.push(ev);

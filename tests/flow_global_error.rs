@@ -6,7 +6,7 @@ use predhead::config::parse_config;
 use predhead::error::Error;
 use predhead::flow::global_error::{checked, compare, Check, Role};
 use predhead::flow::{integrate, Options, Run};
-use predhead::observe::Outcome;
+use predhead::observe::{Event, Outcome};
 use predhead::setting::Config;
 
 /// The run at relative tolerance `rtol` with the default absolute tolerances (what
@@ -233,4 +233,78 @@ fn failures_of_the_check_are_reported_not_fatal() {
         }
     });
     assert!(err.is_err());
+}
+
+/// (G2) on two held-out configurations whose `t1 = t3` (both features learned at one
+/// instant) and whose `t2` condition, at `t1`, compares a head entry `E_ks ~ 1e-13` (below
+/// the head's absolute tolerance `1e-12` at rtol 1e-9) with a shrunken neuron's own size.
+/// - Seed-104 sweep, case 186 (`d = 2.8e8`, seed 606): `t2` is there at rtol 1e-9 and 1e-10
+///   and not at 1e-8, 1e-11 or 1e-12. Without (G2) the companion's missing `t2` makes the
+///   run refine once, to 1e-10, which agrees with 1e-9 and would be reported with the wrong
+///   `t2`. With (G2) both are unresolved, the run goes on to 1e-11 and reports `t2 = null`
+///   as the rtol-1e-12 run does, and says that the target is not met (1e-10 and 1e-11
+///   disagree on `t2`).
+/// - Seed-100 sweep, case 38 (`d = 2.3e9`, seed 537): `E_ks = 2.26e-13` at `t2`, resolved
+///   only at rtol 1e-11 (atol_head 1e-14), where `t2 = t1` as at rtol 1e-12; met.
+#[test]
+fn events_below_the_head_tolerance_are_refined_until_resolved() {
+    let setting = |dim: u64, p: usize, p0: usize, alpha: [f64; 2], s: f64| {
+        format!(
+            "dim = {dim}\npatches = {p}\nfeature_patches = {p0}\n\
+             alpha = [{}, {}]\nnoise_std = {s}\nneurons = 2",
+            alpha[0], alpha[1]
+        )
+    };
+    let check = Check::default();
+
+    let c = config(
+        &setting(
+            284932610,
+            10,
+            3,
+            [0.9523868143728125, 0.6349245429152083],
+            0.973360008201608,
+        ),
+        5e-5,
+        None,
+    );
+    let single = run_at(&c, 606, 1e-9);
+    assert!(single.summary.t2.is_some());
+    assert!(single.t2_head_entry.unwrap() < 1e-12);
+    assert_eq!(single.unresolved, [Event::T2]);
+    let reference = run_at(&c, 606, 1e-12);
+    assert_eq!(reference.summary.t2, None);
+    let ch = checked(1e-9, &check, &mut |rtol, _| Ok(run_at(&c, 606, rtol))).unwrap();
+    assert_eq!((ch.refinements, ch.rtol), (2, 1e-11));
+    assert_eq!(ch.run.summary.t2, None);
+    let cmp = ch.comparison.as_ref().unwrap();
+    assert_eq!(cmp.differs, ["t2"]);
+    assert!(!ch.met(check.target));
+    for (x, r) in [
+        (ch.run.summary.t1, reference.summary.t1),
+        (ch.run.summary.t3, reference.summary.t3),
+        (ch.run.summary.t_end, reference.summary.t_end),
+    ] {
+        assert!(relative(x.unwrap(), r.unwrap()) <= 1e-9);
+    }
+
+    let c = config(
+        &setting(
+            2277338035,
+            16,
+            8,
+            [1.0717627043647924, 0.7145084695765282],
+            1.743254767435578,
+        ),
+        1e-3,
+        None,
+    );
+    let ch = checked(1e-9, &check, &mut |rtol, _| Ok(run_at(&c, 537, rtol))).unwrap();
+    assert_eq!((ch.refinements, ch.rtol), (2, 1e-11));
+    assert!(ch.run.unresolved.is_empty() && ch.met(check.target));
+    let reference = run_at(&c, 537, 1e-12).summary;
+    let s = &ch.run.summary;
+    assert_eq!(s.t2, s.t1);
+    assert_eq!(reference.t2, reference.t1);
+    assert!(relative(s.t2.unwrap(), reference.t2.unwrap()) <= 1e-9);
 }

@@ -106,6 +106,11 @@ struct Report<'a> {
     extended_from: Option<f64>,
     /// Accepted steps taken in extended precision.
     extended_steps: u64,
+    /// `|E_ks|` at `t2`: the head entry that carries the substitution.
+    t2_head_entry: Option<f64>,
+    /// Events that the reported run's tolerance does not resolve (derivations/numerics.md,
+    /// (G2)).
+    unresolved_events: Vec<&'static str>,
     /// The relative tolerance asked for (`rtol` is that of the reported run, smaller after
     /// refinements).
     rtol_requested: f64,
@@ -283,6 +288,8 @@ pub fn run(args: &Args) -> Result<String> {
             fast_mode_steps: run.fast_mode_steps,
             extended_from: run.extended_from,
             extended_steps: run.extended_steps,
+            t2_head_entry: run.t2_head_entry,
+            unresolved_events: run.unresolved.iter().map(|e| e.name()).collect(),
             rtol_requested: opts.tol.rtol,
             event_error: checked.comparison.as_ref().map(|c| c.errors),
             event_error_met: estimated.then(|| checked.met(check.target)),
@@ -327,11 +334,14 @@ fn estimate_text(checked: &Checked, check: &Check) -> String {
             } else {
                 "NOT within"
             };
-            let differs = if c.differs.is_empty() {
+            let mut differs = if c.differs.is_empty() {
                 String::new()
             } else {
                 format!("; the runs differ in {}", c.differs.join(", "))
             };
+            if !c.unresolved.is_empty() {
+                differs += &format!("; not resolved: {}", c.unresolved.join(", "));
+            }
             format!(
                 "event times: relative error estimate {:.1e} (against rtol {rtol:e}), \
                  {verdict} the target {:e}{refined}{differs}\n",

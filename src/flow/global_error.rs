@@ -10,9 +10,11 @@
 //! the relative error of each event time of the run at `rtol` (`derivations/numerics.md`,
 //! eq. (G1)): the difference bounds the error when tightening the tolerance `factor`-fold
 //! at least halves it, and `rtol` covers the level below which two runs' differences are
-//! no longer proportional to their tolerances. When an estimate exceeds the target, or the two runs disagree on which events
-//! happen, on the strong neuron or on the outcome, the run is repeated at `rtol / factor`
-//! and compared with the previous one, at most [`Check::max_refinements`] times.
+//! no longer proportional to their tolerances. When an estimate exceeds the target, the
+//! two runs disagree on which events happen, on the strong neuron or on the outcome, or an
+//! event of the run is decided by a quantity its tolerance does not resolve (eq. (G2)),
+//! the run is repeated at `rtol / factor` and compared with the previous one, at most
+//! [`Check::max_refinements`] times.
 
 use crate::error::Result;
 use crate::flow::Run;
@@ -99,12 +101,16 @@ pub struct Comparison {
     /// The keys among `t1`, `t2`, `t3`, `t_end` (present in one run only),
     /// `strong_neuron` and `outcome` whose values differ.
     pub differs: Vec<&'static str>,
+    /// The events of the reported run that its tolerance does not resolve
+    /// ([`Run::unresolved`], eq. (G2); empty from [`compare`], which sees summaries only).
+    pub unresolved: Vec<&'static str>,
 }
 
 impl Comparison {
-    /// Whether every estimate is at most `target` and nothing differs.
+    /// Whether every estimate is at most `target`, nothing differs and every event is
+    /// resolved.
     pub fn met(&self, target: f64) -> bool {
-        self.differs.is_empty() && self.errors.max() <= target
+        self.differs.is_empty() && self.unresolved.is_empty() && self.errors.max() <= target
     }
 }
 
@@ -143,7 +149,19 @@ pub fn compare(reported: &Summary, other: &Summary, rtol: f64) -> Comparison {
     if reported.outcome != other.outcome {
         differs.push("outcome");
     }
-    Comparison { errors, differs }
+    Comparison {
+        errors,
+        differs,
+        unresolved: Vec::new(),
+    }
+}
+
+/// [`compare`] of two runs, with the reported run's unresolved events (G2).
+fn assess(reported: &Run, other: &Run, rtol: f64) -> Comparison {
+    Comparison {
+        unresolved: reported.unresolved.iter().map(|e| e.name()).collect(),
+        ..compare(&reported.summary, &other.summary, rtol)
+    }
 }
 
 /// The reported run and its estimate.
@@ -208,7 +226,7 @@ pub fn checked(
     };
     match companion {
         Ok(c) => {
-            checked.comparison = Some(compare(&checked.run.summary, &c.summary, rtol));
+            checked.comparison = Some(assess(&checked.run, &c, rtol));
             checked.compared_rtol = Some(companion_rtol);
             checked.check_rhs_evals += rhs_evals(&c);
         }
@@ -227,7 +245,7 @@ pub fn checked(
         }
         match run_at(next, Role::Reported) {
             Ok(run) => {
-                checked.comparison = Some(compare(&run.summary, &checked.run.summary, next));
+                checked.comparison = Some(assess(&run, &checked.run, next));
                 checked.compared_rtol = Some(checked.rtol);
                 checked.check_rhs_evals += rhs_evals(&checked.run);
                 checked.run = run;

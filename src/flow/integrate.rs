@@ -246,7 +246,19 @@ pub struct Run {
     /// extension had a defect above `MAX_DEFECT` and follow the chord
     /// ([`Dense::repair_hermite`]).
     pub fast_mode_steps: u64,
+    /// `|E_ks|` at `t2`, the head entry that carries the substitution
+    /// ([`crate::observe::EventTracker::substitution_entry`]; `None`: no `t2`).
+    pub t2_head_entry: Option<f64>,
+    /// Events decided by a quantity the tolerance does not resolve: `t2` when
+    /// [`Run::t2_head_entry`] is below [`RESOLVED_HEAD_ENTRY`] times the head's absolute
+    /// tolerance (`derivations/numerics.md`, (G2)).
+    pub unresolved: Vec<Event>,
 }
+
+/// A head entry is resolved at `RESOLVED_HEAD_ENTRY` times the head's absolute tolerance
+/// (about one correct digit for an absolute error of about `atol_head`;
+/// `derivations/numerics.md`, (G2)).
+pub const RESOLVED_HEAD_ENTRY: f64 = 10.0;
 
 /// An estimate of the spectral radius of the row-major `n x n` matrix `jac` from the growth
 /// of 24 power iterations (the geometric mean growth over the last 16, which also works for
@@ -738,6 +750,13 @@ pub fn integrate<S: FlowScalar>(
                 extended_steps,
                 coordinates,
                 fast_mode_steps,
+                t2_head_entry: tracker.substitution_entry(),
+                unresolved: match tracker.substitution_entry() {
+                    Some(e) if e.is_nan() || e < RESOLVED_HEAD_ENTRY * opts.tol.atol_head => {
+                        vec![Event::T2]
+                    }
+                    _ => Vec::new(),
+                },
             });
         }};
     }
