@@ -81,6 +81,7 @@ pub fn bartlett_factor<R: rand::Rng + ?Sized>(
 /// tests of `tests/init.rs`), but not the same draws.
 pub fn reduced(setting: &Setting, seed: u64) -> Result<Reduced<f64>> {
     let m = setting.neurons;
+    crate::flow::integrate::check_neurons(m)?;
     let d = setting.dim as f64;
     let scale = 1.0 / d.sqrt();
     let mut rng = stream_rng(Domain::InitReduced, seed, 0, 0);

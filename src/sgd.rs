@@ -697,6 +697,46 @@ fn regenerate(job: &Job<'_>) -> Result<BatchGradient> {
     })
 }
 
+/// The largest number of `f64` entries of one array that explicit SGD allocates
+/// ([`check_size`]): `2^28`, 2 GiB.
+pub const MAX_ENTRIES: u128 = 1 << 28;
+
+/// An error when one of explicit SGD's arrays would exceed [`MAX_ENTRIES`]: the encoder
+/// (`m d`), the head's `m x m` work matrices, and a block's partial sum, `V m (2m + 1) d`
+/// for the fused kernel (`V` = 1 with stop-gradient, else 2) or `N P m + m d` for the
+/// regenerating one ([`Kernel::resolve`]; about `threads log2(MAX_BLOCKS)` partial sums are
+/// alive at once). Such sizes are refused instead of aborting on allocation.
+pub fn check_size(config: &Config) -> Result<()> {
+    let s = &config.setting;
+    let (m, d) = (s.neurons as u128, u128::from(s.dim));
+    let (n, p) = (config.training.batch as u128, s.patches as u128);
+    let partial = match Kernel::Auto.resolve(s.neurons, s.patches, config.model.stop_gradient) {
+        Kernel::Fused => {
+            let views = if config.model.stop_gradient { 1 } else { 2 };
+            views * m * (2 * m + 1) * d
+        }
+        _ => n * p * m + m * d,
+    };
+    let largest = (m * d).max(m * m).max(partial);
+    if largest > MAX_ENTRIES {
+        // Name the dimension when it alone is what a handful of neurons cannot afford.
+        let field = if m <= 64 {
+            "setting.dim"
+        } else {
+            "setting.neurons"
+        };
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{} neurons at dim {} need an array of {largest} entries, more than \
+                 {MAX_ENTRIES} (2 GiB)",
+                s.neurons, s.dim
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Explicit SGD on the paper's objective: the state, the step count and the data seed.
 #[derive(Clone, Debug)]
 pub struct Sgd {
@@ -714,10 +754,11 @@ pub struct Sgd {
 
 impl Sgd {
     /// Starts SGD at `state` with data seed `seed`. Errors when the state's shape does not
-    /// match the setting or `d` does not fit in memory.
+    /// match the setting or its arrays would not fit in memory ([`check_size`]).
     pub fn new(config: &Config, state: State, seed: u64) -> Result<Self> {
         let d = usize::try_from(config.setting.dim)
             .map_err(|_| Error::invalid("setting.dim", "too large for explicit SGD"))?;
+        check_size(config)?;
         let m = config.setting.neurons;
         if state.neurons() != m || state.e.len() != m || state.dim() != d {
             return Err(Error::invalid(

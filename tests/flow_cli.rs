@@ -196,6 +196,20 @@ fn bad_input_exits_2_with_one_line() {
         serde_json::json!({"w": [w0, w1], "e": [[1.0, 0.0], [0.0, 1.0]]}).to_string(),
     )
     .unwrap();
+    // More neurons than the flow's exact Jacobian affords (and 1e12, which would abort on
+    // allocation without the check).
+    let many = dir.path().join("many.toml");
+    std::fs::write(&many, CONFIG.replace("neurons = 2", "neurons = 33")).unwrap();
+    let huge = dir.path().join("huge.toml");
+    std::fs::write(
+        &huge,
+        CONFIG.replace("neurons = 2", "neurons = 1000000000000"),
+    )
+    .unwrap();
+    for path in [&many, &huge] {
+        let err = assert_bad_input(&["flow", "--config", path.to_str().unwrap()]);
+        assert!(err.contains("setting.neurons"), "{err}");
+    }
     let c = cfg.to_str().unwrap();
     let s = state.to_str().unwrap();
     let z = zero.to_str().unwrap();

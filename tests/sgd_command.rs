@@ -105,6 +105,17 @@ fn bad_input_exits_2_with_one_stderr_line() {
         "l.toml",
         &CONFIG.replace("lr = 0.02\n", "lr = -1.0\n"),
     );
+    // Sizes whose arrays cannot be allocated: refused, not an allocation abort.
+    let huge_m = write(
+        dir.path(),
+        "m.toml",
+        &CONFIG.replace("neurons = 2", "neurons = 1000000000000"),
+    );
+    let huge_d = write(
+        dir.path(),
+        "d.toml",
+        &CONFIG.replace("dim = 24", "dim = 100000000"),
+    );
     let short = write(
         dir.path(),
         "s.json",
@@ -113,6 +124,8 @@ fn bad_input_exits_2_with_one_stderr_line() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["sgd", "--config", &bad_batch], "training.batch"),
         (vec!["sgd", "--config", &bad_lr], "training.lr"),
+        (vec!["sgd", "--config", &huge_m], "setting.neurons"),
+        (vec!["sgd", "--config", &huge_d], "setting.dim"),
         (
             vec!["sgd", "--config", &cfg, "--state", &short],
             "state.w[0]",

@@ -63,6 +63,7 @@ pub fn run(args: &Args) -> Result<String> {
             ),
         ));
     }
+    crate::sgd::check_size(&config)?;
     let record_every = match args.record_every {
         Some(0) => {
             return Err(Error::invalid("--record-every", "must be positive, got 0"));

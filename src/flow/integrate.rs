@@ -119,6 +119,24 @@ impl Stiff {
     }
 }
 
+/// The largest number of neurons the flow accepts: at `m = 32` the state has 1,648 entries
+/// and the exact Jacobian 2.7M (22 MB); beyond, the Jacobian's memory grows like `m^4`.
+pub const MAX_NEURONS: usize = 32;
+
+/// An error when `m` exceeds [`MAX_NEURONS`] (the reduced initialization and the flow).
+pub fn check_neurons(m: usize) -> Result<()> {
+    if m > MAX_NEURONS {
+        return Err(Error::invalid(
+            "setting.neurons",
+            format!(
+                "at most {MAX_NEURONS} for the flow (its state has 2m + m(m+1)/2 + m^2 \
+                 entries and its exact Jacobian their square), got {m}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Integration options.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Options {
@@ -638,6 +656,7 @@ pub fn integrate<S: FlowScalar>(
     opts: &Options,
     on_sample: &mut dyn FnMut(f64, &Reduced<f64>) -> Result<()>,
 ) -> Result<Run> {
+    check_neurons(x0.neurons())?;
     if !(opts.horizon > 0.0 && opts.horizon.is_finite()) {
         return Err(Error::invalid(
             "training.horizon",
