@@ -186,20 +186,37 @@ fn disagreements_fail_the_target_and_refine() {
     assert!(ch.met(1e-6));
 }
 
-/// A failing companion or refinement is reported, not fatal; a failing run at the asked
-/// tolerance is returned as the error.
+/// A failing companion or refinement is reported, not fatal (a failing companion is
+/// replaced by a refinement); a failing run at the asked tolerance is returned as the
+/// error.
 #[test]
 fn failures_of_the_check_are_reported_not_fatal() {
     let c = paper_setting(100);
     let fail = || Error::numerical("test", "injected");
+    // A failed companion: the run is refined once, and the refinement compared with it.
     let ch = checked(1e-9, &Check::default(), &mut |rtol, role| match role {
         Role::Companion => Err(fail()),
         Role::Reported => Ok(run_at(&c, 1, rtol)),
     })
     .unwrap();
-    assert!(ch.comparison.is_none() && !ch.met(1.0));
-    assert_eq!(ch.refinements, 0);
+    assert_eq!(
+        (ch.refinements, ch.rtol, ch.compared_rtol),
+        (1, 1e-10, Some(1e-9))
+    );
+    assert!(ch.met(1e-6));
     assert!(ch.check_error.unwrap().contains("injected"));
+    // No run but the one at 1e-9 succeeds: no estimate, not met.
+    let ch = checked(1e-9, &Check::default(), &mut |rtol, _| {
+        if rtol == 1e-9 {
+            Ok(run_at(&c, 1, rtol))
+        } else {
+            Err(fail())
+        }
+    })
+    .unwrap();
+    assert!(ch.comparison.is_none() && !ch.met(1.0));
+    assert_eq!((ch.refinements, ch.rtol), (0, 1e-9));
+    assert!(ch.check_error.is_some());
 
     // A target no run meets: the refinement at 1e-10 fails, the run at 1e-9 stays.
     let strict = Check {

@@ -171,8 +171,8 @@ pub struct Checked {
     pub run: Run,
     /// The relative tolerance it ran at.
     pub rtol: f64,
-    /// Its comparison with the run at [`Checked::compared_rtol`] (`None`: that run
-    /// failed, see [`Checked::check_error`]).
+    /// Its comparison with the run at [`Checked::compared_rtol`] (`None`: the companion
+    /// failed and no refinement was made or succeeded, see [`Checked::check_error`]).
     pub comparison: Option<Comparison>,
     /// The relative tolerance of the run it was compared with.
     pub compared_rtol: Option<f64>,
@@ -206,8 +206,9 @@ fn rhs_evals(run: &Run) -> u64 {
 /// times with a companion at `check.factor * rtol`, refining as [`Check`] says
 /// (`derivations/numerics.md`, "Global error of the event times"). `run_at(rtol, role)`
 /// integrates the trajectory at the relative tolerance `rtol` (and absolute tolerances in
-/// proportion); a failure of the run at `rtol` is returned, a failure of a companion or
-/// of a refinement is reported in [`Checked::check_error`].
+/// proportion); a failure of the run at `rtol` is returned, a failure of the companion or
+/// of a refinement is reported in [`Checked::check_error`] (after a failed companion the
+/// run is refined, and the refinement is compared with the run at `rtol`).
 pub fn checked(
     rtol: f64,
     check: &Check,
@@ -232,10 +233,11 @@ pub fn checked(
         }
         Err(e) => checked.check_error = Some(e.to_string()),
     }
+    // Without a companion (it failed) the first refinement gives the comparison.
     while checked
         .comparison
         .as_ref()
-        .is_some_and(|c| !c.met(check.target))
+        .is_none_or(|c| !c.met(check.target))
         && checked.refinements < check.max_refinements
     {
         let exponent = i32::try_from(checked.refinements + 1).unwrap_or(i32::MAX);
