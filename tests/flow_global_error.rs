@@ -288,7 +288,7 @@ fn events_below_the_head_tolerance_are_refined_until_resolved() {
     let single = run_at(&c, 606, 1e-9);
     assert!(single.summary.t2.is_some());
     assert!(single.t2_head_entry.unwrap() < 1e-12);
-    assert_eq!(single.unresolved, [Event::T2]);
+    assert_eq!(*single.unresolved, [Event::T2]);
     let reference = run_at(&c, 606, 1e-12);
     assert_eq!(reference.summary.t2, None);
     let ch = checked(1e-9, &check, &mut |rtol, _| Ok(run_at(&c, 606, rtol))).unwrap();

@@ -168,45 +168,7 @@ pub fn run(args: &Args) -> Result<String> {
             ))
         }
     };
-    let atol = args
-        .atol
-        .unwrap_or_else(|| Options::default_atol(args.rtol, config.setting.dim));
-    let atol_head = args.atol_head.unwrap_or(0.0);
-    for (name, v) in [
-        ("--rtol", args.rtol),
-        ("--atol", atol),
-        ("--atol-head", atol_head),
-    ] {
-        if !(v.is_finite() && v >= 0.0) {
-            return Err(Error::invalid(
-                name,
-                format!("must be finite and >= 0, got {v}"),
-            ));
-        }
-    }
-    if !(args.rtol > 0.0 || atol > 0.0) {
-        return Err(Error::invalid("--rtol", "rtol and atol cannot both be 0"));
-    }
     let setting = &config.setting;
-    let (x0, init): (Reduced<f64>, String) = match (&args.state, args.seed) {
-        (Some(_), Some(_)) => {
-            return Err(Error::invalid(
-                "--state",
-                "give either --seed or --state, not both",
-            ));
-        }
-        (Some(path), None) => {
-            let state = State::load(path, setting)?;
-            (
-                crate::reduced::reduce::<f64>(&state, ()),
-                format!("state {}", path.display()),
-            )
-        }
-        (None, seed) => {
-            let seed = seed.unwrap_or(0);
-            (crate::init::reduced(setting, seed)?, format!("seed {seed}"))
-        }
-    };
     let mut base = Options::new(&config);
     base.method = method;
     base.explicit = explicit;
@@ -236,12 +198,47 @@ pub fn run(args: &Args) -> Result<String> {
         }
     };
     let opts = opts_at(args.rtol);
+    let tol = opts.tol;
+    for (name, v) in [
+        ("--rtol", tol.rtol),
+        ("--atol", tol.atol),
+        ("--atol-head", tol.atol_head),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(Error::invalid(
+                name,
+                format!("must be finite and >= 0, got {v}"),
+            ));
+        }
+    }
+    if !(tol.rtol > 0.0 || tol.atol > 0.0) {
+        return Err(Error::invalid("--rtol", "rtol and atol cannot both be 0"));
+    }
     if !(args.event_rtol.is_finite() && args.event_rtol > 0.0) {
         return Err(Error::invalid(
             "--event-rtol",
             format!("must be finite and > 0, got {}", args.event_rtol),
         ));
     }
+    let (x0, init): (Reduced<f64>, String) = match (&args.state, args.seed) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "--state",
+                "give either --seed or --state, not both",
+            ));
+        }
+        (Some(path), None) => {
+            let state = State::load(path, setting)?;
+            (
+                crate::reduced::reduce::<f64>(&state, ()),
+                format!("state {}", path.display()),
+            )
+        }
+        (None, seed) => {
+            let seed = seed.unwrap_or(0);
+            (crate::init::reduced(setting, seed)?, format!("seed {seed}"))
+        }
+    };
     let check = Check {
         target: args.event_rtol,
         max_refinements: args.max_refinements,
@@ -259,15 +256,11 @@ pub fn run(args: &Args) -> Result<String> {
     let checked = if estimated {
         global_error::checked(args.rtol, &check, &mut run_at)?
     } else {
-        Checked {
-            run: run_at(args.rtol, Role::Reported)?,
-            rtol: args.rtol,
-            comparison: None,
-            compared_rtol: None,
-            refinements: 0,
-            check_rhs_evals: 0,
-            check_error: (!args.no_error_estimate).then(|| "no estimate at rtol = 0".to_string()),
+        let mut single = Checked::single(run_at(args.rtol, Role::Reported)?, args.rtol);
+        if !args.no_error_estimate {
+            single.check_error = Some("no estimate at rtol = 0".to_string());
         }
+        single
     };
     let reported = opts_at(checked.rtol);
     let run = &checked.run;

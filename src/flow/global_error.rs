@@ -186,6 +186,19 @@ pub struct Checked {
 }
 
 impl Checked {
+    /// The run at `rtol` alone: no comparison, no refinement.
+    pub fn single(run: Run, rtol: f64) -> Self {
+        Checked {
+            run,
+            rtol,
+            comparison: None,
+            compared_rtol: None,
+            refinements: 0,
+            check_rhs_evals: 0,
+            check_error: None,
+        }
+    }
+
     /// Whether the reported run meets `target` (false when there is no estimate).
     pub fn met(&self, target: f64) -> bool {
         self.comparison.as_ref().is_some_and(|c| c.met(target))
@@ -216,15 +229,7 @@ pub fn checked(
 ) -> Result<Checked> {
     let companion_rtol = decimal(rtol * check.factor);
     let companion = run_at(companion_rtol, Role::Companion);
-    let mut checked = Checked {
-        run: run_at(rtol, Role::Reported)?,
-        rtol,
-        comparison: None,
-        compared_rtol: None,
-        refinements: 0,
-        check_rhs_evals: 0,
-        check_error: None,
-    };
+    let mut checked = Checked::single(run_at(rtol, Role::Reported)?, rtol);
     match companion {
         Ok(c) => {
             checked.comparison = Some(assess(&checked.run, &c, rtol));

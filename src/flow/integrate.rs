@@ -11,7 +11,7 @@ use crate::flow::jacobian::FlowScalar;
 use crate::flow::problem::{to_f64, to_f64_into, Coordinates, Problem};
 use crate::flow::{dop853, dopri5, rodas5, rosenbrock};
 use crate::moments::population::{Constants, Reduced};
-use crate::observe::{offdiag_norm, Event, EventTracker, Summary, Termination};
+use crate::observe::{offdiag_norm, Event, EventTracker, Events, Summary, Termination};
 use crate::scalar::Scalar;
 use crate::setting::Config;
 
@@ -270,13 +270,20 @@ pub struct Run {
     /// Events decided by a quantity the tolerance does not resolve: `t2` when
     /// [`Run::t2_head_entry`] is below [`RESOLVED_HEAD_ENTRY`] times the head's absolute
     /// tolerance (`derivations/numerics.md`, (G2)).
-    pub unresolved: Vec<Event>,
+    pub unresolved: Events,
 }
 
 /// A head entry is resolved at `RESOLVED_HEAD_ENTRY` times the head's absolute tolerance
 /// (about one correct digit for an absolute error of about `atol_head`;
 /// `derivations/numerics.md`, (G2)).
 pub const RESOLVED_HEAD_ENTRY: f64 = 10.0;
+
+/// The events of a run with `t2` head entry `t2_head_entry` that tolerance `tol` does not
+/// resolve (`derivations/numerics.md`, (G2)).
+fn unresolved(t2_head_entry: Option<f64>, tol: &Tolerance) -> Events {
+    let t2 = t2_head_entry.is_some_and(|e| e.is_nan() || e < RESOLVED_HEAD_ENTRY * tol.atol_head);
+    Events::from_fn(|e| t2 && e == Event::T2)
+}
 
 /// An estimate of the spectral radius of the row-major `n x n` matrix `jac` from the growth
 /// of 24 power iterations (the geometric mean growth over the last 16, which also works for
@@ -770,12 +777,7 @@ pub fn integrate<S: FlowScalar>(
                 coordinates,
                 fast_mode_steps,
                 t2_head_entry: tracker.substitution_entry(),
-                unresolved: match tracker.substitution_entry() {
-                    Some(e) if e.is_nan() || e < RESOLVED_HEAD_ENTRY * opts.tol.atol_head => {
-                        vec![Event::T2]
-                    }
-                    _ => Vec::new(),
-                },
+                unresolved: unresolved(tracker.substitution_entry(), &opts.tol),
             });
         }};
     }
