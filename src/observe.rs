@@ -403,8 +403,9 @@ pub fn corr_gap(setting: &Setting, x: &Reduced<f64>) -> Option<f64> {
     Some((Float::with_val(CORR_GAP_BITS, 1) - corr.abs()).to_f64())
 }
 
-/// The margin (E2) of neuron `j` (`j != s`) at `x`: `(A_j - B_j) / (A_j + B_j)`, `-1` when
-/// both vanish (see [`Event::margin`]).
+/// The margin of neuron `j` (`j != s`) at `x` in the `t2` condition
+/// (`derivations/phases.md`, eq. (E2)): `(A_j - B_j) / (A_j + B_j)`, `-1` when both vanish
+/// (see [`Event::margin`]).
 fn substitution_margin(
     k: &Constants<f64>,
     phases: &Phases,
