@@ -510,6 +510,59 @@ fn resting_components_of_fast_mode_steps_do_not_bend_t3() {
     );
 }
 
+/// (X1) of `derivations/numerics.md` ("Extended-precision steps"): a held-out
+/// configuration (`m = 2`, `d = 4.2e7`, linear head at `lr_head = lr`, no normalization;
+/// seed 107 of the reference sweeps, case 0) whose rtol-1e-12 run spends the budget of
+/// extended attempts and then stalls in `f64` (before: `step-limit` after 2e6 attempts at
+/// `tau = 3.3e16` of the horizon `1.7e18`). A window of 20,000 attempts without headway
+/// arms the probe again: the run reaches the horizon, and its event times agree with the
+/// default run's to the stated `10 rtol`. On the case-92 configuration at rtol 1e-12 the
+/// `f64` steps after the spent budget advance `ln tau` by at least 0.46 per window, so the
+/// rule does not fire there and the run is the one before it (`t3` 2.5e-8 from the
+/// rtol-1e-13 reference). Deterministic.
+#[test]
+fn a_stall_after_the_extended_budget_rearms_the_probe() {
+    let c = parse_config(
+        "[setting]\ndim = 41601020\npatches = 16\nfeature_patches = 14\n\
+         alpha = [2.4475607074021957, 1.2237803537010978]\n\
+         noise_std = 1.9354356319213277\nneurons = 2\n\
+         [model]\nhead = \"linear\"\nnormalization = \"none\"\nstop_gradient = true\n\
+         [training]\nlr = 1e-3\nlr_head = 1e-3\n",
+    )
+    .unwrap();
+    let tight = run_with(&c, 302, |o| {
+        o.tol = Options::default_tolerance(1e-12, c.setting.dim);
+    });
+    assert_eq!(tight.summary.termination, Termination::Horizon);
+    assert!(tight.extended_rearms >= 1, "{}", tight.extended_rearms);
+    let default = run_with(&c, 302, |_| {}).summary;
+    for (x, y) in [
+        (tight.summary.t1, default.t1),
+        (tight.summary.t3, default.t3),
+    ] {
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(
+            (x - y).abs() <= 10.0 * Options::DEFAULT_RTOL * x,
+            "rtol 1e-12: {x}, default: {y}"
+        );
+    }
+    let c92 = paper_head_config(
+        "dim = 1152805006\npatches = 10\nfeature_patches = 5\n\
+         alpha = [3.961907582583213, 1.9809537912916064]\n\
+         noise_std = 0.6011630987482373\nneurons = 3",
+        5e-5,
+    );
+    let run = run_with(&c92, 682, |o| {
+        o.tol = Options::default_tolerance(1e-12, c92.setting.dim);
+    });
+    assert!(run.extended_steps > 0);
+    assert_eq!(run.extended_rearms, 0);
+    assert_eq!(run.summary.termination, Termination::Horizon);
+    // The reference of `resting_components_of_fast_mode_steps_do_not_bend_t3`.
+    let (t3, t3_ref) = (run.summary.t3.unwrap(), 1.296_530_662_949_099_3e19);
+    assert!((t3 - t3_ref).abs() <= 1e-7 * t3_ref, "t3 {t3}");
+}
+
 /// `f64` rounding as the limit of the stiff steps (`derivations/numerics.md`,
 /// "Integrators", "Extended-precision steps"): a held-out configuration (`m = 4`,
 /// `d = 284025`, linear head at `lr_head = lr`, no normalization; seed 11 of the sweep, case

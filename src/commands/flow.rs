@@ -106,6 +106,8 @@ struct Report<'a> {
     extended_from: Option<f64>,
     /// Accepted steps taken in extended precision.
     extended_steps: u64,
+    /// How often a stall after a spent budget of extended attempts armed the probe again.
+    extended_rearms: u64,
     /// `|E_ks|` at `t2`: the head entry that carries the substitution.
     t2_head_entry: Option<f64>,
     /// Events that the reported run's tolerance does not resolve (derivations/numerics.md,
@@ -281,6 +283,7 @@ pub fn run(args: &Args) -> Result<String> {
             fast_mode_steps: run.fast_mode_steps,
             extended_from: run.extended_from,
             extended_steps: run.extended_steps,
+            extended_rearms: run.extended_rearms,
             t2_head_entry: run.t2_head_entry,
             unresolved_events: run.unresolved.iter().map(|e| e.name()).collect(),
             rtol_requested: opts.tol.rtol,

@@ -258,6 +258,9 @@ pub struct Run {
     pub extended_from: Option<f64>,
     /// Accepted steps taken in extended precision.
     pub extended_steps: u64,
+    /// How often a stall of the `f64` steps after a spent budget of extended attempts armed
+    /// the probe again (derivations/numerics.md, eq. (X1)).
+    pub extended_rearms: u64,
     /// The coordinates of the state vector.
     pub coordinates: Coordinates,
     /// Accepted steps of Shampine's method in which some components of the cubic Hermite
@@ -648,6 +651,20 @@ impl<S: Scalar> Buffers<S> {
     }
 }
 
+/// `f64` attempts in the window that watches for a stall after a spent budget of extended
+/// attempts (derivations/numerics.md, eq. (X1)).
+const STALL_WINDOW: u64 = 20_000;
+
+/// The least advance of `ln tau` over [`STALL_WINDOW`] attempts that is not a stall (eq.
+/// (X1)): at that rate the step limit of 2e6 attempts covers 5 e-folds of `tau`.
+const STALL_PROGRESS: f64 = 0.05;
+
+/// Whether the flow stalled from `from` to `to` (eq. (X1): `ln(to / from) <
+/// STALL_PROGRESS`); `None` when `from` is not positive.
+fn stalled(from: f64, to: f64) -> Option<bool> {
+    (from > 0.0).then(|| (to / from).ln() < STALL_PROGRESS)
+}
+
 /// Whether a step attempt's error norm accepts it (finite and at most 1).
 fn accepted(attempt: &Result<f64>) -> bool {
     matches!(attempt, Ok(e) if e.is_finite() && *e <= 1.0)
@@ -738,7 +755,15 @@ pub fn integrate<S: FlowScalar>(
     // and not kept: 50,000 gave no more accurate event times on a held-out m = 3 case and
     // took 7 s instead of 0.9 (derivations/numerics.md, "Extended-precision steps").
     const EXTENDED_BUDGET: u64 = 5_000;
+    let mut budget = EXTENDED_BUDGET;
     let mut extended_attempts = 0u64;
+    // After a spent budget: the window of f64 attempts that watches for a stall (its first
+    // attempt and flow time), the flow time of the last re-arming, whether re-arming is
+    // still allowed, and how often it happened (`Run::extended_rearms`).
+    let mut stall_window: Option<(u64, f64)> = None;
+    let mut rearmed_at: Option<f64> = None;
+    let mut may_rearm = true;
+    let mut extended_rearms = 0u64;
     let (mut window_attempts, mut window_fails) = (0u32, 0u32);
     const FALLBACK_WINDOW: u32 = 64;
     const FALLBACK_REJECTS: u32 = 12;
@@ -774,6 +799,7 @@ pub fn integrate<S: FlowScalar>(
                 fallback_from,
                 extended_from,
                 extended_steps,
+                extended_rearms,
                 coordinates,
                 fast_mode_steps,
                 t2_head_entry: tracker.substitution_entry(),
@@ -881,7 +907,29 @@ pub fn integrate<S: FlowScalar>(
         // quarter of the `f64` one (or the `f64` stages left the domain), `f64` rounding,
         // not the step, was the limit: the run turns to `extended_mode` and retries.
         let mut in_extended = false;
-        let spent = extended_attempts >= EXTENDED_BUDGET;
+        let spent = extended_attempts >= budget;
+        if spent && !extended_mode && may_rearm {
+            // A stall of the f64 steps after a spent budget (derivations/numerics.md,
+            // "Extended-precision steps", eq. (X1)) arms the probe again with one more
+            // budget; not again once a re-armed stint of extended steps did not advance
+            // the flow either (then rounding is not what holds the run back).
+            if stall_window.is_none() {
+                if let Some(t_r) = rearmed_at.take() {
+                    may_rearm = stalled(t_r, t).is_none_or(|s| !s);
+                }
+            }
+            let attempts = acc[0] + acc[1] + rej;
+            let (from, t_from) = *stall_window.get_or_insert((attempts, t));
+            if may_rearm && attempts - from >= STALL_WINDOW {
+                stall_window = None;
+                if stalled(t_from, t) == Some(true) {
+                    budget += EXTENDED_BUDGET;
+                    probe = true;
+                    rearmed_at = Some(t);
+                    extended_rearms += 1;
+                }
+            }
+        }
         let attempt =
             if stiff && have_jac && (extended_mode || (probe && !accepted(&attempt) && !spent)) {
                 if extended.is_none() {
@@ -906,8 +954,9 @@ pub fn integrate<S: FlowScalar>(
                             let tol = opts.tol.scaled(Stiff::Rodas5.tolerance_factor());
                             let r = x.step(Stiff::Rodas5, &y, &b.jac, h, tol);
                             in_extended = matches!(r, Ok(e) if e.is_finite());
-                            if extended_attempts >= EXTENDED_BUDGET {
-                                // Spent: the rest of the run is f64 again, without probes.
+                            if extended_attempts >= budget {
+                                // Spent: f64 again, without probes unless a stall
+                                // re-arms them (eq. (X1), above).
                                 extended_mode = false;
                             }
                             r
