@@ -68,6 +68,17 @@ fn paper_head_config(setting: &str, lr_head: f64) -> Config {
     .unwrap()
 }
 
+/// A configuration with the linear head at `lr_head = lr = 1e-3`, no normalization,
+/// stop-gradient, and the given `[setting]` body (the held-out cases whose stiff steps are
+/// limited by `f64` rounding).
+fn linear_head_config(setting: &str) -> Config {
+    parse_config(&format!(
+        "[setting]\n{setting}\n[model]\nhead = \"linear\"\nnormalization = \"none\"\n\
+         stop_gradient = true\n[training]\nlr = 1e-3\nlr_head = 1e-3\n"
+    ))
+    .unwrap()
+}
+
 fn times(s: &Summary) -> [Option<f64>; 4] {
     [s.t1, s.t2, s.t3, s.t_end]
 }
@@ -522,14 +533,11 @@ fn resting_components_of_fast_mode_steps_do_not_bend_t3() {
 /// rtol-1e-13 reference). Deterministic.
 #[test]
 fn a_stall_after_the_extended_budget_rearms_the_probe() {
-    let c = parse_config(
-        "[setting]\ndim = 41601020\npatches = 16\nfeature_patches = 14\n\
+    let c = linear_head_config(
+        "dim = 41601020\npatches = 16\nfeature_patches = 14\n\
          alpha = [2.4475607074021957, 1.2237803537010978]\n\
-         noise_std = 1.9354356319213277\nneurons = 2\n\
-         [model]\nhead = \"linear\"\nnormalization = \"none\"\nstop_gradient = true\n\
-         [training]\nlr = 1e-3\nlr_head = 1e-3\n",
-    )
-    .unwrap();
+         noise_std = 1.9354356319213277\nneurons = 2",
+    );
     let tight = run_with(&c, 302, |o| {
         o.tol = Options::default_tolerance(1e-12, c.setting.dim);
     });
@@ -577,14 +585,11 @@ fn a_stall_after_the_extended_budget_rearms_the_probe() {
 /// Deterministic.
 #[test]
 fn extended_precision_steps_carry_a_rounding_limited_run_to_the_horizon() {
-    let c = parse_config(
-        "[setting]\ndim = 284025\npatches = 10\nfeature_patches = 7\n\
+    let c = linear_head_config(
+        "dim = 284025\npatches = 10\nfeature_patches = 7\n\
          alpha = [2.7934960345714064, 1.3967480172857032]\n\
-         noise_std = 1.2956119956718803\nneurons = 4\n\
-         [model]\nhead = \"linear\"\nnormalization = \"none\"\nstop_gradient = true\n\
-         [training]\nlr = 1e-3\nlr_head = 1e-3\n",
-    )
-    .unwrap();
+         noise_std = 1.2956119956718803\nneurons = 4",
+    );
     let budget = 200_000;
     let without = run_with(&c, 679, |o| {
         o.extended = false;
