@@ -660,9 +660,9 @@ const STALL_WINDOW: u64 = 20_000;
 const STALL_PROGRESS: f64 = 0.05;
 
 /// Whether the flow stalled from `from` to `to` (eq. (X1): `ln(to / from) <
-/// STALL_PROGRESS`); `None` when `from` is not positive.
-fn stalled(from: f64, to: f64) -> Option<bool> {
-    (from > 0.0).then(|| (to / from).ln() < STALL_PROGRESS)
+/// STALL_PROGRESS`; never from a `from` that is not positive).
+fn stalled(from: f64, to: f64) -> bool {
+    from > 0.0 && (to / from).ln() < STALL_PROGRESS
 }
 
 /// Whether a step attempt's error norm accepts it (finite and at most 1).
@@ -915,14 +915,14 @@ pub fn integrate<S: FlowScalar>(
             // the flow either (then rounding is not what holds the run back).
             if stall_window.is_none() {
                 if let Some(t_r) = rearmed_at.take() {
-                    may_rearm = stalled(t_r, t).is_none_or(|s| !s);
+                    may_rearm = !stalled(t_r, t);
                 }
             }
             let attempts = acc[0] + acc[1] + rej;
             let (from, t_from) = *stall_window.get_or_insert((attempts, t));
             if may_rearm && attempts - from >= STALL_WINDOW {
                 stall_window = None;
-                if stalled(t_from, t) == Some(true) {
+                if stalled(t_from, t) {
                     budget += EXTENDED_BUDGET;
                     probe = true;
                     rearmed_at = Some(t);
