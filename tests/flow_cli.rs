@@ -179,6 +179,68 @@ fn refined_run_is_the_run_at_the_refined_tolerance() {
     assert!(text.contains("within the target 1e-6"), "{text}");
 }
 
+/// A refinement for an unresolved `t2` ((G2), (G3) of `derivations/numerics.md`) reports the
+/// head's absolute tolerance it ran with, and the reported run is the run at `--rtol` and
+/// `--atol-head` of the JSON, bit for bit. The case is case 186 of the seed-104 held-out
+/// sweep (`tests/flow_global_error.rs::events_below_the_head_tolerance_are_refined_until_resolved`).
+#[test]
+fn a_refinement_for_an_unresolved_event_reports_its_head_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        CONFIG
+            .replace("dim = 30", "dim = 284932610")
+            .replace("patches = 8", "patches = 10")
+            .replace("feature_patches = 2", "feature_patches = 3")
+            .replace(
+                "alpha = [2.0, 1.0]",
+                "alpha = [0.9523868143728125, 0.6349245429152083]",
+            )
+            .replace("noise_std = 1.0", "noise_std = 0.973360008201608")
+            .replace("lr_head = 2e-4", "lr_head = 5e-5"),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["flow", "--config", c, "--seed", "606", "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = predhead(&args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let mut r = run(&[]);
+    assert_eq!(r["refinements"], 2);
+    assert_eq!(r["rtol"], 1e-11);
+    assert_eq!(r["event_error_met"], true);
+    assert!(r["t2"].is_null());
+    let atol_head = r["atol_head"].as_f64().unwrap();
+    assert!(atol_head < 1e-3 * 1e-11 / 10.0, "{atol_head:e}");
+    let mut d = run(&[
+        "--rtol",
+        "1e-11",
+        "--atol-head",
+        &format!("{atol_head:e}"),
+        "--no-error-estimate",
+    ]);
+    assert_eq!(d["atol_head"], atol_head);
+    for k in [
+        "rtol_requested",
+        "event_error",
+        "event_error_met",
+        "event_error_target",
+        "event_error_differs",
+        "compared_rtol",
+        "refinements",
+        "check_rhs_evals",
+        "check_error",
+    ] {
+        r.as_object_mut().unwrap().remove(k);
+        d.as_object_mut().unwrap().remove(k);
+    }
+    assert_eq!(r, d);
+}
+
 /// Bad input: exit status 2, nothing on stdout, one line on stderr.
 #[test]
 fn bad_input_exits_2_with_one_line() {

@@ -74,7 +74,8 @@ pub struct Args {
     /// rtol / 10 (derivations/numerics.md, "Global error of the event times").
     #[arg(long, default_value_t = Check::DEFAULT_TARGET)]
     pub event_rtol: f64,
-    /// At most this many refinements (each divides every tolerance by 10).
+    /// At most this many refinements (each divides every tolerance by 10; after an unresolved
+    /// t2 the head's absolute one further, derivations/numerics.md, (G3)).
     #[arg(long, default_value_t = Check::DEFAULT_MAX_REFINEMENTS)]
     pub max_refinements: u32,
     /// Skip the companion run: no estimate of the event times' error, no refinement.
@@ -94,6 +95,9 @@ struct Report<'a> {
     coordinates: Coordinates,
     rtol: f64,
     atol: f64,
+    /// The head's absolute tolerance of the reported run (smaller than in proportion to
+    /// `rtol` after a refinement for an unresolved event, derivations/numerics.md, (G3)).
+    atol_head: f64,
     stiff_from: Option<f64>,
     ros4_from: Option<f64>,
     explicit_steps: u64,
@@ -180,7 +184,9 @@ pub fn run(args: &Args) -> Result<String> {
     // The options at relative tolerance `rtol`: the given absolute tolerances scaled in
     // proportion, or the defaults at `rtol` (so that a refined run is the run that
     // `--rtol` at its tolerance gives).
-    let opts_at = |rtol: f64| {
+    // `head_scale` multiplies the head's absolute tolerance (1 but in a refinement for an
+    // unresolved event, eq. (G3)).
+    let opts_at = |rtol: f64, head_scale: f64| {
         let scale = if rtol == args.rtol {
             1.0
         } else {
@@ -191,15 +197,16 @@ pub fn run(args: &Args) -> Result<String> {
                 atol: args
                     .atol
                     .map_or_else(|| Options::default_atol(rtol, setting.dim), |a| a * scale),
-                atol_head: args
-                    .atol_head
-                    .map_or_else(|| Options::DEFAULT_ATOL_HEAD_FACTOR * rtol, |a| a * scale),
+                atol_head: head_scale
+                    * args
+                        .atol_head
+                        .map_or_else(|| Options::DEFAULT_ATOL_HEAD_FACTOR * rtol, |a| a * scale),
                 ..Options::default_tolerance(rtol, setting.dim)
             },
             ..base
         }
     };
-    let opts = opts_at(args.rtol);
+    let opts = opts_at(args.rtol, 1.0);
     let tol = opts.tol;
     for (name, v) in [
         ("--rtol", tol.rtol),
@@ -246,8 +253,8 @@ pub fn run(args: &Args) -> Result<String> {
         max_refinements: args.max_refinements,
         ..Check::default()
     };
-    let mut run_at = |rtol: f64, role: Role| -> Result<Run> {
-        let opts = opts_at(rtol);
+    let mut run_at = |rtol: f64, head_scale: f64, role: Role| -> Result<Run> {
+        let opts = opts_at(rtol, head_scale);
         match (&args.out, role) {
             (Some(path), Role::Reported) => record_run(&config, &x0, &opts, path),
             _ => integrate(&config, &x0, &opts, &mut |_, _| Ok(())),
@@ -258,13 +265,13 @@ pub fn run(args: &Args) -> Result<String> {
     let checked = if estimated {
         global_error::checked(args.rtol, &check, &mut run_at)?
     } else {
-        let mut single = Checked::single(run_at(args.rtol, Role::Reported)?, args.rtol);
+        let mut single = Checked::single(run_at(args.rtol, 1.0, Role::Reported)?, args.rtol);
         if !args.no_error_estimate {
             single.check_error = Some("no estimate at rtol = 0".to_string());
         }
         single
     };
-    let reported = opts_at(checked.rtol);
+    let reported = opts_at(checked.rtol, checked.head_scale);
     let run = &checked.run;
     if args.json {
         let report = Report {
@@ -276,6 +283,7 @@ pub fn run(args: &Args) -> Result<String> {
             coordinates: run.coordinates,
             rtol: reported.tol.rtol,
             atol: reported.tol.atol,
+            atol_head: reported.tol.atol_head,
             stiff_from: run.stiff_from,
             ros4_from: run.fallback_from,
             explicit_steps: run.steps_by_method[0],
@@ -321,6 +329,10 @@ pub fn run(args: &Args) -> Result<String> {
 fn estimate_text(checked: &Checked, check: &Check) -> String {
     let refined = match checked.refinements {
         0 => String::new(),
+        k if checked.head_scale < 1.0 => format!(
+            ", after {k} refinement(s) to rtol {:e} and head atol {:e}",
+            checked.rtol, checked.run.atol_head
+        ),
         k => format!(", after {k} refinement(s) to rtol {:e}", checked.rtol),
     };
     match (&checked.comparison, checked.compared_rtol) {

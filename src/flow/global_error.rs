@@ -14,9 +14,12 @@
 //! two runs disagree on which events happen, on the strong neuron or on the outcome, or an
 //! event of the run is decided by a quantity its tolerance does not resolve (eq. (G2)),
 //! the run is repeated at `rtol / factor` and compared with the previous one, at most
-//! [`Check::max_refinements`] times.
+//! [`Check::max_refinements`] times. An unresolved event also tightens the head's absolute
+//! tolerance of the refinements by the factor by which its entry falls short (eq. (G3)),
+//! since that tolerance, not `rtol`, is what resolves it.
 
 use crate::error::Result;
+use crate::flow::integrate::RESOLVED_HEAD_ENTRY;
 use crate::flow::Run;
 use crate::observe::Summary;
 use serde::Serialize;
@@ -171,6 +174,9 @@ pub struct Checked {
     pub run: Run,
     /// The relative tolerance it ran at.
     pub rtol: f64,
+    /// The factor on the head's absolute tolerance at [`Checked::rtol`] that it ran with:
+    /// 1, or less after a refinement for an unresolved event (eq. (G3)).
+    pub head_scale: f64,
     /// Its comparison with the run at [`Checked::compared_rtol`] (`None`: the companion
     /// failed and no refinement was made or succeeded, see [`Checked::check_error`]).
     pub comparison: Option<Comparison>,
@@ -191,6 +197,7 @@ impl Checked {
         Checked {
             run,
             rtol,
+            head_scale: 1.0,
             comparison: None,
             compared_rtol: None,
             refinements: 0,
@@ -215,21 +222,33 @@ fn rhs_evals(run: &Run) -> u64 {
     run.summary.rhs_evals.unwrap_or(0)
 }
 
+/// The factor by which the head entry of an unresolved `t2` falls short of being resolved
+/// (eq. (G2)), `|E_ks(t2)| / (RESOLVED_HEAD_ENTRY atol_head) < 1`, or `None` when `t2` is
+/// resolved or its entry is not a positive number (`derivations/numerics.md`, eq. (G3)).
+/// A refinement whose head tolerance is smaller by this factor (besides the factor of its
+/// relative tolerance) resolves the entry with the margin `Check::factor`.
+pub fn head_shortfall(run: &Run) -> Option<f64> {
+    let ratio = run.t2_head_entry? / (RESOLVED_HEAD_ENTRY * run.atol_head);
+    (ratio > 0.0 && ratio < 1.0).then_some(ratio)
+}
+
 /// Runs the trajectory at relative tolerance `rtol` and estimates the error of its event
 /// times with a companion at `check.factor * rtol`, refining as [`Check`] says
-/// (`derivations/numerics.md`, "Global error of the event times"). `run_at(rtol, role)`
-/// integrates the trajectory at the relative tolerance `rtol` (and absolute tolerances in
-/// proportion); a failure of the run at `rtol` is returned, a failure of the companion or
-/// of a refinement is reported in [`Checked::check_error`] (after a failed companion the
-/// run is refined, and the refinement is compared with the run at `rtol`).
+/// (`derivations/numerics.md`, "Global error of the event times").
+/// `run_at(rtol, head_scale, role)` integrates the trajectory at the relative tolerance
+/// `rtol` (and absolute tolerances in proportion), with the head's absolute tolerance
+/// further multiplied by `head_scale` (1 but after an unresolved event, eq. (G3)); a
+/// failure of the run at `rtol` is returned, a failure of the companion or of a refinement
+/// is reported in [`Checked::check_error`] (after a failed companion the run is refined,
+/// and the refinement is compared with the run at `rtol`).
 pub fn checked(
     rtol: f64,
     check: &Check,
-    run_at: &mut dyn FnMut(f64, Role) -> Result<Run>,
+    run_at: &mut dyn FnMut(f64, f64, Role) -> Result<Run>,
 ) -> Result<Checked> {
     let companion_rtol = decimal(rtol * check.factor);
-    let companion = run_at(companion_rtol, Role::Companion);
-    let mut checked = Checked::single(run_at(rtol, Role::Reported)?, rtol);
+    let companion = run_at(companion_rtol, 1.0, Role::Companion);
+    let mut checked = Checked::single(run_at(rtol, 1.0, Role::Reported)?, rtol);
     match companion {
         Ok(c) => {
             checked.comparison = Some(assess(&checked.run, &c, rtol));
@@ -250,13 +269,16 @@ pub fn checked(
         if next.is_nan() || next < check.min_rtol {
             break;
         }
-        match run_at(next, Role::Reported) {
+        // (G3): the head tolerance stays tightened for every later refinement.
+        let head_scale = checked.head_scale * head_shortfall(&checked.run).unwrap_or(1.0);
+        match run_at(next, head_scale, Role::Reported) {
             Ok(run) => {
                 checked.comparison = Some(assess(&run, &checked.run, next));
                 checked.compared_rtol = Some(checked.rtol);
                 checked.check_rhs_evals += rhs_evals(&checked.run);
                 checked.run = run;
                 checked.rtol = next;
+                checked.head_scale = head_scale;
                 checked.refinements += 1;
             }
             Err(e) => {

@@ -274,6 +274,9 @@ pub struct Run {
     /// [`Run::t2_head_entry`] is below [`RESOLVED_HEAD_ENTRY`] times the head's absolute
     /// tolerance (`derivations/numerics.md`, (G2)).
     pub unresolved: Events,
+    /// The head's absolute tolerance of the run ([`Tolerance::atol_head`]), against which
+    /// [`Run::unresolved`] is decided.
+    pub atol_head: f64,
 }
 
 /// A head entry is resolved at `RESOLVED_HEAD_ENTRY` times the head's absolute tolerance
@@ -804,6 +807,7 @@ pub fn integrate<S: FlowScalar>(
                 fast_mode_steps,
                 t2_head_entry: tracker.substitution_entry(),
                 unresolved: unresolved(tracker.substitution_entry(), &opts.tol),
+                atol_head: opts.tol.atol_head,
             });
         }};
     }
