@@ -283,7 +283,7 @@ pub fn run(args: &Args) -> Result<String> {
             coordinates: run.coordinates,
             rtol: reported.tol.rtol,
             atol: reported.tol.atol,
-            atol_head: reported.tol.atol_head,
+            atol_head: run.atol_head,
             stiff_from: run.stiff_from,
             ros4_from: run.fallback_from,
             explicit_steps: run.steps_by_method[0],
