@@ -12,7 +12,8 @@
 //!   coordinates).
 //! - **The solvers**: `flow` (adaptive integration of the population gradient flow) and
 //!   `sgd` (Monte Carlo SGD on explicit data).
-//! - **The observers**: `observe` (phase events, outcome, recorders, summaries), `report`.
+//! - **The observers**: `observe` (phase events, outcome, recorders, summaries), [`outcome`]
+//!   (the outcome taxonomy), `report`.
 //!
 //! ## Notation
 //! | paper | here |
@@ -43,6 +44,7 @@ pub mod init;
 pub mod moments;
 pub mod network;
 pub mod observe;
+pub mod outcome;
 pub mod reduced;
 pub mod report;
 pub mod scalar;

@@ -13,6 +13,7 @@
 use crate::error::{Error, Result};
 use crate::flow::problem::lift;
 use crate::moments::population::{correlation, evaluate, opt, Constants, Reduced};
+use crate::outcome::{classify, largest_norm, OutcomeClass, UndecidedReason};
 use crate::setting::{Model, Phases, Setting};
 use serde::Serialize;
 use std::io::Write;
@@ -319,6 +320,12 @@ pub struct Summary {
     pub gram_final: Vec<Vec<f64>>,
     /// The head `E` at the end.
     pub e_final: Vec<Vec<f64>>,
+    /// The outcome taxonomy (E7) at the end ([`crate::outcome::classify`]).
+    pub outcome_class: OutcomeClass,
+    /// Why the run is undecided under (E7), `null` otherwise.
+    pub outcome_reason: Option<UndecidedReason>,
+    /// The neurons that are dead under (E7) at the end.
+    pub dead_neurons: Vec<usize>,
 }
 
 impl Summary {
@@ -357,6 +364,17 @@ impl Summary {
             self.rhs_evals.map_or(String::new(), |n| format!(
                 ", {n} right-hand-side evaluations"
             ))
+        );
+        out += &format!(
+            "outcome class (E7) = {}{}{}\n",
+            self.outcome_class.name(),
+            self.outcome_reason
+                .map_or(String::new(), |r| format!(" ({})", r.name())),
+            if self.dead_neurons.is_empty() {
+                String::new()
+            } else {
+                format!(", dead neurons {:?}", self.dead_neurons)
+            }
         );
         out
     }
@@ -439,6 +457,7 @@ pub struct EventTracker {
     substitution_entry: Option<f64>,
     offdiag_peak: f64,
     last_tau: f64,
+    initial_scale: Option<f64>,
 }
 
 impl EventTracker {
@@ -453,6 +472,7 @@ impl EventTracker {
             substitution_entry: None,
             offdiag_peak: 0.0,
             last_tau: f64::NEG_INFINITY,
+            initial_scale: None,
         }
     }
 
@@ -515,6 +535,7 @@ impl EventTracker {
         debug_assert!(tau >= self.last_tau, "samples out of order");
         self.last_tau = tau;
         self.offdiag_peak = self.offdiag_peak.max(offdiag_norm(x));
+        self.initial_scale.get_or_insert_with(|| largest_norm(x));
         let mut fired = Vec::new();
         loop {
             let mut any = false;
@@ -574,6 +595,12 @@ impl EventTracker {
             Err(e) => return Err(e),
         };
         let (corr_final, corr_max_final) = correlations(&self.constants, x);
+        let class = classify(
+            x,
+            self.initial_scale.unwrap_or(0.0),
+            self.phases.outcome_cos,
+            termination,
+        );
         Ok(Summary {
             t1: self.times[0],
             t2: self.times[1],
@@ -598,6 +625,9 @@ impl EventTracker {
             head_distance_final: head_distance(x),
             gram_final: x.gram.to_rows_f64(),
             e_final: x.e.to_rows_f64(),
+            outcome_class: class.class,
+            outcome_reason: class.reason,
+            dead_neurons: class.dead,
         })
     }
 }

@@ -7,6 +7,7 @@
 use super::plots::{self, Axis, Band, Scatter};
 use super::stats::{self, Interval};
 use super::table::{num, opt_num, Table, Verdict};
+use super::taxonomy;
 use super::{field, outcome_of, summary_of};
 use crate::error::Result;
 use crate::moments::overlap::OverlapMoments;
@@ -448,6 +449,16 @@ pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             fit_text(&f)
         ),
     );
+    let by_d: Vec<_> = groups(recs, |r| dim_of(ctx, r))
+        .into_iter()
+        .map(|(d, rs)| (vec![d.to_string()], rs))
+        .collect();
+    body.section(
+        "Outcome taxonomy (E7) versus d",
+        taxonomy::table(&["d"], &by_d),
+        None,
+        taxonomy::RULE,
+    );
     let rate_pts: Vec<(f64, f64)> = medians_by_dim(ctx, recs, |r| corr_scaled(ctx, r))?;
     body.loglog_figure(
         ctx,
@@ -549,6 +560,16 @@ pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
              `inconclusive`. Fits: {}.",
             fits.join("; ")
         ),
+    );
+    let by_m_d: Vec<_> = groups(recs, |r| (m_of(r), dim_of(ctx, r)))
+        .into_iter()
+        .map(|((m, d), rs)| (vec![m.to_string(), d.to_string()], rs))
+        .collect();
+    body.section(
+        "Outcome taxonomy (E7) versus d, per m",
+        taxonomy::table(&["m", "d"], &by_m_d),
+        None,
+        taxonomy::RULE,
     );
     body.loglog_figure(
         ctx,
@@ -1066,6 +1087,23 @@ pub fn ablations(ctx: &Context, recs: &[&Record]) -> Result<Body> {
          upper bound is below 0.5 and contradicts when its lower bound is at least 0.5. \
          Holds if every predicted row agrees, fails if one contradicts, else \
          inconclusive.",
+    );
+    let mut by_model = Vec::new();
+    for (_, rs) in groups(recs, key) {
+        let m = ctx.config(rs[0])?.model;
+        let label = vec![
+            dim_of(ctx, rs[0]).to_string(),
+            m.head.name().into(),
+            m.normalization.name().into(),
+            m.stop_gradient.to_string(),
+        ];
+        by_model.push((label, rs));
+    }
+    body.section(
+        "Outcome taxonomy (E7) over head x normalization x stop-gradient",
+        taxonomy::table(&["d", "head", "normalization", "stop_gradient"], &by_model),
+        None,
+        taxonomy::RULE,
     );
     Ok(body)
 }

@@ -11,6 +11,7 @@ pub mod plots;
 pub mod runner;
 pub mod stats;
 pub mod table;
+pub mod taxonomy;
 
 use crate::error::{Error, Result};
 use crate::sweep::{Record, Spec};
