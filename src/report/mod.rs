@@ -250,3 +250,32 @@ fn per_run_csv(spec: &Spec, recs: &[&Record]) -> String {
     }
     t.csv()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_report_calls_no_verdict_final() {
+        let mut out = Output {
+            name: "x".into(),
+            title: "X".into(),
+            markdown: "# X\n\nintro\n\n**Verdict: holds.** Rule: r.\n\n".into(),
+            tables: "**Verdict: holds.** Rule: r.\n".into(),
+            csv: String::new(),
+            figures: Vec::new(),
+            verdicts: vec![("h".into(), table::Verdict::Holds)],
+            partial: None,
+        };
+        mark_partial(&mut out, 6, 9);
+        assert_eq!(out.partial, Some((6, 9)));
+        assert!(out
+            .markdown
+            .starts_with("# X\n\n> **PARTIAL RESULTS: 6 of 9 tasks.**"));
+        assert!(!out.markdown.contains("**Verdict: "));
+        assert!(!out.tables.contains("**Verdict: "));
+        assert!(out
+            .tables
+            .contains("**Provisional verdict (6 of 9 tasks): holds.**"));
+    }
+}

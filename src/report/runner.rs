@@ -356,3 +356,43 @@ impl TaskRunner for ModelRunner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema check accepts the results the runners write and rejects each planted
+    /// type error (its falsifiers).
+    #[test]
+    fn the_result_schema_rejects_wrong_types() {
+        let good = json!({
+            "t1": 12.5, "t2": null, "t3": null, "t_end": null, "strong_neuron": 0,
+            "offdiag_peak": 0.1, "offdiag_final": 0.0, "corr_final": null, "loss_final": 1.0,
+            "opt": 0.5, "a_final": [1.0, 0.5], "b_final": [0.1, null], "outcome": "partial",
+            "termination": "horizon", "tau_final": 3.0, "steps": 10,
+        });
+        assert_eq!(check_result(&good), Ok(()));
+        assert_eq!(
+            check_result(&json!({ "summary": good, "corr_gap_final": 1e-3 })),
+            Ok(())
+        );
+        assert_eq!(
+            check_result(&json!({ "error": "setting.dim: too small" })),
+            Ok(())
+        );
+        let planted = |key: &str, v: Value| {
+            let mut bad = good.clone();
+            bad[key] = v;
+            check_result(&bad)
+        };
+        assert!(planted("t1", json!("abc")).unwrap_err().starts_with("t1:"));
+        assert!(planted("loss_final", json!([1.0])).is_err());
+        assert!(planted("outcome", json!(1)).is_err());
+        assert!(planted("a_final", json!(["x"])).is_err());
+        assert!(check_result(&json!({ "summary": good, "corr_gap_final": "0" })).is_err());
+        assert!(check_result(&json!({ "error": "x", "t1": 1.0 })).is_err());
+        assert!(check_result(&json!({ "error": 3 })).is_err());
+        assert!(check_result(&json!({ "t1": 1.0 })).is_err());
+        assert!(check_result(&json!(1)).is_err());
+    }
+}
