@@ -8,7 +8,7 @@
 //! `dop853,rodas5`; `FLOW_BENCH_COORDS=plain|decay` the coordinates, default decay). Before the timings it prints, for each `d`, the event
 //! times, the right-hand-side evaluations, the Jacobians (one dual-number pass each, not counted
 //! in the evaluations) and the steps of one trajectory. The figures are recorded in
-//! the README, section "performance", subsection "Flow".
+//! benches/README.md, "Flow".
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use predhead::config::parse_config;

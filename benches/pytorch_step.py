@@ -1,5 +1,5 @@
 """One SGD step of the paper's objective (3.3) in idiomatic PyTorch (CPU), for comparison
-with `cargo bench --bench sgd` (README, section "performance", subsection "SGD").
+with `cargo bench --bench sgd` (benches/README.md, "SGD, explicit engine").
 
 The batch is drawn with torch.randn (noise patches), the feature patches and the two views
 with masks; forward (cubic encoder, head, batch normalization (3.1), loss (3.3) with

@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench --bench sgd` (criterion reports "elem/s" = coordinates per second).
 //! Environment `SGD_BENCH_DIM`, `SGD_BENCH_BATCH` override the step's `d` and `N`.
-//! The figures are recorded in the README, section "performance", subsection "SGD".
+//! The figures are recorded in benches/README.md, "SGD, explicit engine".
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use predhead::data;

@@ -452,7 +452,7 @@ fn rodas5_falls_back_to_shampine_when_it_keeps_failing() {
 }
 
 /// A held-out configuration (`m = 4`, `d = 7.1e10`, the paper's head; seed 23 of the sweep
-/// in `derivations/numerics.md`, "Known limitations") whose Rodas5 run falls back to
+/// in `docs/validation.md`, "Known limitations") whose Rodas5 run falls back to
 /// Shampine's method. There the cubic Hermite extension's slopes carry relaxed fast modes,
 /// and its samples gave a peak of 7.4e5. The solution's peak is the final off-diagonal norm,
 /// 0.365, because the head is still drifting at the horizon. With the components repaired
