@@ -3,14 +3,20 @@
 //! A sweep spec (TOML, usually `reports/<name>.toml`) names a base configuration, a scaling
 //! family (`derivations/scaling.md`), grid axes and seeds. [`Spec::tasks`] expands it into
 //! tasks in a fixed order; task `k` has the stable id `k` and a key that hashes its resolved
-//! configuration, its runner and its seed, so a changed spec never reuses stale results.
+//! configuration, its runner and its seed; the results file names its spec by the SHA-256
+//! of all its tasks, so results of another or a changed spec are refused, never reused.
 //!
-//! Results are JSON lines, one per finished task, each appended with one `write` of the full
-//! line and a flush ([`run`]). A re-run skips the tasks already in the file; a torn last line
-//! (the process was killed mid-write) is cut off. When every task of the shard is done the
-//! file is rewritten sorted by task id (through a temporary file and a rename), so a resumed
-//! run, and the [`merge`] of the shards of `--shard i/n` (task `k` belongs to shard `k mod n`),
-//! are byte-identical to an uninterrupted unsharded run.
+//! Results are JSON lines ([`file`]): a header line naming the spec (the SHA-256 of its
+//! resolved task list) and the shard, then one record per finished task, each line sealed
+//! with a SHA-256 checksum. A sweep locks its results file, checks it against the spec
+//! (header, checksums, schema, tasks) before writing anything and refuses a file that fails,
+//! leaving it as it was. Each record is appended with one `write` of the full line and a
+//! flush ([`run`]). A re-run skips the tasks already in the file; a torn last line (the
+//! process was killed mid-write) is cut off. When every task of the shard is done the file
+//! is rewritten sorted by task id (through a temporary file and a rename), so a resumed
+//! run, and the [`merge`] of the shards of `--shard i/n` (task `k` belongs to shard
+//! `k mod n`), are byte-identical to an uninterrupted unsharded run. [`merge_with`] refuses
+//! files of different specs and (unless asked to mark the output partial) incomplete sets.
 //!
 //! Spec format (every key but `seeds` optional):
 //!

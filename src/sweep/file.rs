@@ -124,6 +124,18 @@ pub fn seal(body: &str) -> String {
 }
 
 /// Checks the seal of `line` and returns the body it seals; `Err` says what is wrong.
+///
+/// # Examples
+/// ```
+/// use predhead::sweep::file::{seal, unseal};
+/// let line = seal(r#"{"task":0,"t1":2.5}"#);
+/// assert_eq!(unseal(&line).unwrap(), r#"{"task":0,"t1":2.5}"#);
+/// assert!(unseal(&line.replace("2.5", "2.6")).is_err()); // an edited value
+/// assert!(unseal(r#"{"error":"fake"}"#).is_err()); // no checksum
+/// ```
+///
+/// # Errors
+/// No `"sha256"` field at the end of the line, or a checksum that does not match.
 pub fn unseal(line: &str) -> std::result::Result<String, String> {
     let tail = SEAL.len() + 64 + 2;
     let cut = line
