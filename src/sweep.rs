@@ -1101,6 +1101,37 @@ fn merge_inputs(files: &[PathBuf]) -> Result<Vec<Input>> {
 /// `allow_partial`) a set that lacks a shard or a task. With `allow_partial` such a set is
 /// written with `"partial": true` in its header, and reports built from it say so.
 ///
+/// # Examples
+/// ```
+/// use predhead::sweep::{self, RunOptions, Shard, Spec, Task};
+/// let spec = Spec::parse(
+///     "seeds = 4\n[base.setting]\ndim = 10\npatches = 4\nfeature_patches = 2\n\
+///      alpha = [4.0, 1.0]\nnoise_std = 1.0\nneurons = 2\n[base.model]\n\
+///      head = \"identity-offdiag\"\nnormalization = \"batchnorm\"\nstop_gradient = true\n",
+///     "demo",
+///     std::path::Path::new("."),
+/// )?;
+/// let runner = |t: &Task| -> predhead::Result<serde_json::Value> {
+///     Ok(serde_json::json!({ "seed": t.seed }))
+/// };
+/// let dir = tempfile::tempdir().unwrap();
+/// let mut shards = Vec::new();
+/// for index in 0..2 {
+///     let results = dir.path().join(format!("demo.shard-{index}-of-2.jsonl"));
+///     let shard = Shard { index, count: 2 };
+///     let options = RunOptions { results: results.clone(), shard, quick: false, max_tasks: None, progress: false };
+///     sweep::run(&spec, &runner, &options)?;
+///     shards.push(results);
+/// }
+/// let out = dir.path().join("demo.jsonl");
+/// // A shard missing: refused, or with `allow_partial` written and marked partial.
+/// assert!(sweep::merge_with(&shards[..1], &out, false).is_err());
+/// assert!(sweep::merge_with(&shards[..1], &out, true)?.partial);
+/// let m = sweep::merge_with(&shards, &out, false)?;
+/// assert_eq!((m.records, m.partial), (4, false));
+/// # Ok::<(), predhead::Error>(())
+/// ```
+///
 /// # Errors
 /// The first refused condition, naming the file (and line).
 pub fn merge_with(files: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeStats> {
