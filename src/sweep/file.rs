@@ -66,14 +66,12 @@ impl Header {
         Shard::parse(&self.shard)
     }
 
-    /// `spec "name" (N tasks, sha256 0123456789ab...)`, for messages.
+    /// `spec "name" (N tasks, sha256 0123456789ab...)`, for messages: the name escaped
+    /// and cut to 60 characters, so that a message stays one line.
     pub fn describe(&self) -> String {
-        format!(
-            "spec \"{}\" ({} tasks, sha256 {}...)",
-            self.spec,
-            self.tasks,
-            &self.spec_sha256[..self.spec_sha256.len().min(12)]
-        )
+        let name: String = self.spec.chars().take(60).collect();
+        let hash: String = self.spec_sha256.chars().take(12).collect();
+        format!("spec {name:?} ({} tasks, sha256 {hash}...)", self.tasks)
     }
 
     /// The sealed header line, without newline.
@@ -207,8 +205,12 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
                     format!("format version {}, expected {VERSION}", h.version),
                 ));
             }
-            h.shard()
+            let sh = h
+                .shard()
                 .map_err(|e| Error::parse(at(), format!("bad header: {e}")))?;
+            if h.shard != format!("{}/{}", sh.index, sh.count) {
+                return Err(Error::parse(at(), "bad header: shard: not in the form i/n"));
+            }
             out.results.header = Some(h);
             continue;
         }
@@ -306,6 +308,27 @@ mod tests {
         assert!(unseal(r#"{"error":"fake"}"#).is_err());
         assert!(unseal("").is_err());
         assert!(unseal("é").is_err());
+    }
+
+    #[test]
+    fn a_header_description_stays_one_line() {
+        let mut h = Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            spec: "lemma51".into(),
+            spec_sha256: "0123456789abcdef".into(),
+            tasks: 3,
+            shard: "0/1".into(),
+            partial: false,
+        };
+        assert_eq!(
+            h.describe(),
+            "spec \"lemma51\" (3 tasks, sha256 0123456789ab...)"
+        );
+        h.spec = format!("a\nb{}", "x".repeat(1000));
+        h.spec_sha256 = "é".into();
+        let d = h.describe();
+        assert!(!d.contains('\n') && d.len() < 120, "{d}");
     }
 
     #[test]
