@@ -3,14 +3,20 @@
 //! A sweep spec (TOML, usually `reports/<name>.toml`) names a base configuration, a scaling
 //! family (`derivations/scaling.md`), grid axes and seeds. [`Spec::tasks`] expands it into
 //! tasks in a fixed order; task `k` has the stable id `k` and a key that hashes its resolved
-//! configuration, its runner and its seed, so a changed spec never reuses stale results.
+//! configuration, its runner and its seed; the results file names its spec by the SHA-256
+//! of all its tasks, so results of another or a changed spec are refused, never reused.
 //!
-//! Results are JSON lines, one per finished task, each appended with one `write` of the full
-//! line and a flush ([`run`]). A re-run skips the tasks already in the file; a torn last line
-//! (the process was killed mid-write) is cut off. When every task of the shard is done the
-//! file is rewritten sorted by task id (through a temporary file and a rename), so a resumed
-//! run, and the [`merge`] of the shards of `--shard i/n` (task `k` belongs to shard `k mod n`),
-//! are byte-identical to an uninterrupted unsharded run.
+//! Results are JSON lines ([`file`]): a header line naming the spec (the SHA-256 of its
+//! resolved task list) and the shard, then one record per finished task, each line sealed
+//! with a SHA-256 checksum. A sweep locks its results file, checks it against the spec
+//! (header, checksums, schema, tasks) before writing anything and refuses a file that fails,
+//! leaving it as it was. Each record is appended with one `write` of the full line and a
+//! flush ([`run`]). A re-run skips the tasks already in the file; a torn last line (the
+//! process was killed mid-write) is cut off. When every task of the shard is done the file
+//! is rewritten sorted by task id (through a temporary file and a rename), so a resumed
+//! run, and the [`merge`] of the shards of `--shard i/n` (task `k` belongs to shard
+//! `k mod n`), are byte-identical to an uninterrupted unsharded run. [`merge_with`] refuses
+//! files of different specs and (unless asked to mark the output partial) incomplete sets.
 //!
 //! Spec format (every key but `seeds` optional):
 //!
@@ -50,6 +56,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+pub mod file;
+pub use file::Header;
 
 /// A scaling family: how the setting moves with `d` (`derivations/scaling.md`).
 #[derive(Clone, Debug, PartialEq)]
@@ -208,6 +217,7 @@ impl Shard {
 
 /// The axis values of one grid point (`None`: the axis is not swept, the base value holds).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct Point {
     /// What the task runs.
     pub runner: String,
@@ -672,8 +682,9 @@ impl Spec {
     }
 }
 
-/// One line of a results file.
+/// One record of a results file (the line without its `"sha256"` seal, see [`file`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Record {
     /// The task id.
     pub task: u64,
@@ -731,9 +742,11 @@ pub struct RunStats {
     pub remaining: usize,
 }
 
-/// A results file read back: the parsed records with their exact line text.
+/// A results file read back: its header and the parsed records with their exact line text.
 #[derive(Clone, Debug, Default)]
 pub struct Results {
+    /// The header (`None` only for an absent or empty file).
+    pub header: Option<Header>,
     /// `(record, line)` in file order; `line` has no newline.
     pub lines: Vec<(Record, String)>,
 }
@@ -745,45 +758,150 @@ impl Results {
     }
 }
 
-/// Reads a results file. A last line without its newline is a torn write: it is ignored,
-/// and with `repair` cut off the file. Any other unreadable line is an error.
+/// Reads a results file and checks every line ([`file::parse`]: header, checksums, schema).
+/// An absent file reads as empty. A last line without its newline is a torn write: it is
+/// ignored, and with `repair` cut off the file.
+///
+/// # Errors
+/// A line that fails its checksum or its schema, or a file without header, is an error
+/// that names the file and the line.
 pub fn read_results(path: &Path, repair: bool) -> Result<Results> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Results::default()),
         Err(e) => return Err(Error::io(path, &e)),
     };
-    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-        Some(i) => i + 1,
-        None => 0,
-    };
-    if complete < bytes.len() && repair {
+    let parsed = file::parse(path, &bytes)?;
+    if parsed.complete < bytes.len() && repair {
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(path)
             .map_err(|e| Error::io(path, &e))?;
-        f.set_len(complete as u64)
+        f.set_len(parsed.complete as u64)
             .map_err(|e| Error::io(path, &e))?;
         f.sync_all().map_err(|e| Error::io(path, &e))?;
     }
-    let text = std::str::from_utf8(&bytes[..complete])
-        .map_err(|_| Error::parse(path.display().to_string(), "not UTF-8"))?;
-    let mut lines = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let rec: Record = serde_json::from_str(line)
-            .map_err(|e| Error::parse(format!("{} line {}", path.display(), i + 1), e))?;
-        lines.push((rec, line.to_string()));
-    }
-    Ok(Results { lines })
+    Ok(parsed.results)
 }
 
-/// Writes `text` to `path` through a temporary file in the same directory and a rename.
+/// Results of one spec, read and checked against it by [`read_checked`].
+#[derive(Clone, Debug, Default)]
+pub struct Checked {
+    /// The header (`None`: no file yet).
+    pub header: Option<Header>,
+    /// The records, in task order, one per task.
+    pub records: Vec<Record>,
+    /// The number of tasks of the spec (its grid for `quick`).
+    pub tasks: usize,
+}
+
+/// Reads the (unsharded) results file `path` of `spec` and checks it against the spec as
+/// [`run`] does: the header names the spec's task list, every line passes its checksum and
+/// schema, every record is a task of the spec. What `report` builds from.
+///
+/// # Errors
+/// The first failed check, naming the file (and the line).
+pub fn read_checked(spec: &Spec, quick: bool, path: &Path) -> Result<Checked> {
+    let all = spec.tasks(quick)?;
+    let want = Header::new(&spec.results, &all, Shard::ALL);
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io(path, &e)),
+    };
+    let parsed = file::parse(path, &bytes)?;
+    let lines = check(path, &parsed, &want, &all, Shard::ALL)?;
+    let by_id: BTreeMap<u64, &Record> = parsed
+        .results
+        .lines
+        .iter()
+        .map(|(r, _)| (r.task, r))
+        .collect();
+    debug_assert_eq!(by_id.len(), lines.len());
+    Ok(Checked {
+        header: parsed.results.header,
+        records: by_id.into_values().cloned().collect(),
+        tasks: all.len(),
+    })
+}
+
+/// Checks parsed results against the header `want` of a spec's shard and its tasks `all`:
+/// the same task list and shard, every record a task of the shard with the spec's key, seed
+/// and point, a task repeated only with the same line. Returns the lines by task id.
+fn check(
+    path: &Path,
+    parsed: &file::Parsed,
+    want: &Header,
+    all: &[Task],
+    shard: Shard,
+) -> Result<BTreeMap<u64, String>> {
+    let name = path.display().to_string();
+    let mut lines = BTreeMap::new();
+    let Some(h) = &parsed.results.header else {
+        return Ok(lines);
+    };
+    if h.spec_sha256 != want.spec_sha256 || h.tasks != want.tasks {
+        return Err(Error::parse(
+            name,
+            format!(
+                "holds the results of {}, not of {}; nothing was changed, use another results file",
+                h.describe(),
+                want.describe()
+            ),
+        ));
+    }
+    if h.shard != want.shard {
+        return Err(Error::parse(
+            name,
+            format!(
+                "holds shard {} of {}, not shard {}; nothing was changed",
+                h.shard,
+                h.describe(),
+                want.shard
+            ),
+        ));
+    }
+    for ((rec, line), n) in parsed.results.lines.iter().zip(&parsed.line_numbers) {
+        let at = || format!("{name} line {n}");
+        let task = usize::try_from(rec.task)
+            .ok()
+            .and_then(|k| all.get(k))
+            .filter(|t| shard.owns(t.id));
+        let Some(task) = task else {
+            return Err(Error::parse(
+                at(),
+                format!(
+                    "task {} is not a task of shard {} of this spec",
+                    rec.task, want.shard
+                ),
+            ));
+        };
+        if task.key != rec.key || task.seed != rec.seed || task.point != rec.point {
+            return Err(Error::parse(
+                at(),
+                format!(
+                    "task {}: key, seed or grid point differ from the spec's task {}",
+                    rec.task, task.key
+                ),
+            ));
+        }
+        if let Some(old) = lines.insert(rec.task, line.clone()) {
+            if old != *line {
+                return Err(Error::parse(
+                    at(),
+                    format!("task {} appears twice with different results", rec.task),
+                ));
+            }
+        }
+    }
+    Ok(lines)
+}
+
+/// Writes `text` to `path` through a temporary file of this process in the same directory
+/// (`PATH.PID.tmp`) and a rename.
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp);
     {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, &e))?;
@@ -794,84 +912,84 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, &e))
 }
 
-/// Sorted, deduplicated text of `lines` (by task id; a repeated id must carry the same key).
-fn canonical(lines: Vec<(Record, String)>) -> Result<String> {
-    let mut by_id: BTreeMap<u64, (Record, String)> = BTreeMap::new();
-    for (rec, line) in lines {
-        match by_id.get(&rec.task) {
-            Some((old, _)) if old.key != rec.key => {
-                return Err(Error::invalid(
-                    "results",
-                    format!(
-                        "task {} appears with two keys ({} and {}): files of different specs",
-                        rec.task, old.key, rec.key
-                    ),
-                ))
-            }
-            Some(_) => {}
-            None => {
-                by_id.insert(rec.task, (rec, line));
-            }
-        }
-    }
-    let mut out = String::new();
-    for (_, (_, line)) in by_id {
-        out.push_str(&line);
+/// The text of a results file: the header line, then the record lines by task id.
+fn file_text(header: &Header, lines: &BTreeMap<u64, String>) -> Result<String> {
+    let mut out = header.line()?;
+    out.push('\n');
+    for line in lines.values() {
+        out.push_str(line);
         out.push('\n');
     }
     Ok(out)
 }
 
+/// The progress bar of a sweep (hidden unless asked for and stderr is a terminal).
+fn progress_bar(show: bool, len: usize, name: &str) -> indicatif::ProgressBar {
+    if !(show && std::io::stderr().is_terminal()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta} left)")
+    {
+        b.set_style(style);
+    }
+    b.set_message(name.to_string());
+    b
+}
+
 /// Runs the pending tasks of `spec` (its shard, its grid) with `runner` in parallel,
 /// appending each result to `options.results` as soon as it is done.
 ///
-/// A task whose runner fails is recorded with `{"error": message}` (deterministic, so a
-/// re-run would fail the same way). When no task of the shard remains, the file is
-/// rewritten sorted by task id, keeping only the current spec's tasks.
+/// The results file is locked for the whole run (a second sweep on it is refused), and
+/// checked before anything is written ([`read_checked`]'s checks: header, checksums,
+/// schema, tasks); a file that fails is refused and left as it was. A new file starts with
+/// its header. A task whose runner fails is recorded with `{"error": message}`
+/// (deterministic, so a re-run would fail the same way). When no task of the shard
+/// remains, the file is rewritten sorted by task id (without the `partial` mark).
+///
+/// # Errors
+/// A results file of another spec or shard, a line that fails its checks, a file locked by
+/// another sweep, an I/O error.
 pub fn run(spec: &Spec, runner: &dyn TaskRunner, options: &RunOptions) -> Result<RunStats> {
-    let tasks: Vec<Task> = spec
-        .tasks(options.quick)?
-        .into_iter()
-        .filter(|t| options.shard.owns(t.id))
-        .collect();
+    let all = spec.tasks(options.quick)?;
+    let shard = options.shard;
+    let header = Header::new(&spec.results, &all, shard);
+    let tasks: Vec<&Task> = all.iter().filter(|t| shard.owns(t.id)).collect();
     let path = &options.results;
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, &e))?;
         }
     }
-    let existing = read_results(path, true)?;
-    let done: HashSet<(u64, String)> = existing
-        .lines
-        .iter()
-        .map(|(r, _)| (r.task, r.key.clone()))
-        .collect();
+    let mut file = file::lock(path, true)?
+        .ok_or_else(|| Error::invalid("results", format!("cannot create {}", path.display())))?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| Error::io(path, &e))?;
+    let parsed = file::parse(path, &bytes)?;
+    let mut done = check(path, &parsed, &header, &all, shard)?;
+    // Checked: from here on the file may change.
+    if parsed.complete < bytes.len() {
+        file.set_len(parsed.complete as u64)
+            .map_err(|e| Error::io(path, &e))?;
+    }
+    if parsed.results.header.is_none() {
+        let mut line = header.line()?;
+        line.push('\n');
+        file.write_all(line.as_bytes())
+            .map_err(|e| Error::io(path, &e))?;
+    }
     let pending: Vec<&Task> = tasks
         .iter()
-        .filter(|t| !done.contains(&(t.id, t.key.clone())))
+        .copied()
+        .filter(|t| !done.contains_key(&t.id))
         .collect();
     let skipped = tasks.len() - pending.len();
     let budget = options.max_tasks.unwrap_or(usize::MAX).min(pending.len());
     let todo = &pending[..budget];
 
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| Error::io(path, &e))?;
-    let file = Mutex::new(file);
-    let bar = if options.progress && std::io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(todo.len() as u64);
-        if let Ok(style) =
-            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta} left)")
-        {
-            b.set_style(style);
-        }
-        b.set_message(spec.name.clone());
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let shared = Mutex::new((file, Vec::new()));
+    let bar = progress_bar(options.progress, todo.len(), &spec.name);
     todo.par_iter().try_for_each(|task| -> Result<()> {
         let result = match runner.run(task) {
             Ok(v) => v,
@@ -884,34 +1002,34 @@ pub fn run(spec: &Spec, runner: &dyn TaskRunner, options: &RunOptions) -> Result
             point: task.point.clone(),
             result,
         };
-        let mut line = serde_json::to_string(&rec)
+        let body = serde_json::to_string(&rec)
             .map_err(|e| Error::numerical("result record", e.to_string()))?;
-        line.push('\n');
+        let line = file::seal(&body);
         {
-            let mut f = file
+            let mut g = shared
                 .lock()
                 .map_err(|_| Error::numerical("results file", "lock poisoned"))?;
-            f.write_all(line.as_bytes())
+            let (f, new) = &mut *g;
+            f.write_all(format!("{line}\n").as_bytes())
                 .map_err(|e| Error::io(path, &e))?;
             f.flush().map_err(|e| Error::io(path, &e))?;
+            new.push((task.id, line));
         }
         bar.inc(1);
         Ok(())
     })?;
     bar.finish_and_clear();
-    drop(file);
+    let (file, new) = shared
+        .into_inner()
+        .map_err(|_| Error::numerical("results file", "lock poisoned"))?;
 
     let remaining = pending.len() - todo.len();
     if remaining == 0 {
-        let current: HashSet<(u64, String)> = tasks.iter().map(|t| (t.id, t.key.clone())).collect();
-        let all = read_results(path, true)?;
-        let keep: Vec<(Record, String)> = all
-            .lines
-            .into_iter()
-            .filter(|(r, _)| current.contains(&(r.task, r.key.clone())))
-            .collect();
-        write_atomic(path, &canonical(keep)?)?;
+        done.extend(new);
+        write_atomic(path, &file_text(&header, &done)?)?;
     }
+    // The lock is released when the (old) file closes, after the rename.
+    drop(file);
     Ok(RunStats {
         total: tasks.len(),
         skipped,
@@ -920,27 +1038,209 @@ pub fn run(spec: &Spec, runner: &dyn TaskRunner, options: &RunOptions) -> Result
     })
 }
 
-/// Joins result files (the shards of one sweep): deduplicates by task id (a repeated id
-/// must carry the same key), sorts by task id and writes `out` atomically. A torn last line
-/// of an input is ignored. Returns the number of records written.
+/// What [`merge_with`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeStats {
+    /// Records written.
+    pub records: usize,
+    /// Tasks of the spec.
+    pub tasks: u64,
+    /// The shards (of `n`) that no input held.
+    pub missing_shards: Vec<u64>,
+    /// `n`, the shard count of the inputs.
+    pub shards: u64,
+    /// Whether tasks are missing (the output is marked partial).
+    pub partial: bool,
+}
+
+/// [`merge_with`] of a complete set of shards (an incomplete one is refused).
+///
+/// # Errors
+/// As [`merge_with`] without `allow_partial`.
 pub fn merge(files: &[PathBuf], out: &Path) -> Result<usize> {
+    Ok(merge_with(files, out, false)?.records)
+}
+
+/// An input of [`merge_with`]: its path, header and records.
+type Input = (PathBuf, Header, file::Parsed);
+
+/// Reads the inputs of a merge, each file once (the same file named twice counts once).
+fn merge_inputs(files: &[PathBuf]) -> Result<Vec<Input>> {
     if files.is_empty() {
         return Err(Error::invalid("files", "no result files to merge"));
     }
-    let mut lines = Vec::new();
+    let mut seen = HashSet::new();
+    let mut inputs = Vec::new();
     for f in files {
-        if !f.exists() {
+        let bytes = std::fs::read(f).map_err(|e| {
+            Error::invalid("files", format!("{}: cannot read it: {e}", f.display()))
+        })?;
+        let canon = std::fs::canonicalize(f).map_err(|e| Error::io(f, &e))?;
+        if !seen.insert(canon) {
+            continue;
+        }
+        let parsed = file::parse(f, &bytes)?;
+        let Some(h) = parsed.results.header.clone() else {
+            return Err(Error::parse(
+                f.display().to_string(),
+                "empty: no header line, not a results file",
+            ));
+        };
+        inputs.push((f.clone(), h, parsed));
+    }
+    Ok(inputs)
+}
+
+/// Joins the result files of the shards of one sweep into `out` (written atomically):
+/// records sorted by task id, under the header of the unsharded sweep, so the merge of a
+/// complete set is byte-identical to the unsharded run's file. A torn last line of an
+/// input is ignored.
+///
+/// Refused: inputs of different specs (spec hashes) or shard counts, two files of one
+/// shard, a record outside its file's shard, a line that fails its checks, and (unless
+/// `allow_partial`) a set that lacks a shard or a task. With `allow_partial` such a set is
+/// written with `"partial": true` in its header, and reports built from it say so.
+///
+/// # Examples
+/// ```
+/// use predhead::sweep::{self, RunOptions, Shard, Spec, Task};
+/// let spec = Spec::parse(
+///     "seeds = 4\n[base.setting]\ndim = 10\npatches = 4\nfeature_patches = 2\n\
+///      alpha = [4.0, 1.0]\nnoise_std = 1.0\nneurons = 2\n[base.model]\n\
+///      head = \"identity-offdiag\"\nnormalization = \"batchnorm\"\nstop_gradient = true\n",
+///     "demo",
+///     std::path::Path::new("."),
+/// )?;
+/// let runner = |t: &Task| -> predhead::Result<serde_json::Value> {
+///     Ok(serde_json::json!({ "seed": t.seed }))
+/// };
+/// let dir = tempfile::tempdir().unwrap();
+/// let mut shards = Vec::new();
+/// for index in 0..2 {
+///     let results = dir.path().join(format!("demo.shard-{index}-of-2.jsonl"));
+///     let shard = Shard { index, count: 2 };
+///     let options = RunOptions { results: results.clone(), shard, quick: false, max_tasks: None, progress: false };
+///     sweep::run(&spec, &runner, &options)?;
+///     shards.push(results);
+/// }
+/// let out = dir.path().join("demo.jsonl");
+/// // A shard missing: refused, or with `allow_partial` written and marked partial.
+/// assert!(sweep::merge_with(&shards[..1], &out, false).is_err());
+/// assert!(sweep::merge_with(&shards[..1], &out, true)?.partial);
+/// let m = sweep::merge_with(&shards, &out, false)?;
+/// assert_eq!((m.records, m.partial), (4, false));
+/// # Ok::<(), predhead::Error>(())
+/// ```
+///
+/// # Errors
+/// The first refused condition, naming the file (and line).
+pub fn merge_with(files: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeStats> {
+    let inputs = merge_inputs(files)?;
+    let (first_path, first, _) = &inputs[0];
+    let count = first.shard()?.count;
+    let mut by_shard: BTreeMap<u64, &PathBuf> = BTreeMap::new();
+    let mut lines: BTreeMap<u64, String> = BTreeMap::new();
+    for (p, h, parsed) in &inputs {
+        if h.spec_sha256 != first.spec_sha256 || h.tasks != first.tasks {
             return Err(Error::invalid(
                 "files",
-                format!("{} does not exist", f.display()),
+                format!(
+                    "{} holds the results of {}, {} those of {}: results of different specs \
+                     are not merged",
+                    p.display(),
+                    h.describe(),
+                    first_path.display(),
+                    first.describe()
+                ),
             ));
         }
-        lines.extend(read_results(f, false)?.lines);
+        let sh = h.shard()?;
+        if sh.count != count {
+            return Err(Error::invalid(
+                "files",
+                format!(
+                    "{} is shard {}, {} is shard {}: shards of different splits",
+                    p.display(),
+                    h.shard,
+                    first_path.display(),
+                    first.shard
+                ),
+            ));
+        }
+        if let Some(q) = by_shard.insert(sh.index, p) {
+            return Err(Error::invalid(
+                "files",
+                format!(
+                    "{} and {} both hold shard {}",
+                    q.display(),
+                    p.display(),
+                    h.shard
+                ),
+            ));
+        }
+        for ((rec, line), n) in parsed.results.lines.iter().zip(&parsed.line_numbers) {
+            let at = || format!("{} line {n}", p.display());
+            if rec.task >= h.tasks || !sh.owns(rec.task) {
+                return Err(Error::parse(
+                    at(),
+                    format!(
+                        "task {} is not a task of shard {} of {}",
+                        rec.task,
+                        h.shard,
+                        h.describe()
+                    ),
+                ));
+            }
+            if let Some(old) = lines.insert(rec.task, line.clone()) {
+                if old != *line {
+                    return Err(Error::parse(
+                        at(),
+                        format!("task {} appears twice with different results", rec.task),
+                    ));
+                }
+            }
+        }
     }
-    let text = canonical(lines)?;
-    let n = text.lines().count();
+    let missing_shards: Vec<u64> = (0..count).filter(|i| !by_shard.contains_key(i)).collect();
+    let partial = (lines.len() as u64) < first.tasks;
+    if partial && !allow_partial {
+        let shards = if missing_shards.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = missing_shards
+                .iter()
+                .map(|i| format!("{i}/{count}"))
+                .collect();
+            format!(", shard {} missing", list.join(", "))
+        };
+        return Err(Error::invalid(
+            "files",
+            format!(
+                "incomplete: {} of the {} tasks of {}{shards}; nothing was written (merge \
+                 anyway with --allow-partial: the output and its reports are marked partial)",
+                lines.len(),
+                first.tasks,
+                first.describe()
+            ),
+        ));
+    }
+    let header = Header {
+        shard: "0/1".into(),
+        partial,
+        ..first.clone()
+    };
+    let text = file_text(&header, &lines)?;
+    // A sweep writing `out` holds its lock: refused, not overwritten under it.
+    let guard = file::lock(out, false)?;
     write_atomic(out, &text)?;
-    Ok(n)
+    drop(guard);
+    Ok(MergeStats {
+        records: lines.len(),
+        tasks: first.tasks,
+        missing_shards,
+        shards: count,
+        partial,
+    })
 }
 
 #[cfg(test)]

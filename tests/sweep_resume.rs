@@ -68,7 +68,8 @@ fn interrupted_and_sharded_runs_equal_the_uninterrupted_run() {
     let s = sweep::run(&spec, &ModelRunner, &opts(full.clone(), Shard::ALL, None)).unwrap();
     assert_eq!((s.total, s.ran, s.skipped, s.remaining), (12, 12, 0, 0));
     let reference = read(&full);
-    assert_eq!(reference.lines().count(), 12);
+    // The header line, then 12 records.
+    assert_eq!(reference.lines().count(), 1 + 12);
     // Sorted by task id, every line a complete record of the flow.
     let recs = sweep::read_results(&full, false).unwrap();
     let ids: Vec<u64> = recs.lines.iter().map(|(r, _)| r.task).collect();
@@ -87,19 +88,19 @@ fn interrupted_and_sharded_runs_equal_the_uninterrupted_run() {
     )
     .unwrap();
     assert_eq!((s.ran, s.remaining), (5, 7));
-    assert_eq!(read(&part).lines().count(), 5);
+    assert_eq!(read(&part).lines().count(), 1 + 5);
     let counting = Counting(AtomicUsize::new(0));
     let s = sweep::run(&spec, &counting, &opts(part.clone(), Shard::ALL, None)).unwrap();
     assert_eq!((s.skipped, s.ran, s.remaining), (5, 7, 0));
     assert_eq!(counting.0.load(Ordering::SeqCst), 7);
     assert_eq!(read(&part), reference);
 
-    // Killed mid-write: 4 whole lines and half of the 5th. The torn line is cut off and its
-    // task runs again; nothing finished is lost.
+    // Killed mid-write: the header, 4 whole records and half of the 5th. The torn line is
+    // cut off and its task runs again; nothing finished is lost.
     let torn = dir.path().join("torn.jsonl");
     let lines: Vec<&str> = reference.lines().collect();
-    let mut text: String = lines[..4].iter().map(|l| format!("{l}\n")).collect();
-    text.push_str(&lines[4][..lines[4].len() / 2]);
+    let mut text: String = lines[..5].iter().map(|l| format!("{l}\n")).collect();
+    text.push_str(&lines[5][..lines[5].len() / 2]);
     std::fs::write(&torn, &text).unwrap();
     let counting = Counting(AtomicUsize::new(0));
     let s = sweep::run(&spec, &counting, &opts(torn.clone(), Shard::ALL, None)).unwrap();
@@ -160,7 +161,7 @@ fn merge_rejects_results_of_different_specs() {
     .unwrap();
     sweep::run(&other, &fake, &opts(b.clone(), Shard::ALL, Some(2))).unwrap();
     let err = sweep::merge(&[a, b], &dir.path().join("m.jsonl")).unwrap_err();
-    assert!(err.to_string().contains("two keys"), "{err}");
+    assert!(err.to_string().contains("different specs"), "{err}");
     assert!(sweep::merge(
         &[dir.path().join("missing.jsonl")],
         &dir.path().join("m.jsonl")

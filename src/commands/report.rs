@@ -9,7 +9,12 @@
 //!   of) one sweep, appending to its results file (default
 //!   `SPEC_DIR/results/NAME.jsonl`, or `NAME.shard-i-of-n.jsonl` for a shard; `NAME` is the
 //!   spec's `results` stem, by default its name).
-//! - `merge FILES... --out FILE`: joins shard result files, sorted by task id.
+//! - `merge FILES... --out FILE [--allow-partial]`: joins the shard result files of one
+//!   sweep, sorted by task id; refuses files of different specs and an incomplete set unless
+//!   `--allow-partial` (the output is then marked partial, and so is its report).
+//!
+//! Results files carry a header and a checksum per line (`docs/cli.md`, "Sweep results
+//! files", and [`crate::sweep::file`]).
 
 use crate::error::{Error, Result};
 use crate::report::{self, runner::ModelRunner};
@@ -61,6 +66,10 @@ pub struct MergeArgs {
     /// The merged results file.
     #[arg(long)]
     pub out: PathBuf,
+    /// Merge an incomplete set of shards (a shard or a task missing); the output's header
+    /// and every report built from it are marked partial.
+    #[arg(long)]
+    pub allow_partial: bool,
 }
 
 /// The spec files of a directory, sorted by name.
@@ -80,27 +89,49 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io(path, &e))
 }
 
-/// Runs the sweep of `spec` (resumably, into `results`) and builds its report.
+/// Runs the sweep of `spec` (resumably, into `results`) and builds its report from the
+/// checked results ([`sweep::read_checked`]).
+///
+/// A results file marked partial (`predhead merge --allow-partial`) is not completed: the
+/// report is built from the tasks it holds and marked partial ([`report::mark_partial`]).
+/// Complete it first with `predhead sweep SPEC --results FILE` for a full report.
+///
+/// # Errors
+/// A results file that fails its checks (another spec, a bad line), a sweep error.
 pub fn generate(
     spec: &Spec,
     results: &Path,
     quick: bool,
     progress: bool,
 ) -> Result<report::Output> {
-    sweep::run(
-        spec,
-        &ModelRunner,
-        &RunOptions {
-            results: results.to_path_buf(),
-            shard: Shard::ALL,
-            quick,
-            max_tasks: None,
-            progress,
-        },
-    )?;
-    let res = sweep::read_results(results, false)?;
-    let records: Vec<sweep::Record> = res.lines.into_iter().map(|(r, _)| r).collect();
-    report::build(spec, &records, quick)
+    let before = sweep::read_checked(spec, quick, results)?;
+    if !before.header.is_some_and(|h| h.partial) {
+        sweep::run(
+            spec,
+            &ModelRunner,
+            &RunOptions {
+                results: results.to_path_buf(),
+                shard: Shard::ALL,
+                quick,
+                max_tasks: None,
+                progress,
+            },
+        )?;
+    }
+    let checked = sweep::read_checked(spec, quick, results)?;
+    report::runner::check_records(results, &checked.records)?;
+    let mut out = report::build(spec, &checked.records, quick)?;
+    if checked.records.len() < checked.tasks {
+        report::mark_partial(&mut out, checked.records.len(), checked.tasks);
+    }
+    Ok(out)
+}
+
+/// ` (PARTIAL: k of n tasks)` for a partial report, else nothing.
+fn partial_note(o: &report::Output) -> String {
+    o.partial.map_or_else(String::new, |(k, n)| {
+        format!(" (PARTIAL: {k} of {n} tasks)")
+    })
 }
 
 /// The index page of the reports.
@@ -116,10 +147,11 @@ fn index(outputs: &[report::Output]) -> String {
     for o in outputs {
         let v: Vec<&str> = o.verdicts.iter().map(|(_, v)| v.name()).collect();
         s.push_str(&format!(
-            "| [{0}]({0}.md) | {1} | {2} |\n",
+            "| [{0}]({0}.md) | {1} | {2}{3} |\n",
             o.name,
             o.title,
-            v.join(", ")
+            v.join(", "),
+            partial_note(o)
         ));
     }
     s
@@ -170,9 +202,10 @@ pub fn run(args: &Args) -> Result<String> {
             .map(|(h, v)| format!("{h}: {}", v.name()))
             .collect();
         text.push_str(&format!(
-            "{}: {} ({:.1} s)\n",
+            "{}: {}{} ({:.1} s)\n",
             o.name,
             verdicts.join("; "),
+            partial_note(&o),
             start.elapsed().as_secs_f64()
         ));
         outputs.push(o);
@@ -253,10 +286,26 @@ pub fn run_sweep(args: &SweepArgs) -> Result<String> {
 
 /// Runs `predhead merge`.
 pub fn run_merge(args: &MergeArgs) -> Result<String> {
-    let n = sweep::merge(&args.files, &args.out)?;
+    let m = sweep::merge_with(&args.files, &args.out, args.allow_partial)?;
+    let note = if m.partial {
+        let missing: Vec<String> = m
+            .missing_shards
+            .iter()
+            .map(|i| format!("{i}/{}", m.shards))
+            .collect();
+        let shards = if missing.is_empty() {
+            String::new()
+        } else {
+            format!(", shard {} missing", missing.join(", "))
+        };
+        format!(" (PARTIAL: {} of {} tasks{shards})", m.records, m.tasks)
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "merged {} files: {n} records in {}\n",
+        "merged {} files: {} records in {}{note}\n",
         args.files.len(),
+        m.records,
         args.out.display()
     ))
 }

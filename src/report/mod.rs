@@ -35,6 +35,28 @@ pub struct Output {
     pub figures: Vec<(String, String)>,
     /// The verdicts, in table order.
     pub verdicts: Vec<(String, table::Verdict)>,
+    /// `Some((k, n))`: built from only `k` of the spec's `n` tasks ([`mark_partial`]).
+    pub partial: Option<(usize, usize)>,
+}
+
+/// Marks `out` as built from only `have` of the spec's `total` tasks (a results file merged
+/// with `predhead merge --allow-partial`): a banner under the title of the page and above
+/// the tables, and every verdict called provisional, so that no verdict of a partial sweep
+/// reads as the verdict of the whole.
+pub fn mark_partial(out: &mut Output, have: usize, total: usize) {
+    let banner = format!(
+        "> **PARTIAL RESULTS: {have} of {total} tasks.** This report was built from an \
+         incomplete results file (`predhead merge --allow-partial`): its verdicts are \
+         provisional, not those of the full sweep. Complete the file with `predhead sweep \
+         SPEC --results FILE` and build the report again.\n\n"
+    );
+    let verdict = format!("**Provisional verdict ({have} of {total} tasks): ");
+    let mark = |text: &str| text.replace("**Verdict: ", &verdict);
+    let at = out.markdown.find("\n\n").map_or(0, |i| i + 2);
+    let (head, rest) = out.markdown.split_at(at);
+    out.markdown = format!("{head}{banner}{}", mark(rest));
+    out.tables = format!("{banner}{}", mark(&out.tables));
+    out.partial = Some((have, total));
 }
 
 /// The report kinds, in index order: `(spec key, title)`.
@@ -122,6 +144,7 @@ pub fn build(spec: &Spec, records: &[Record], quick: bool) -> Result<Output> {
             .iter()
             .filter_map(|s| s.verdict.map(|v| (s.heading.clone(), v)))
             .collect(),
+        partial: None,
     })
 }
 
@@ -227,4 +250,33 @@ fn per_run_csv(spec: &Spec, recs: &[&Record]) -> String {
         ]);
     }
     t.csv()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_report_calls_no_verdict_final() {
+        let mut out = Output {
+            name: "x".into(),
+            title: "X".into(),
+            markdown: "# X\n\nintro\n\n**Verdict: holds.** Rule: r.\n\n".into(),
+            tables: "**Verdict: holds.** Rule: r.\n".into(),
+            csv: String::new(),
+            figures: Vec::new(),
+            verdicts: vec![("h".into(), table::Verdict::Holds)],
+            partial: None,
+        };
+        mark_partial(&mut out, 6, 9);
+        assert_eq!(out.partial, Some((6, 9)));
+        assert!(out
+            .markdown
+            .starts_with("# X\n\n> **PARTIAL RESULTS: 6 of 9 tasks.**"));
+        assert!(!out.markdown.contains("**Verdict: "));
+        assert!(!out.tables.contains("**Verdict: "));
+        assert!(out
+            .tables
+            .contains("**Provisional verdict (6 of 9 tasks): holds.**"));
+    }
 }

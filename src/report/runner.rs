@@ -64,6 +64,91 @@ pub fn check_runners(spec: &crate::sweep::Spec) -> Result<()> {
     Ok(())
 }
 
+/// Checks the schema of the results a report reads (`results` names the file in errors):
+/// each result is `{"error": text}` alone, or an object whose summary (`result.summary` or
+/// `result`) has a text `outcome`, and whose number fields (the summary's event times,
+/// norms, losses; the runners' added measurements) are numbers or `null`, the flags
+/// booleans and the series arrays of numbers. A line with a valid checksum but a wrong type
+/// (`"t1": "abc"`) is refused here, never folded into a verdict.
+///
+/// # Errors
+/// The first record that fails, named by file and task.
+pub fn check_records(results: &std::path::Path, records: &[crate::sweep::Record]) -> Result<()> {
+    for r in records {
+        check_result(&r.result).map_err(|p| {
+            Error::parse(
+                format!("{} task {}", results.display(), r.task),
+                format!("bad result: {p}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Fields that are numbers or `null` where present (summary and runner measurements).
+const NUMBER_FIELDS: [&str; 19] = [
+    "t1",
+    "t2",
+    "t3",
+    "t_end",
+    "offdiag_peak",
+    "offdiag_final",
+    "corr_final",
+    "loss_final",
+    "opt",
+    "tau_final",
+    "corr_gap_final",
+    "a_k",
+    "b_k",
+    "e_ks",
+    "weak_head",
+    "weak_identity",
+    "strong_head",
+    "strong_identity",
+    "corr_max_final",
+];
+
+/// The schema check of one result ([`check_records`]); `Err` says what is wrong.
+fn check_result(v: &Value) -> std::result::Result<(), String> {
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    if let Some(e) = obj.get("error") {
+        if obj.len() != 1 || !e.is_string() {
+            return Err("an error result must be {\"error\": text} alone".into());
+        }
+        return Ok(());
+    }
+    let summary = obj.get("summary").unwrap_or(v);
+    let s = summary.as_object().ok_or("summary: not a JSON object")?;
+    if !s.get("outcome").is_some_and(Value::is_string) {
+        return Err("outcome: missing or not text".into());
+    }
+    for o in [s, obj] {
+        for k in NUMBER_FIELDS {
+            if o.get(k).is_some_and(|x| !(x.is_number() || x.is_null())) {
+                return Err(format!("{k}: not a number, got {}", o[k]));
+            }
+        }
+        for k in ["termination", "outcome"] {
+            if o.get(k).is_some_and(|x| !x.is_string()) {
+                return Err(format!("{k}: not text, got {}", o[k]));
+            }
+        }
+        for k in ["tau", "offdiag", "asym", "a_final", "b_final"] {
+            let ok = |x: &Value| {
+                x.as_array()
+                    .is_some_and(|a| a.iter().all(|y| y.is_number() || y.is_null()))
+            };
+            if o.get(k).is_some_and(|x| !ok(x)) {
+                return Err(format!("{k}: not an array of numbers"));
+            }
+        }
+    }
+    if obj.get("reached_t2").is_some_and(|x| !x.is_boolean()) {
+        return Err("reached_t2: not a boolean".into());
+    }
+    Ok(())
+}
+
 /// The most trajectory samples a `trajectory` task keeps (evenly thinned).
 pub const TRAJECTORY_POINTS: usize = 400;
 
@@ -269,5 +354,45 @@ impl TaskRunner for ModelRunner {
                 ),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema check accepts the results the runners write and rejects each planted
+    /// type error (its falsifiers).
+    #[test]
+    fn the_result_schema_rejects_wrong_types() {
+        let good = json!({
+            "t1": 12.5, "t2": null, "t3": null, "t_end": null, "strong_neuron": 0,
+            "offdiag_peak": 0.1, "offdiag_final": 0.0, "corr_final": null, "loss_final": 1.0,
+            "opt": 0.5, "a_final": [1.0, 0.5], "b_final": [0.1, null], "outcome": "partial",
+            "termination": "horizon", "tau_final": 3.0, "steps": 10,
+        });
+        assert_eq!(check_result(&good), Ok(()));
+        assert_eq!(
+            check_result(&json!({ "summary": good, "corr_gap_final": 1e-3 })),
+            Ok(())
+        );
+        assert_eq!(
+            check_result(&json!({ "error": "setting.dim: too small" })),
+            Ok(())
+        );
+        let planted = |key: &str, v: Value| {
+            let mut bad = good.clone();
+            bad[key] = v;
+            check_result(&bad)
+        };
+        assert!(planted("t1", json!("abc")).unwrap_err().starts_with("t1:"));
+        assert!(planted("loss_final", json!([1.0])).is_err());
+        assert!(planted("outcome", json!(1)).is_err());
+        assert!(planted("a_final", json!(["x"])).is_err());
+        assert!(check_result(&json!({ "summary": good, "corr_gap_final": "0" })).is_err());
+        assert!(check_result(&json!({ "error": "x", "t1": 1.0 })).is_err());
+        assert!(check_result(&json!({ "error": 3 })).is_err());
+        assert!(check_result(&json!({ "t1": 1.0 })).is_err());
+        assert!(check_result(&json!(1)).is_err());
     }
 }
