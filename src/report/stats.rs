@@ -3,7 +3,7 @@
 //! (`derivations/scaling.md`, Section "Statistics").
 
 use crate::error::{Error, Result};
-use statrs::distribution::{Beta, ContinuousCDF, Normal, StudentsT};
+use statrs::distribution::{Beta, Binomial, ContinuousCDF, Discrete, Normal, StudentsT};
 
 /// A two-sided interval `[lo, hi]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -85,6 +85,34 @@ pub fn clopper_pearson(successes: u64, trials: u64, confidence: f64) -> Result<I
         beta(k + 1.0, n - k)?.inverse_cdf(1.0 - q)
     };
     Ok(Interval { lo, hi })
+}
+
+/// The exact two-sided binomial test of `k` successes in `n` trials against the rate `p`:
+/// the probability, under `Binomial(n, p)`, of an outcome no more likely than `k` (the
+/// "minimum likelihood" rule of R's `binom.test`, with a relative tolerance of `1e-7` on
+/// ties).
+pub fn binomial_two_sided(successes: u64, trials: u64, p: f64) -> Result<f64> {
+    check_rate(successes, trials, 0.5)?;
+    let b = Binomial::new(p, trials)
+        .map_err(|e| Error::numerical("binomial test", e.to_string()))?;
+    let at = b.pmf(successes) * (1.0 + 1e-7);
+    let total: f64 = (0..=trials).map(|j| b.pmf(j)).filter(|&q| q <= at).sum();
+    Ok(total.min(1.0))
+}
+
+/// Holm's step-down adjustment of the p-values `p` (family-wise error control): the `i`-th
+/// smallest becomes `max_{j <= i} min(1, (n - j + 1) p_(j))`; returned in the input order.
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let n = p.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| p[i].total_cmp(&p[j]));
+    let mut out = vec![0.0; n];
+    let mut running: f64 = 0.0;
+    for (rank, &i) in order.iter().enumerate() {
+        running = running.max(((n - rank) as f64 * p[i]).min(1.0));
+        out[i] = running;
+    }
+    out
 }
 
 /// The `q`-quantile of `values` (linear interpolation between order statistics, the
@@ -224,6 +252,29 @@ pub fn loglog_fit(x: &[f64], y: &[f64], confidence: f64) -> Result<LineFit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against the same rule summed in Python from `math.comb` pmfs: 7 of 20 at 0.5 is
+    /// 0.263176, 0 of 10 at 0.3 is 0.0388396 (the lone tail `0.7^10 = 0.02825` would be a
+    /// one-sided value), 14 of 20 at 0.6767 is 1, 20 of 20 at 0.5 is `2^-19`.
+    #[test]
+    fn binomial_test_matches_r() {
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * y.max(1e-3);
+        assert!(close(binomial_two_sided(7, 20, 0.5).unwrap(), 0.263176));
+        assert!(close(binomial_two_sided(0, 10, 0.3).unwrap(), 0.0388396));
+        assert!(close(binomial_two_sided(14, 20, 0.6767).unwrap(), 1.0));
+        assert!(close(binomial_two_sided(20, 20, 0.5).unwrap(), 0.5f64.powi(19)));
+    }
+
+    /// Holm on four p-values, by hand: sorted 0.01, 0.02, 0.03, 0.5 become 0.04, 0.06,
+    /// 0.06, 0.5. Bonferroni (0.04, 0.08, 0.12, 1) or no adjustment would differ.
+    #[test]
+    fn holm_by_hand() {
+        let adj = holm(&[0.03, 0.5, 0.01, 0.02]);
+        let want = [0.06, 0.5, 0.04, 0.06];
+        for (a, w) in adj.iter().zip(want) {
+            assert!((a - w).abs() < 1e-15, "{adj:?}");
+        }
+    }
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol
