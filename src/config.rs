@@ -14,6 +14,10 @@ use toml::{Table, Value};
 /// stream inside a sample (`data.rs`), with room for `2^20 - 2` patches.
 pub const MAX_PATCHES: usize = (1 << 20) - 2;
 
+/// The largest `(P0 + 1) P` accepted: the exact overlap moments cost time and memory in
+/// proportion to it ([`validate_setting`]).
+pub const MAX_OVERLAP_COST: u128 = 1 << 28;
+
 /// Reads and validates a configuration file.
 pub fn load_config(path: impl AsRef<Path>) -> Result<Config> {
     let path = path.as_ref();
@@ -216,6 +220,21 @@ pub fn validate_setting(s: &Setting) -> Result<()> {
             format!(
                 "must be between 1 and patches = {}, got {}",
                 s.patches, s.feature_patches
+            ),
+        ));
+    }
+    // The exact overlap moments (`moments::overlap`, eqs. (O1)-(O6)) sum the P0 + 1 terms
+    // of the hypergeometric pmf, each a ratio of binomials of about P bits: time and memory
+    // grow as P0 P (2^28 takes about 6 s and 100 MB; 5e9 would take hours and tens of GB).
+    let overlap_cost = (s.feature_patches as u128 + 1) * s.patches as u128;
+    if overlap_cost > MAX_OVERLAP_COST {
+        return Err(Error::invalid(
+            "setting.feature_patches",
+            format!(
+                "(feature_patches + 1) * patches = {overlap_cost} exceeds {MAX_OVERLAP_COST}, \
+                 the budget of the exact overlap moments (got feature_patches = {}, \
+                 patches = {})",
+                s.feature_patches, s.patches
             ),
         ));
     }

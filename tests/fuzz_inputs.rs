@@ -88,6 +88,11 @@ fn check_line(message: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A failure report cut to 400 characters (cases hold values of up to 50,000).
+fn short(report: &str) -> String {
+    report.chars().take(400).collect()
+}
+
 /// Runs `f` and turns a panic into an error naming the case.
 fn no_panic<T>(case: &str, f: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
@@ -478,7 +483,7 @@ fn mutated_inputs_in_process_never_panic_and_errors_are_one_line() {
             batch_case(&config, &state, &b),
         ] {
             if let Err(m) = r {
-                failures.push(format!("case {case}: {m}"));
+                failures.push(short(&format!("case {case}: {m}")));
             }
         }
         errors[0] += usize::from(parse_config(&c).is_err());
@@ -601,7 +606,7 @@ fn mutated_files_and_arguments_through_the_binary_exit_0_or_2_with_one_line() {
         let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
         match run_binary(&refs) {
             Ok(code) => codes[usize::from(code == 2)] += 1,
-            Err(m) => failures.push(format!("case {case}: {m}")),
+            Err(m) => failures.push(short(&format!("case {case}: {m}"))),
         }
     }
     assert!(

@@ -415,6 +415,28 @@ fn defect7_8_sizes_from_the_input_are_refused_before_allocating() {
         &["eval", "--config", &huge, "--state", &st, "--batch", &b],
         "setting.dim",
     );
+    // The exact overlap moments cost time and memory in proportion to (P0 + 1) P: a
+    // config far beyond the budget is refused at once (it used to run for hours).
+    let overlap = write(
+        dir.path(),
+        "o.toml",
+        &README
+            .replace("\npatches = 4", "\npatches = 1048574")
+            .replace("feature_patches = 2", "feature_patches = 524287"),
+    );
+    let t = std::time::Instant::now();
+    bad(
+        &["eval", "--config", &overlap, "--state", &st],
+        "setting.feature_patches",
+    );
+    assert!(t.elapsed().as_secs() < 10);
+    // Falsifier: within the budget (P0 = 100 at P = 1048574) the config is accepted.
+    let fine = predhead::config::parse_config(
+        &README
+            .replace("\npatches = 4", "\npatches = 1048574")
+            .replace("feature_patches = 2", "feature_patches = 100"),
+    );
+    assert!(fine.is_ok(), "{fine:?}");
     // Input files are read up to a limit (a device without end included).
     bad(
         &["eval", "--config", "/dev/zero", "--state", &st],
