@@ -867,6 +867,20 @@ impl Sgd {
     /// # Errors
     /// A batch-norm variance of zero ([`Error::Numerical`]).
     pub fn try_step(&mut self) -> Result<Step> {
+        self.try_step_checked(|_| None)
+    }
+
+    /// [`Sgd::try_step`] with one more check of the updated state before it is kept:
+    /// `check(candidate)` returns why the candidate is not acceptable (then the step is
+    /// [`Step::NonFinite`] with that reason and the state is unchanged), or `None`.
+    /// [`run`] checks the population loss this way, without a copy of the state.
+    ///
+    /// # Errors
+    /// A batch-norm variance of zero ([`Error::Numerical`]).
+    pub fn try_step_checked(
+        &mut self,
+        check: impl FnOnce(&State) -> Option<String>,
+    ) -> Result<Step> {
         let t = &self.config.training;
         let g = batch_gradient_unchecked(
             &self.config.setting,
@@ -908,7 +922,11 @@ impl Sgd {
         if e.iter().flatten().any(|x| !x.is_finite()) {
             return Ok(overflow("E", "training.lr_head", t.lr_head));
         }
-        self.state = State { w, e };
+        let candidate = State { w, e };
+        if let Some(reason) = check(&candidate) {
+            return Ok(Step::NonFinite(reason));
+        }
+        self.state = candidate;
         self.step += 1;
         Ok(Step::Taken(g.loss))
     }
@@ -973,8 +991,8 @@ pub fn population_overflow(
 /// gradient, new state or population loss is not finite ([`Sgd::try_step`],
 /// [`population_overflow`]), or whose batch variance vanishes after the first step: the
 /// termination is then `non-finite`, the summary is that of the last finite state (step
-/// `t - 1`, which `sgd.state` keeps), and `nonfinite_step = t`, `nonfinite_tau = lr t`,
-/// `nonfinite_reason` say where and why. A vanishing batch variance at the first step, or
+/// `t - 1`, which `sgd.state` keeps: the failing step is never applied), and
+/// `nonfinite_step = t`, `nonfinite_tau = lr t`, `nonfinite_reason` say where and why. A vanishing batch variance at the first step, or
 /// an initial state whose population loss overflows, is an error. `Corr` in the summary is
 /// the closed form `population::correlation` at the current `W`, not a batch estimate.
 /// `on_step(t)` is called after each step (progress bars).
@@ -1008,8 +1026,17 @@ pub fn run<W: std::io::Write>(
     // The step that could not give a finite state, and why.
     let mut nonfinite: Option<(u64, String)> = None;
     while sgd.step < config.training.steps {
-        let before = sgd.state.clone();
-        match sgd.try_step() {
+        // The population at the candidate state, checked before the step is kept.
+        let mut next = None;
+        let t = sgd.step + 1;
+        let check = |candidate: &State| {
+            let x = reduce::<f64>(candidate, ());
+            let why = population_overflow(&constants, &config.model, &x)
+                .map(|what| format!("the {what} is not finite after step {t} (overflow)"));
+            next = Some(x);
+            why
+        };
+        match sgd.try_step_checked(check) {
             Ok(Step::Taken(_)) => {}
             Ok(Step::NonFinite(reason)) => {
                 nonfinite = Some((sgd.step + 1, reason));
@@ -1021,20 +1048,10 @@ pub fn run<W: std::io::Write>(
             }
             Err(e) => return Err(e),
         }
-        let next = reduce::<f64>(&sgd.state, ());
-        if let Some(what) = population_overflow(&constants, &config.model, &next) {
-            nonfinite = Some((
-                sgd.step,
-                format!(
-                    "the {what} is not finite after step {} (overflow)",
-                    sgd.step
-                ),
-            ));
-            sgd.state = before;
-            sgd.step -= 1;
-            break;
-        }
-        x = next;
+        x = match next {
+            Some(x) => x,
+            None => reduce::<f64>(&sgd.state, ()),
+        };
         let fired = tracker.observe(sgd.flow_time(), &x);
         on_step(sgd.step);
         let done = options.stop_at_t_end && fired.contains(&Event::TEnd);
