@@ -122,16 +122,15 @@ fn argument_error(e: &clap::Error) -> String {
             format!("{arg}: a value is required")
         }
         ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
-            // clap's own reason follows the last ": " of its first line (e.g. "invalid
-            // digit found in string").
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            let reason = match e.kind() {
-                ErrorKind::ValueValidation => first.rsplit(": ").next().unwrap_or(first),
-                _ => match context(e, ContextKind::ValidValue) {
-                    Some(v) => return format!("{arg}: invalid value '{}': expected {v}", value()),
-                    None => "not accepted",
+            // The parser's own reason (e.g. "invalid digit found in string") is the error's
+            // source; clap's text would repeat the raw value, newlines included.
+            let reason = match (std::error::Error::source(e), e.kind()) {
+                (Some(source), _) => source.to_string(),
+                (None, ErrorKind::InvalidValue) => match context(e, ContextKind::ValidValue) {
+                    Some(v) => format!("expected {v}"),
+                    None => "not accepted".to_string(),
                 },
+                (None, _) => "not accepted".to_string(),
             };
             format!("{arg}: invalid value '{}': {}", value(), echo(reason))
         }

@@ -538,7 +538,7 @@ fn defect10_argument_errors_are_one_line_naming_the_argument() {
         (vec![], "command: missing"),
         (
             vec!["sgd", "--config", &cfg, "--record-every", "x\ny"],
-            "x\\ny",
+            "--record-every: invalid value 'x\\ny': invalid digit found in string",
         ),
         (vec!["flow", "--config", &cfg, "--rtol", "-1"], "--rtol"),
     ];
