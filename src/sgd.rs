@@ -954,6 +954,24 @@ pub struct RunOptions {
 /// (the reduced state, or the population loss and moments of `derivations/population.md`,
 /// eqs. (P3)-(P6)). A finite state with a zero population variance is not an overflow
 /// (`None`).
+///
+/// # Examples
+/// ```
+/// use predhead::config::parse_config;
+/// use predhead::moments::population::Constants;
+/// use predhead::reduced::reduce;
+/// use predhead::sgd::population_overflow;
+/// use predhead::state::State;
+/// let config = parse_config("[setting]\ndim = 3\npatches = 2\nfeature_patches = 1\n\
+///     alpha = [2.0, 1.0]\nnoise_std = 1.0\nneurons = 1\n[model]\nhead = \"frozen\"\n\
+///     normalization = \"none\"\nstop_gradient = true\n").unwrap();
+/// let k = Constants::<f64>::new(&config.setting, ());
+/// let fine = State::with_identity_head(vec![vec![0.5, 0.1, 0.2]]);
+/// assert_eq!(population_overflow(&k, &config.model, &reduce(&fine, ())), None);
+/// // |w|^6 beyond the f64 range: the population loss overflows.
+/// let huge = State::with_identity_head(vec![vec![1e60, 0.1, 0.2]]);
+/// assert!(population_overflow(&k, &config.model, &reduce(&huge, ())).is_some());
+/// ```
 pub fn population_overflow(
     constants: &crate::moments::population::Constants<f64>,
     model: &Model,
