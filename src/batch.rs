@@ -12,7 +12,9 @@ use crate::state::vector;
 use serde_json::Value;
 use std::path::Path;
 
-/// The two views of `N >= 2` samples, each view `P x d`, every number finite.
+/// The two views of `N >= 1` samples, each view `P x d`, every number finite (batch
+/// normalization needs `N >= 2`, checked where the model is known,
+/// [`crate::network::batch_loss_and_gradient`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
     /// `x1[i]`: the first (online) view `X^(i,1)`, patch-major `P * d` numbers.
@@ -27,17 +29,19 @@ pub struct Batch {
 
 impl Batch {
     /// Wraps two views (as returned by [`crate::data::batch_views`]) after checking them
-    /// against the setting (which must itself be valid, [`validate_setting`]): the same number `N >= 2` of samples in both, each of length
-    /// `P * d`, every number finite. `N >= 2` is required for both normalizations (batch
-    /// statistics need two samples; the contract asks the same of `none`).
+    /// against the setting (which must itself be valid, [`validate_setting`]): the same
+    /// number `N >= 1` of samples in both, each of length `P * d`, every number finite.
+    /// `N = 1` is valid with `normalization = "none"` (the loss (3.3) needs no batch
+    /// statistics); batch normalization needs `N >= 2`, which the network checks
+    /// (`../shared/contract.md`).
     pub fn new(setting: &Setting, x1: Vec<Vec<f64>>, x2: Vec<Vec<f64>>) -> Result<Batch> {
         validate_setting(setting)?;
         let dim = dim_of(setting)?;
         let patches = setting.patches;
-        if x1.len() < 2 {
+        if x1.is_empty() {
             return Err(Error::invalid(
                 "batch.x1",
-                format!("needs at least 2 samples (N >= 2), got {}", x1.len()),
+                "needs at least 1 sample (N >= 1), got 0",
             ));
         }
         if x2.len() != x1.len() {
@@ -81,14 +85,14 @@ impl Batch {
     /// Reads BATCH.json and checks it against the setting.
     pub fn load(path: impl AsRef<Path>, setting: &Setting) -> Result<Batch> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
+        let text = crate::input::read_bounded(path, crate::input::MAX_JSON_BYTES)?;
         Self::parse(&text, setting)
     }
 
     /// Parses BATCH.json text, `{"x1": [N][P][d], "x2": [N][P][d]}`, naming the exact
     /// entry that is wrong (e.g. `batch.x1[3][1]: expected 6 numbers (dim), got 5`).
     pub fn parse(text: &str, setting: &Setting) -> Result<Batch> {
-        let v: Value = serde_json::from_str(text).map_err(|e| Error::parse("batch", e))?;
+        let v: Value = crate::input::parse_json(text, "batch")?;
         let obj = v.as_object().ok_or_else(|| {
             Error::invalid("batch", "expected a JSON object {\"x1\": .., \"x2\": ..}")
         })?;
@@ -108,7 +112,7 @@ impl Batch {
         self.x1.len()
     }
 
-    /// Always `false`: a batch has at least two samples.
+    /// Always `false`: a batch has at least one sample.
     pub fn is_empty(&self) -> bool {
         self.x1.is_empty()
     }
@@ -146,7 +150,22 @@ impl Batch {
     }
 }
 
+/// `d` as a `usize`, after checking that one view, `P d` numbers, fits the budget
+/// [`crate::input::MAX_ENTRIES`] (checked arithmetic, before anything is allocated).
 fn dim_of(setting: &Setting) -> Result<usize> {
+    let entries = u128::from(setting.dim) * setting.patches as u128;
+    if entries > crate::input::MAX_ENTRIES {
+        return Err(Error::invalid(
+            "setting.dim",
+            format!(
+                "one view of a batch has patches * dim = {} * {} = {entries} numbers, more \
+                 than the {} (2 GiB) an explicit batch may use",
+                setting.patches,
+                setting.dim,
+                crate::input::MAX_ENTRIES
+            ),
+        ));
+    }
     usize::try_from(setting.dim)
         .ok()
         .filter(|d| d.checked_mul(setting.patches).is_some())
@@ -177,6 +196,14 @@ fn views(v: Option<&Value>, field: &str, patches: usize, dim: usize) -> Result<V
                     &f,
                     format!("expected {patches} patches (patches), got {}", rows.len()),
                 ));
+            }
+            // Every row is checked before the sample's `P d` numbers are allocated (their
+            // count comes from the config, not from the file).
+            for (p, row) in rows.iter().enumerate() {
+                let len = row.as_array().map(Vec::len);
+                if len != Some(dim) {
+                    vector(row, &format!("{f}[{p}]"), dim, "dim")?;
+                }
             }
             let mut x = Vec::with_capacity(patches * dim);
             for (p, row) in rows.iter().enumerate() {

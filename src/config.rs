@@ -5,7 +5,7 @@
 //! [`Training`] and [`Phases`]. Unknown tables, unknown keys, wrong types and values out of
 //! range are [`Error`]s that name the field and the value.
 
-use crate::error::{Error, Result};
+use crate::error::{echo, Error, Result};
 use crate::setting::{Config, HeadMode, Model, Normalization, Phases, Setting, Training};
 use std::path::Path;
 use toml::{Table, Value};
@@ -14,10 +14,14 @@ use toml::{Table, Value};
 /// stream inside a sample (`data.rs`), with room for `2^20 - 2` patches.
 pub const MAX_PATCHES: usize = (1 << 20) - 2;
 
+/// The largest `(P0 + 1) P` accepted: the exact overlap moments cost time and memory in
+/// proportion to it ([`validate_setting`]).
+pub const MAX_OVERLAP_COST: u128 = 1 << 28;
+
 /// Reads and validates a configuration file.
 pub fn load_config(path: impl AsRef<Path>) -> Result<Config> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
+    let text = crate::input::read_bounded(path, crate::input::MAX_CONFIG_BYTES)?;
     parse_config(&text)
 }
 
@@ -79,6 +83,16 @@ pub fn parse_config(text: &str) -> Result<Config> {
         }
         if let Some(v) = r.optional_float("lr_head")? {
             training.lr_head = v;
+        } else if let Some(lr) = lr {
+            if lr > 0.0 && training.lr_head == 0.0 {
+                return Err(Error::invalid(
+                    "training.lr",
+                    format!(
+                        "{lr:e} is too small: the default lr_head = lr * {} underflows to 0",
+                        Training::DEFAULT_HEAD_RATIO
+                    ),
+                ));
+            }
         }
         if let Some(v) = r.optional_integer("batch")? {
             training.batch = to_usize("training.batch", v)?;
@@ -127,7 +141,31 @@ pub fn validate(config: &Config) -> Result<()> {
     positive("training.lr", t.lr)?;
     positive("training.lr_head", t.lr_head)?;
     positive("training.horizon", t.horizon)?;
-    if t.batch < 2 {
+    // The flow runs the head at rate lr_head / lr (contract: dE/dtau = -(lr_head/lr) grad_E).
+    let ratio = t.lr_head / t.lr;
+    if !ratio.is_finite() {
+        // Blame the rate farther from 1 (in ratio): the tiny lr or the huge lr_head.
+        let field = if t.lr_head.ln().abs() > t.lr.ln().abs() {
+            "training.lr_head"
+        } else {
+            "training.lr"
+        };
+        return Err(Error::invalid(
+            field,
+            format!(
+                "lr_head / lr = {:e} / {:e} overflows f64 (the head's rate in flow time)",
+                t.lr_head, t.lr
+            ),
+        ));
+    }
+    if t.batch == 0 {
+        return Err(Error::invalid(
+            "training.batch",
+            "must be at least 1, got 0",
+        ));
+    }
+    // One sample has no batch statistics; without them the loss (3.3) is defined for N = 1.
+    if t.batch < 2 && config.model.normalization == Normalization::Batchnorm {
         return Err(Error::invalid(
             "training.batch",
             format!(
@@ -185,6 +223,21 @@ pub fn validate_setting(s: &Setting) -> Result<()> {
             ),
         ));
     }
+    // The exact overlap moments (`moments::overlap`, eqs. (O1)-(O6)) sum the P0 + 1 terms
+    // of the hypergeometric pmf, each a ratio of binomials of about P bits: time and memory
+    // grow as P0 P (2^28 takes about 6 s and 100 MB; 5e9 would take hours and tens of GB).
+    let overlap_cost = (s.feature_patches as u128 + 1) * s.patches as u128;
+    if overlap_cost > MAX_OVERLAP_COST {
+        return Err(Error::invalid(
+            "setting.feature_patches",
+            format!(
+                "(feature_patches + 1) * patches = {overlap_cost} exceeds {MAX_OVERLAP_COST}, \
+                 the budget of the exact overlap moments (got feature_patches = {}, \
+                 patches = {})",
+                s.feature_patches, s.patches
+            ),
+        ));
+    }
     positive("setting.alpha[0]", s.alpha[0])?;
     positive("setting.alpha[1]", s.alpha[1])?;
     if s.alpha[1] > s.alpha[0] {
@@ -197,11 +250,56 @@ pub fn validate_setting(s: &Setting) -> Result<()> {
         ));
     }
     positive("setting.noise_std", s.noise_std)?;
+    representable(s)?;
     if s.neurons == 0 {
         return Err(Error::invalid(
             "setting.neurons",
             "must be at least 1, got 0",
         ));
+    }
+    Ok(())
+}
+
+/// Checks that the powers the population moments use stay in the range of `f64`
+/// (`derivations/population.md`, eqs. (P1)-(P3)): `alpha_1^6 P0^2` and `15 s^6 P` must be
+/// finite, `alpha_2^6` and `s^6` must not underflow to 0. Beyond these limits the moments
+/// overflow (or vanish) for every state, which would surface later as a NaN variance.
+fn representable(s: &Setting) -> Result<()> {
+    let sixth = |x: f64| x.powi(3).powi(2);
+    let p0 = s.feature_patches as f64;
+    let checks = [
+        (
+            "setting.alpha[0]",
+            s.alpha[0],
+            sixth(s.alpha[0]) * p0 * p0,
+            "alpha1^6 P0^2",
+        ),
+        (
+            "setting.alpha[1]",
+            s.alpha[1],
+            sixth(s.alpha[1]),
+            "alpha2^6",
+        ),
+        (
+            "setting.noise_std",
+            s.noise_std,
+            15.0 * sixth(s.noise_std) * s.patches as f64,
+            "15 s^6 P",
+        ),
+    ];
+    for (field, value, power, name) in checks {
+        if !power.is_finite() {
+            return Err(Error::invalid(
+                field,
+                format!("{value:e} overflows: {name} is beyond the f64 range"),
+            ));
+        }
+        if power == 0.0 {
+            return Err(Error::invalid(
+                field,
+                format!("{value:e} underflows: {name} is 0 in f64"),
+            ));
+        }
     }
     Ok(())
 }
@@ -286,7 +384,7 @@ impl<'a> Reader<'a> {
             Value::Table(t) => Ok(t),
             other => Err(Error::invalid(
                 path,
-                format!("expected a table, got {other}"),
+                format!("expected a table, got {}", echo(other)),
             )),
         }
     }
@@ -298,7 +396,7 @@ impl<'a> Reader<'a> {
             Some(Value::Table(t)) => Ok(Some(t)),
             Some(other) => Err(Error::invalid(
                 path,
-                format!("expected a table, got {other}"),
+                format!("expected a table, got {}", echo(other)),
             )),
         }
     }
@@ -338,7 +436,7 @@ impl<'a> Reader<'a> {
             )),
             other => Err(Error::invalid(
                 path,
-                format!("expected an array of 2 numbers, got {other}"),
+                format!("expected an array of 2 numbers, got {}", echo(other)),
             )),
         }
     }
@@ -349,7 +447,7 @@ impl<'a> Reader<'a> {
             Value::Boolean(b) => Ok(*b),
             other => Err(Error::invalid(
                 path,
-                format!("expected true or false, got {other}"),
+                format!("expected true or false, got {}", echo(other)),
             )),
         }
     }
@@ -363,11 +461,14 @@ impl<'a> Reader<'a> {
         let path = self.path(key);
         match self.require(key)? {
             Value::String(s) => parse(s).ok_or_else(|| {
-                Error::invalid(path, format!("unknown value \"{s}\", expected {expected}"))
+                Error::invalid(
+                    path,
+                    format!("unknown value \"{}\", expected {expected}", echo(s)),
+                )
             }),
             other => Err(Error::invalid(
                 path,
-                format!("expected a string ({expected}), got {other}"),
+                format!("expected a string ({expected}), got {}", echo(other)),
             )),
         }
     }
@@ -401,7 +502,7 @@ fn as_integer(path: &str, v: &Value) -> Result<u64> {
         }
         other => Err(Error::invalid(
             path,
-            format!("expected an integer, got {other}"),
+            format!("expected an integer, got {}", echo(other)),
         )),
     }
 }
@@ -413,7 +514,7 @@ fn as_float(path: &str, v: &Value) -> Result<f64> {
         Value::Integer(i) => Ok(*i as f64),
         other => Err(Error::invalid(
             path,
-            format!("expected a number, got {other}"),
+            format!("expected a number, got {}", echo(other)),
         )),
     }
 }

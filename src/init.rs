@@ -36,6 +36,18 @@ pub fn explicit(setting: &Setting, seed: u64) -> Result<State> {
                 ),
             )
         })?;
+    let entries = (setting.neurons as u128).saturating_mul(d as u128);
+    if entries > crate::input::MAX_ENTRIES {
+        return Err(Error::invalid(
+            "setting.neurons",
+            format!(
+                "{} neurons at dim {} need {entries} weights, more than {} (2 GiB)",
+                setting.neurons,
+                setting.dim,
+                crate::input::MAX_ENTRIES
+            ),
+        ));
+    }
     let scale = 1.0 / (setting.dim as f64).sqrt();
     let w = (0..setting.neurons)
         .map(|j| {

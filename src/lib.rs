@@ -41,6 +41,7 @@ pub mod double_double;
 pub mod error;
 pub mod flow;
 pub mod init;
+pub mod input;
 pub mod moments;
 pub mod network;
 pub mod observe;

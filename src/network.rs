@@ -330,9 +330,25 @@ fn check_shapes(setting: &Setting, state: &State, batch: &Batch) -> Result<()> {
     Ok(())
 }
 
+/// Batch normalization needs two samples: with one, every batch variance is zero
+/// (`../shared/contract.md`: `N = 1` is valid with `normalization = "none"` only).
+fn check_samples(model: &Model, batch: &Batch) -> Result<()> {
+    if model.normalization == Normalization::Batchnorm && batch.len() < 2 {
+        return Err(Error::invalid(
+            "batch.x1",
+            format!(
+                "needs at least 2 samples (N >= 2) for batch normalization, got {}",
+                batch.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The batch loss `L_S` of eq. (3.3) at `state` (`derivations/network.md`, eq. (B4)).
 pub fn batch_loss(setting: &Setting, model: &Model, state: &State, batch: &Batch) -> Result<f64> {
     check_shapes(setting, state, batch)?;
+    check_samples(model, batch)?;
     let lifted = Lifted {
         w: state.w.clone(),
         e: state.e.clone(),
@@ -352,6 +368,7 @@ pub fn two_branch_loss(
     batch: &Batch,
 ) -> Result<f64> {
     check_shapes(setting, online, batch)?;
+    check_samples(model, batch)?;
     let target = State {
         w: target_w.to_vec(),
         e: online.e.clone(),
@@ -395,6 +412,7 @@ pub fn batch_loss_and_gradient_in<S: Scalar>(
     ctx: S::Ctx,
 ) -> Result<BatchEvaluation<S>> {
     check_shapes(setting, state, batch)?;
+    check_samples(model, batch)?;
     let lifted = Lifted {
         w: lift::<S>(&state.w, ctx),
         e: lift::<S>(&state.e, ctx),

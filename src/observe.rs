@@ -326,6 +326,19 @@ pub struct Summary {
     pub outcome_reason: Option<UndecidedReason>,
     /// The neurons that are dead under (E7) at the end.
     pub dead_neurons: Vec<usize>,
+    /// With termination `non-finite`: the step that could not give a finite state (SGD:
+    /// the step count `t` whose batch loss, gradient, state or population loss overflowed;
+    /// flow: the accepted steps plus one). The summary is that of the last finite state,
+    /// `steps` before it. Omitted otherwise (`docs/cli.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonfinite_step: Option<u64>,
+    /// With termination `non-finite`: the flow time at which it happened (SGD: `lr * t`;
+    /// flow: the last finite flow time, the step from it underflowing). Omitted otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonfinite_tau: Option<f64>,
+    /// With termination `non-finite`: what was not finite. Omitted otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonfinite_reason: Option<String>,
 }
 
 impl Summary {
@@ -376,8 +389,38 @@ impl Summary {
                 format!(", dead neurons {:?}", self.dead_neurons)
             }
         );
+        out += &self.nonfinite_text();
         out
     }
+
+    /// The line on a non-finite end (empty otherwise).
+    pub fn nonfinite_text(&self) -> String {
+        match (self.nonfinite_step, self.nonfinite_tau) {
+            (Some(step), Some(tau)) => format!(
+                "non-finite at step {step} (flow time {tau}): {}; the summary is that of the \
+                 last finite state\n",
+                self.nonfinite_reason.as_deref().unwrap_or("overflow")
+            ),
+            _ => String::new(),
+        }
+    }
+}
+
+/// A flow summary that ends `non-finite` (the step from the last accepted state shrank to
+/// nothing because every attempt left the f64 range): `nonfinite_tau` is the last finite
+/// flow time `tau_final`, `nonfinite_step` the attempted step (`steps + 1`). Other
+/// summaries are returned as they are.
+pub fn mark_flow_nonfinite(mut s: Summary) -> Summary {
+    if s.termination == Termination::NonFinite && s.nonfinite_step.is_none() {
+        s.nonfinite_step = Some(s.steps + 1);
+        s.nonfinite_tau = Some(s.tau_final);
+        s.nonfinite_reason = Some(
+            "every step from the last finite state left the f64 range (overflow) or the \
+             domain of the flow (a vanishing variance)"
+                .to_string(),
+        );
+    }
+    s
 }
 
 /// `Corr(f_0, f_1)` and `max_{i != j} |Corr(f_i, f_j)|` at `x` (eq. (P13) of
@@ -628,6 +671,9 @@ impl EventTracker {
             outcome_class: class.class,
             outcome_reason: class.reason,
             dead_neurons: class.dead,
+            nonfinite_step: None,
+            nonfinite_tau: None,
+            nonfinite_reason: None,
         })
     }
 }

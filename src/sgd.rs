@@ -74,8 +74,13 @@ impl Kernel {
     pub fn resolve(self, neurons: usize, patches: usize, stop_gradient: bool) -> Kernel {
         match self {
             Kernel::Auto => {
-                let views = if stop_gradient { 1 } else { 2 };
-                if views * neurons * (2 * neurons + 1) <= 16 * patches {
+                let views: u128 = if stop_gradient { 1 } else { 2 };
+                let (m, p) = (neurons as u128, patches as u128);
+                // In u128, saturating: sizes from the input cannot overflow the comparison.
+                let fused = views
+                    .saturating_mul(m)
+                    .saturating_mul(m.saturating_mul(2) + 1);
+                if fused <= 16 * p {
                     Kernel::Fused
                 } else {
                     Kernel::Regenerate
@@ -132,7 +137,12 @@ fn stats(values: impl Fn(usize) -> f64, n: usize, quantity: &str) -> Result<Stat
     }
     let mean = s1 / n as f64;
     let var = s2 / n as f64 - mean * mean;
-    if var.is_nan() || var <= 0.0 || var.is_infinite() {
+    if !var.is_finite() {
+        // The outputs overflow: the loss and the gradient become NaN, which the callers
+        // report as non-finite (`batch_gradient`: an error; `run`: termination non-finite).
+        return Ok(Stat { mean, sd: f64::NAN });
+    }
+    if var <= 0.0 {
         return Err(Error::numerical(
             quantity,
             format!("batch-norm variance is {var} (must be positive and finite)"),
@@ -439,8 +449,45 @@ enum Patch<'a> {
 /// of the streams of [`crate::data`], computed by `kernel` without storing the batch.
 /// Equal (up to rounding) to the reference batch network on
 /// `data::batch_views(setting, seed, step, n)`; bit-identical for any thread count.
-/// Errors when a batch-norm variance is zero or not finite.
+/// Errors when a batch-norm variance is zero, or the loss or the gradient is not finite
+/// (overflow).
 pub fn batch_gradient(
+    setting: &Setting,
+    model: &Model,
+    state: &State,
+    seed: u64,
+    step: u64,
+    n: usize,
+    kernel: Kernel,
+) -> Result<BatchGradient> {
+    let g = batch_gradient_unchecked(setting, model, state, seed, step, n, kernel)?;
+    if let Some(what) = g.non_finite() {
+        return Err(Error::numerical(
+            "batch",
+            format!("the {what} is not finite (overflow)"),
+        ));
+    }
+    Ok(g)
+}
+
+impl BatchGradient {
+    /// What is not finite: `"batch loss"`, `"gradient of W"` or `"gradient of E"`.
+    fn non_finite(&self) -> Option<&'static str> {
+        if !self.loss.is_finite() {
+            Some("batch loss")
+        } else if self.grad_w.iter().flatten().any(|g| !g.is_finite()) {
+            Some("gradient of W")
+        } else if self.grad_e.iter().flatten().any(|g| !g.is_finite()) {
+            Some("gradient of E")
+        } else {
+            None
+        }
+    }
+}
+
+/// [`batch_gradient`] without the finiteness check of its result: overflowing batch
+/// outputs give a NaN loss and gradient instead of an error (a zero variance is still one).
+fn batch_gradient_unchecked(
     setting: &Setting,
     model: &Model,
     state: &State,
@@ -702,22 +749,33 @@ fn regenerate(job: &Job<'_>) -> Result<BatchGradient> {
 pub const MAX_ENTRIES: u128 = 1 << 28;
 
 /// An error when one of explicit SGD's arrays would exceed [`MAX_ENTRIES`]: the encoder
-/// (`m d`), the head's `m x m` work matrices, and a block's partial sum, `V m (2m + 1) d`
-/// for the fused kernel (`V` = 1 with stop-gradient, else 2) or `N P m + m d` for the
+/// (`m d`), the head's `m x m` work matrices, a block's partial sum, `V m (2m + 1) d` for
+/// the fused kernel (`V` = 1 with stop-gradient, else 2) or `N P m + m d` for the
 /// regenerating one ([`Kernel::resolve`]; about `threads log2(MAX_BLOCKS)` partial sums are
-/// alive at once). Such sizes are refused instead of aborting on allocation.
+/// alive at once), and the per-sample arrays of a batch, `4 N m` numbers (the outputs
+/// `f(X^(1))`, `f(X^(2))` and the upstream gradients) plus `N P m` projections for the
+/// regenerating kernel. Sizes are computed in `u128` (no overflow) and refused instead of
+/// aborting on allocation, naming `training.batch` when the batch size is what does not
+/// fit, else `setting.dim` or `setting.neurons`.
 pub fn check_size(config: &Config) -> Result<()> {
     let s = &config.setting;
     let (m, d) = (s.neurons as u128, u128::from(s.dim));
     let (n, p) = (config.training.batch as u128, s.patches as u128);
-    let partial = match Kernel::Auto.resolve(s.neurons, s.patches, config.model.stop_gradient) {
+    let kernel = Kernel::Auto.resolve(s.neurons, s.patches, config.model.stop_gradient);
+    // Saturating products: any size beyond u128 is "too large" all the same.
+    let mul = |xs: &[u128]| xs.iter().fold(1u128, |a, &b| a.saturating_mul(b));
+    let partial = match kernel {
         Kernel::Fused => {
             let views = if config.model.stop_gradient { 1 } else { 2 };
-            views * m * (2 * m + 1) * d
+            mul(&[views, m, 2 * m + 1, d])
         }
-        _ => n * p * m + m * d,
+        _ => mul(&[m, d]),
     };
-    let largest = (m * d).max(m * m).max(partial);
+    let per_sample = match kernel {
+        Kernel::Fused => mul(&[4, n, m]),
+        _ => mul(&[4, n, m]).saturating_add(mul(&[n, p, m])),
+    };
+    let largest = mul(&[m, d]).max(mul(&[m, m])).max(partial);
     if largest > MAX_ENTRIES {
         // Name the dimension when it alone is what a handful of neurons cannot afford.
         let field = if m <= 64 {
@@ -731,6 +789,16 @@ pub fn check_size(config: &Config) -> Result<()> {
                 "{} neurons at dim {} need an array of {largest} entries, more than \
                  {MAX_ENTRIES} (2 GiB)",
                 s.neurons, s.dim
+            ),
+        ));
+    }
+    if per_sample > MAX_ENTRIES {
+        return Err(Error::invalid(
+            "training.batch",
+            format!(
+                "a batch of {} samples with {} neurons and {} patches needs arrays of \
+                 {per_sample} entries, more than {MAX_ENTRIES} (2 GiB)",
+                config.training.batch, s.neurons, s.patches
             ),
         ));
     }
@@ -782,11 +850,39 @@ impl Sgd {
 
     /// One SGD step (paper, Section 3.2): a fresh batch from stream step `self.step`, then
     /// `W -= lr grad_W`, `E -= lr_head grad_E` on the trainable entries. Returns the batch
-    /// loss before the update. On error (a vanishing batch variance, a non-finite state) the
-    /// state is left unchanged.
+    /// loss before the update. On error (a vanishing batch variance, a non-finite batch
+    /// loss, gradient or new state: [`Sgd::try_step`]) the state is left unchanged.
     pub fn step(&mut self) -> Result<f64> {
+        match self.try_step()? {
+            Step::Taken(loss) => Ok(loss),
+            Step::NonFinite(reason) => Err(Error::numerical("sgd", reason)),
+        }
+    }
+
+    /// [`Sgd::step`], telling an overflow apart from an error: [`Step::NonFinite`] (state
+    /// unchanged) when the batch loss, the gradient or the updated state is not finite,
+    /// with the reason naming what overflowed and the rate that drove it (`training.lr` for
+    /// `W`, `training.lr_head` for `E`).
+    ///
+    /// # Errors
+    /// A batch-norm variance of zero ([`Error::Numerical`]).
+    pub fn try_step(&mut self) -> Result<Step> {
+        self.try_step_checked(|_| None)
+    }
+
+    /// [`Sgd::try_step`] with one more check of the updated state before it is kept:
+    /// `check(candidate)` returns why the candidate is not acceptable (then the step is
+    /// [`Step::NonFinite`] with that reason and the state is unchanged), or `None`.
+    /// [`run`] checks the population loss this way, without a copy of the state.
+    ///
+    /// # Errors
+    /// A batch-norm variance of zero ([`Error::Numerical`]).
+    pub fn try_step_checked(
+        &mut self,
+        check: impl FnOnce(&State) -> Option<String>,
+    ) -> Result<Step> {
         let t = &self.config.training;
-        let g = batch_gradient(
+        let g = batch_gradient_unchecked(
             &self.config.setting,
             &self.config.model,
             &self.state,
@@ -795,6 +891,12 @@ impl Sgd {
             t.batch,
             self.kernel,
         )?;
+        if let Some(what) = g.non_finite() {
+            return Ok(Step::NonFinite(format!(
+                "the {what} at step {} is not finite (overflow)",
+                self.step + 1
+            )));
+        }
         let mut w = self.state.w.clone();
         for (wj, gw) in w.iter_mut().zip(&g.grad_w) {
             axpy(wj, -t.lr, gw);
@@ -808,19 +910,35 @@ impl Sgd {
                 }
             }
         }
-        if w.iter().chain(&e).flatten().any(|x| !x.is_finite()) {
-            return Err(Error::numerical(
-                "sgd",
-                format!(
-                    "the state is not finite after step {} (lr = {} too large?)",
-                    self.step, t.lr
-                ),
-            ));
+        let overflow = |what: &str, field: &str, rate: f64| {
+            Step::NonFinite(format!(
+                "{what} is not finite after step {} (overflow; {field} = {rate:e} too large?)",
+                self.step + 1
+            ))
+        };
+        if w.iter().flatten().any(|x| !x.is_finite()) {
+            return Ok(overflow("W", "training.lr", t.lr));
         }
-        self.state = State { w, e };
+        if e.iter().flatten().any(|x| !x.is_finite()) {
+            return Ok(overflow("E", "training.lr_head", t.lr_head));
+        }
+        let candidate = State { w, e };
+        if let Some(reason) = check(&candidate) {
+            return Ok(Step::NonFinite(reason));
+        }
+        self.state = candidate;
         self.step += 1;
-        Ok(g.loss)
+        Ok(Step::Taken(g.loss))
     }
+}
+
+/// What one step of [`Sgd::try_step`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// The step was taken; the batch loss before the update.
+    Taken(f64),
+    /// The step was not taken because something overflowed; why.
+    NonFinite(String),
 }
 
 /// How a run is observed: CSV cadence and a per-step callback (progress).
@@ -832,15 +950,69 @@ pub struct RunOptions {
     pub stop_at_t_end: bool,
 }
 
+/// Whether the population summary at `x` is finite: `None` when it is, else what overflowed
+/// (the reduced state, or the population loss and moments of `derivations/population.md`,
+/// eqs. (P3)-(P6)). A finite state with a zero population variance is not an overflow
+/// (`None`).
+///
+/// # Examples
+/// ```
+/// use predhead::config::parse_config;
+/// use predhead::moments::population::Constants;
+/// use predhead::reduced::reduce;
+/// use predhead::sgd::population_overflow;
+/// use predhead::state::State;
+/// let config = parse_config("[setting]\ndim = 3\npatches = 2\nfeature_patches = 1\n\
+///     alpha = [2.0, 1.0]\nnoise_std = 1.0\nneurons = 1\n[model]\nhead = \"frozen\"\n\
+///     normalization = \"none\"\nstop_gradient = true\n").unwrap();
+/// let k = Constants::<f64>::new(&config.setting, ());
+/// let fine = State::with_identity_head(vec![vec![0.5, 0.1, 0.2]]);
+/// assert_eq!(population_overflow(&k, &config.model, &reduce(&fine, ())), None);
+/// // |w|^6 beyond the f64 range: the population loss overflows.
+/// let huge = State::with_identity_head(vec![vec![1e60, 0.1, 0.2]]);
+/// assert!(population_overflow(&k, &config.model, &reduce(&huge, ())).is_some());
+/// ```
+pub fn population_overflow(
+    constants: &crate::moments::population::Constants<f64>,
+    model: &Model,
+    x: &crate::moments::population::Reduced<f64>,
+) -> Option<&'static str> {
+    use crate::moments::population::{evaluate, moments};
+    let values =
+        x.a.iter()
+            .chain(&x.b)
+            .chain(x.gram.entries())
+            .chain(x.e.entries());
+    if values.clone().any(|v| !v.is_finite()) {
+        return Some("reduced state (a, b, Gram block, E)");
+    }
+    match evaluate(constants, model, x) {
+        Ok(ev) if ev.loss.is_finite() => None,
+        Ok(_) => Some("population loss"),
+        Err(_) => {
+            let mo = moments(constants, x);
+            if mo.second.entries().iter().all(|v| v.is_finite()) {
+                None
+            } else {
+                Some("population second moments")
+            }
+        }
+    }
+}
+
 /// Runs SGD from `sgd.state` for at most `config.training.steps` steps, feeding the
 /// observers of [`crate::observe`] (the same code the flow uses) with the reduced
 /// coordinates of the explicit `W` ([`crate::reduced::reduce`]) after every step, at flow
 /// time `tau = lr * t`. Event times are therefore the first step times at which a condition
 /// holds (resolution `lr`). The run stops at `t_end` if `options.stop_at_t_end` (as the
-/// flow does), when the step budget is used, or at a non-finite state / vanishing batch
-/// variance after the first step (the summary is then that of the last good state,
-/// termination `non-finite`; at the first step it is an error). `Corr` in the summary is the
-/// closed form `population::correlation` at the current `W`, not a batch estimate.
+/// flow does), when the step budget is used, or at the first step `t` whose batch loss,
+/// gradient, new state or population loss is not finite ([`Sgd::try_step`],
+/// [`population_overflow`]), or whose batch variance vanishes after the first step: the
+/// termination is then `non-finite`, the summary is that of the last finite state (step
+/// `t - 1`, which `sgd.state` keeps: the failing step is never applied), and
+/// `nonfinite_step = t`, `nonfinite_tau = lr t`, `nonfinite_reason` say where and why. A vanishing batch variance at the first step, or
+/// an initial state whose population loss overflows, is an error. `Corr` in the summary is
+/// the closed form `population::correlation` at the current `W`, not a batch estimate.
 /// `on_step(t)` is called after each step (progress bars).
 pub fn run<W: std::io::Write>(
     sgd: &mut Sgd,
@@ -853,9 +1025,15 @@ pub fn run<W: std::io::Write>(
     use crate::reduced::reduce;
     let config = sgd.config.clone();
     let constants = Constants::<f64>::new(&config.setting, ());
-    let mut tracker = EventTracker::new(constants, config.model, config.phases.clone());
+    let mut tracker = EventTracker::new(constants.clone(), config.model, config.phases.clone());
     let every = options.record_every.max(1);
     let mut x = reduce::<f64>(&sgd.state, ());
+    if let Some(what) = population_overflow(&constants, &config.model, &x) {
+        return Err(Error::numerical(
+            "state",
+            format!("the {what} is not finite at the initial state (overflow)"),
+        ));
+    }
     tracker.observe(sgd.flow_time(), &x);
     if let Some(r) = recorder.as_deref_mut() {
         r.record(sgd.flow_time(), &x)?;
@@ -863,16 +1041,35 @@ pub fn run<W: std::io::Write>(
     let first_step = sgd.step;
     let mut last_recorded = sgd.step;
     let mut termination = Termination::Horizon;
+    // The step that could not give a finite state, and why.
+    let mut nonfinite: Option<(u64, String)> = None;
     while sgd.step < config.training.steps {
-        match sgd.step() {
-            Ok(_) => {}
-            Err(Error::Numerical { .. }) if sgd.step > first_step => {
-                termination = Termination::NonFinite;
+        // The population at the candidate state, checked before the step is kept.
+        let mut next = None;
+        let t = sgd.step + 1;
+        let check = |candidate: &State| {
+            let x = reduce::<f64>(candidate, ());
+            let why = population_overflow(&constants, &config.model, &x)
+                .map(|what| format!("the {what} is not finite after step {t} (overflow)"));
+            next = Some(x);
+            why
+        };
+        match sgd.try_step_checked(check) {
+            Ok(Step::Taken(_)) => {}
+            Ok(Step::NonFinite(reason)) => {
+                nonfinite = Some((sgd.step + 1, reason));
+                break;
+            }
+            Err(e @ Error::Numerical { .. }) if sgd.step > first_step => {
+                nonfinite = Some((sgd.step + 1, e.to_string()));
                 break;
             }
             Err(e) => return Err(e),
         }
-        x = reduce::<f64>(&sgd.state, ());
+        x = match next {
+            Some(x) => x,
+            None => reduce::<f64>(&sgd.state, ()),
+        };
         let fired = tracker.observe(sgd.flow_time(), &x);
         on_step(sgd.step);
         let done = options.stop_at_t_end && fired.contains(&Event::TEnd);
@@ -887,10 +1084,19 @@ pub fn run<W: std::io::Write>(
             break;
         }
     }
+    if nonfinite.is_some() {
+        termination = Termination::NonFinite;
+    }
     if let Some(r) = recorder {
         if last_recorded != sgd.step {
             r.record(sgd.flow_time(), &x)?;
         }
     }
-    tracker.finish(sgd.flow_time(), &x, termination, sgd.step, None, None)
+    let mut summary = tracker.finish(sgd.flow_time(), &x, termination, sgd.step, None, None)?;
+    if let Some((step, reason)) = nonfinite {
+        summary.nonfinite_step = Some(step);
+        summary.nonfinite_tau = Some(config.training.lr * step as f64);
+        summary.nonfinite_reason = Some(reason);
+    }
+    Ok(summary)
 }

@@ -2,8 +2,8 @@
 //!
 //! `w[j]` is `w_j in R^d` (one row per neuron, `d` numbers each) and `e[j][r] = E[j][r]`.
 
-use crate::error::{Error, Result};
-use crate::setting::Setting;
+use crate::error::{echo, Error, Result};
+use crate::setting::{HeadMode, Model, Setting};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
@@ -21,13 +21,13 @@ impl State {
     /// Reads STATE.json and checks its shape against the setting.
     pub fn load(path: impl AsRef<Path>, setting: &Setting) -> Result<State> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
+        let text = crate::input::read_bounded(path, crate::input::MAX_JSON_BYTES)?;
         Self::parse(&text, setting)
     }
 
     /// Parses STATE.json text and checks its shape against the setting.
     pub fn parse(text: &str, setting: &Setting) -> Result<State> {
-        let v: Value = serde_json::from_str(text).map_err(|e| Error::parse("state", e))?;
+        let v: Value = crate::input::parse_json(text, "state")?;
         let obj = v.as_object().ok_or_else(|| {
             Error::invalid("state", "expected a JSON object {\"w\": .., \"e\": ..}")
         })?;
@@ -42,6 +42,41 @@ impl State {
         let w = matrix(obj.get("w"), "state.w", m, d, "neurons", "dim")?;
         let e = matrix(obj.get("e"), "state.e", m, m, "neurons", "neurons")?;
         Ok(State { w, e })
+    }
+
+    /// Checks the state against the model: with `head = "identity-offdiag"` the diagonal of
+    /// `E` is fixed at 1 (the paper's head, `../shared/contract.md`), so any other diagonal
+    /// entry is refused, naming `state.e[j][j]` and its value.
+    ///
+    /// # Examples
+    /// ```
+    /// use predhead::setting::{HeadMode, Model, Normalization};
+    /// use predhead::state::State;
+    /// let model = Model { head: HeadMode::IdentityOffdiag, normalization: Normalization::None,
+    ///                     stop_gradient: true };
+    /// let mut s = State::with_identity_head(vec![vec![1.0, 0.0, 0.0], vec![0.0, 1.0, 0.0]]);
+    /// assert!(s.check_model(&model).is_ok());
+    /// s.e[1][1] = 0.5;
+    /// assert!(s.check_model(&model).unwrap_err().to_string().starts_with("state.e[1][1]"));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for the first diagonal entry that is not 1.
+    pub fn check_model(&self, model: &Model) -> Result<()> {
+        if model.head != HeadMode::IdentityOffdiag {
+            return Ok(());
+        }
+        for (j, row) in self.e.iter().enumerate() {
+            if let Some(&v) = row.get(j) {
+                if v != 1.0 {
+                    return Err(Error::invalid(
+                        format!("state.e[{j}][{j}]"),
+                        format!("head = \"identity-offdiag\" fixes the diagonal at 1, got {v}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The paper's initialization is drawn elsewhere (`reduced.rs`, `sgd.rs`); this is the
@@ -116,7 +151,7 @@ pub fn number(x: &Value, field: &str) -> Result<f64> {
         Some(f) if f.is_finite() => Ok(f),
         _ => Err(Error::invalid(
             field,
-            format!("expected a finite number, got {x}"),
+            format!("expected a finite number, got {}", echo(x)),
         )),
     }
 }

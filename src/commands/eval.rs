@@ -60,6 +60,7 @@ pub fn run(args: &Args) -> Result<String> {
     let setting = &config.setting;
     let model = &config.model;
     let state = State::load(&args.state, setting)?;
+    state.check_model(model)?;
     let value = match (&args.batch, args.precision) {
         (Some(path), _) => {
             let batch = Batch::load(path, setting)?;
@@ -68,13 +69,13 @@ pub fn run(args: &Args) -> Result<String> {
         }
         (None, None) => {
             let k = Constants::<f64>::new(setting, ());
-            let ev = evaluate_explicit::<f64>(&k, model, &state, ())?;
+            let ev = evaluate_explicit::<f64>(&k, model, &state, ()).map_err(at_state)?;
             check_finite(&ev.loss, &ev.grad_w, &ev.grad_e)?;
             object(json!(ev.loss), json!(ev.grad_w), json!(ev.grad_e))
         }
         (None, Some(bits)) => {
             let k = Constants::<rug::Float>::new(setting, bits);
-            let ev = evaluate_explicit::<rug::Float>(&k, model, &state, bits)?;
+            let ev = evaluate_explicit::<rug::Float>(&k, model, &state, bits).map_err(at_state)?;
             check_finite(&ev.loss, &ev.grad_w, &ev.grad_e)?;
             let dec = |rows: &[Vec<rug::Float>]| -> Vec<Vec<String>> {
                 rows.iter()
@@ -97,25 +98,31 @@ fn object(loss: Value, grad_w: Value, grad_e: Value) -> String {
     format!("{{\"loss\":{loss},\"grad_w\":{grad_w},\"grad_e\":{grad_e}}}\n")
 }
 
-/// A non-finite population value would print as `null`: refuse it.
+/// A population evaluation that fails at the given state (a zero or overflowing variance)
+/// is a property of the input state: the error names `state`.
+pub fn at_state(e: Error) -> Error {
+    match e {
+        Error::Numerical { quantity, problem } => {
+            Error::numerical("state", format!("{quantity}: {problem}"))
+        }
+        other => other,
+    }
+}
+
+/// A non-finite population value would print as `null`: refuse it, naming the state whose
+/// values overflow.
 fn check_finite<S: Scalar>(loss: &S, grad_w: &[Vec<S>], grad_e: &[Vec<S>]) -> Result<()> {
-    if !loss.is_finite() {
-        return Err(Error::numerical(
-            "loss",
-            "the population loss is not finite (overflow)",
-        ));
-    }
-    if grad_w.iter().flatten().any(|g| !g.is_finite()) {
-        return Err(Error::numerical(
-            "grad_w",
-            "the population gradient is not finite (overflow)",
-        ));
-    }
-    if grad_e.iter().flatten().any(|g| !g.is_finite()) {
-        return Err(Error::numerical(
-            "grad_e",
-            "the population gradient is not finite (overflow)",
-        ));
-    }
-    Ok(())
+    let what = if !loss.is_finite() {
+        "loss"
+    } else if grad_w.iter().flatten().any(|g| !g.is_finite()) {
+        "gradient grad_w"
+    } else if grad_e.iter().flatten().any(|g| !g.is_finite()) {
+        "gradient grad_e"
+    } else {
+        return Ok(());
+    };
+    Err(Error::numerical(
+        "state",
+        format!("the population {what} is not finite at this state (overflow)"),
+    ))
 }

@@ -238,10 +238,10 @@ pub fn run(args: &Args) -> Result<String> {
         }
         (Some(path), None) => {
             let state = State::load(path, setting)?;
-            (
-                crate::reduced::reduce::<f64>(&state, ()),
-                format!("state {}", path.display()),
-            )
+            state.check_model(&config.model)?;
+            let x0 = crate::reduced::reduce::<f64>(&state, ());
+            check_initial(&config, &x0)?;
+            (x0, format!("state {}", path.display()))
         }
         (None, seed) => {
             let seed = seed.unwrap_or(0);
@@ -323,6 +323,22 @@ pub fn run(args: &Args) -> Result<String> {
         }
         Ok(out)
     }
+}
+
+/// An initial state at which the population flow is undefined (a zero or overflowing
+/// variance, an overflowing loss) is bad input: refused naming `state`, before the
+/// integrator would report its right-hand side as not finite.
+fn check_initial(config: &Config, x0: &Reduced<f64>) -> Result<()> {
+    let k = crate::moments::population::Constants::<f64>::new(&config.setting, ());
+    if let Some(what) = crate::sgd::population_overflow(&k, &config.model, x0) {
+        return Err(Error::numerical(
+            "state",
+            format!("the {what} is not finite at this state (overflow)"),
+        ));
+    }
+    crate::moments::population::evaluate(&k, &config.model, x0)
+        .map(|_| ())
+        .map_err(crate::commands::eval::at_state)
 }
 
 /// The human summary's line on the estimate.

@@ -72,7 +72,11 @@ pub fn run(args: &Args) -> Result<String> {
         None => (config.training.steps / DEFAULT_ROWS).max(1),
     };
     let (state, data_seed) = match &args.state {
-        Some(path) => (State::load(path, setting)?, args.data_seed.unwrap_or(0)),
+        Some(path) => {
+            let state = State::load(path, setting)?;
+            state.check_model(&config.model)?;
+            (state, args.data_seed.unwrap_or(0))
+        }
         None => {
             let seed = args.seed.unwrap_or(0);
             (
@@ -151,5 +155,6 @@ pub fn text_summary(s: &Summary) -> String {
         "steps = {} (flow time {}), termination = {:?}\n",
         s.steps, s.tau_final, s.termination
     );
+    out += &s.nonfinite_text();
     out
 }

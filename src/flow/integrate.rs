@@ -776,6 +776,9 @@ pub fn integrate<S: FlowScalar>(
     let mut rej = 0u64;
     // Steps of Shampine's method in which some components follow the chord.
     let mut fast_mode_steps = 0u64;
+    // Whether the last attempt left the domain (a non-finite value): a step underflow after
+    // it ends the run as non-finite.
+    let mut nonfinite_attempt = false;
     // Ends the run with the counters as they stand: `stop!(reason)` at the current state,
     // `stop!(t, x, reason)` at an event's time and state.
     macro_rules! stop {
@@ -792,6 +795,7 @@ pub fn integrate<S: FlowScalar>(
                 Some(evals + extended_evals),
                 Some(rej),
             )?;
+            let summary = crate::observe::mark_flow_nonfinite(summary);
             return Ok(Run {
                 summary,
                 jacobians,
@@ -876,6 +880,11 @@ pub fn integrate<S: FlowScalar>(
         // 40 times that) cannot be trusted to advance it (derivations/numerics.md, "Time
         // resolution").
         if h.is_nan() || h <= 1e-30 * t.abs() || h <= 0.0 {
+            // Shrunk to nothing by attempts that left the f64 range: the flow is not finite
+            // beyond `t` (docs/cli.md, "Errors, limits and non-finite runs").
+            if nonfinite_attempt {
+                stop!(Termination::NonFinite);
+            }
             stop!(Termination::StepUnderflow);
         }
         // One attempt: its error norm; the solution stays in the stepper's work space.
@@ -1008,8 +1017,12 @@ pub fn integrate<S: FlowScalar>(
             Ok(e) if e.is_finite() => e,
             // The step left the domain (a variance vanished or a value overflowed): retry
             // smaller.
-            _ => reject!(0.25),
+            _ => {
+                nonfinite_attempt = true;
+                reject!(0.25)
+            }
         };
+        nonfinite_attempt = false;
         if err > 1.0 {
             if stiff && jac_age > 0 {
                 // A rejection with an old Jacobian: refresh it before shrinking further.

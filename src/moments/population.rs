@@ -367,7 +367,12 @@ fn check_variances<S: Scalar>(j: usize, q: &S, t: &S) -> Result<()> {
 fn variance_error(of: String, value: f64) -> Error {
     Error::numerical(
         format!("population variance of {of}"),
-        format!("must be positive for batchnorm, got {value:?}"),
+        if value.is_finite() {
+            format!("must be positive for batchnorm, got {value:?}")
+        } else {
+            // Only an overflow of the moments gives a variance that is not a finite number.
+            format!("overflows f64 (got {value:?}): the state's values are too large")
+        },
     )
 }
 
