@@ -93,8 +93,8 @@ pub fn clopper_pearson(successes: u64, trials: u64, confidence: f64) -> Result<I
 /// ties).
 pub fn binomial_two_sided(successes: u64, trials: u64, p: f64) -> Result<f64> {
     check_rate(successes, trials, 0.5)?;
-    let b = Binomial::new(p, trials)
-        .map_err(|e| Error::numerical("binomial test", e.to_string()))?;
+    let b =
+        Binomial::new(p, trials).map_err(|e| Error::numerical("binomial test", e.to_string()))?;
     let at = b.pmf(successes) * (1.0 + 1e-7);
     let total: f64 = (0..=trials).map(|j| b.pmf(j)).filter(|&q| q <= at).sum();
     Ok(total.min(1.0))
@@ -262,7 +262,10 @@ mod tests {
         assert!(close(binomial_two_sided(7, 20, 0.5).unwrap(), 0.263176));
         assert!(close(binomial_two_sided(0, 10, 0.3).unwrap(), 0.0388396));
         assert!(close(binomial_two_sided(14, 20, 0.6767).unwrap(), 1.0));
-        assert!(close(binomial_two_sided(20, 20, 0.5).unwrap(), 0.5f64.powi(19)));
+        assert!(close(
+            binomial_two_sided(20, 20, 0.5).unwrap(),
+            0.5f64.powi(19)
+        ));
     }
 
     /// Holm on four p-values, by hand: sorted 0.01, 0.02, 0.03, 0.5 become 0.04, 0.06,
