@@ -42,6 +42,9 @@ pub enum Domain {
     InitExplicit = 0x696e_6974,
     /// The exact reduced initialization (Bartlett decomposition).
     InitReduced = 0x7265_6475,
+    /// The reduced SGD engine's projections and Wishart draws (`derivations/sgd_reduced.md`,
+    /// Section 5).
+    ReducedSgd = 0x7267_6473,
     /// Anything a test or report draws for itself.
     Aux = 0x6175_7800,
 }
