@@ -13,12 +13,13 @@
 //! beyond).
 //!
 //! # Determinism
-//! The discrete draws of sample `i` at step `t` are the explicit engine's
-//! (`data::draw(setting, seed, t, i)`); its `g`'s are read in patch order from
-//! `data::stream_rng(Domain::ReducedSgd, seed, t, i)` and the Bartlett factor from stream
-//! `u64::MAX` of that domain. Samples are projected in parallel and collected in order; all
-//! sums over samples are sequential in sample order. The chain is bit-identical for any
-//! thread count.
+//! Sample `i` at step `t` reads its discrete draws (`data::draw_from`, the explicit
+//! engine's code) and then its `g`'s, in patch order, from one stream,
+//! `data::stream_rng(Domain::ReducedSgd, seed, t, i)`; the Bartlett factor comes from stream
+//! `u64::MAX` of that domain. Samples are cut into blocks of `sgd::block_size(N)`
+//! consecutive samples (a function of `N` only); each block is projected and summed
+//! sequentially, in parallel with the others, and the block sums are added in block order.
+//! The chain is bit-identical for any thread count.
 
 use crate::data::{self, Domain};
 use crate::error::{Error, Result};
@@ -29,6 +30,7 @@ use crate::sgd::RunOptions;
 use crate::square::Square;
 use crate::state::State;
 use rand::distr::Distribution;
+use rand::RngExt;
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
@@ -204,20 +206,32 @@ impl ReducedSgd {
         let rho = rank(config);
         let x = &self.state;
         let r = factor(x.gram.entries(), m, rho);
-        let samples: Vec<Projected> = (0..n)
+        let size = crate::sgd::block_size(n);
+        let blocks: Vec<Block> = (0..n.div_ceil(size))
             .into_par_iter()
-            .with_min_len(16)
-            .map(|i| project(config, x, &r, rho, self.seed, self.step, i))
+            .map(|b| {
+                let range = b * size..((b + 1) * size).min(n);
+                project(config, x, &r, rho, (self.seed, self.step), range)
+            })
             .collect();
         let mut f1 = Vec::with_capacity(n * m);
         let mut f2 = Vec::with_capacity(n * m);
-        for p in &samples {
-            f1.extend_from_slice(&p.f[..m]);
-            f2.extend_from_slice(&p.f[m..]);
+        for block in &blocks {
+            for f in block.f.chunks_exact(2 * m) {
+                f1.extend_from_slice(&f[..m]);
+                f2.extend_from_slice(&f[m..]);
+            }
         }
         let e_rows = x.e.to_rows_f64();
         let up = crate::sgd::upstream(&config.model, &e_rows, &f1, &f2, n)?;
-        let acc = accumulate(config, &samples, &up.u, rho);
+        let partial: Vec<Accumulated> = blocks
+            .par_iter()
+            .map(|block| accumulate(config, block, &up.u, rho))
+            .collect();
+        let acc = partial
+            .into_iter()
+            .reduce(Accumulated::add)
+            .ok_or_else(|| Error::invalid("training.batch", "must be positive, got 0"))?;
         let lr = t.lr;
         let a: Vec<f64> = (0..m).map(|j| x.a[j] - lr * acc.feature[0][j]).collect();
         let b: Vec<f64> = (0..m).map(|j| x.b[j] - lr * acc.feature[1][j]).collect();
@@ -296,62 +310,94 @@ impl ReducedSgd {
     }
 }
 
-/// The projections of one sample (eqs. (R1), (R5)).
-struct Projected {
-    draw: data::Draw,
-    /// `y[p m + j]`, the projection of patch `p` on `w_j`.
+/// The projections of a block of consecutive samples (eqs. (R1), (R5)).
+struct Block {
+    /// The first sample of the block.
+    start: usize,
+    /// `value[l] = eps alpha_label` and `label[l]` of the block's sample `l`.
+    value: Vec<f64>,
+    label: Vec<usize>,
+    /// `features[l P + p]`: `p in S`; `second[l P + p]`: `p` is in the second view.
+    features: Vec<bool>,
+    second: Vec<bool>,
+    /// `y[(l P + p) m + j]`, the projection of patch `p` of the block's sample `l` on `w_j`.
     y: Vec<f64>,
-    /// `g[p rho + k]`, the normals of noise patch `p` (zero for feature patches).
+    /// `g[(l P + p) rho + k]`, the normals of the noise patches (zero for feature patches).
     g: Vec<f64>,
-    /// `f_j(X^(1))` then `f_j(X^(2))`.
+    /// `f[l 2m + v m + j] = f_j(X^(v+1))` of the block's sample `l`.
     f: Vec<f64>,
 }
 
-/// Projects sample `i` of `(seed, step)`: feature patches `eps alpha_l (a_j or b_j)`, noise
-/// patches `h = s R^T g` with `g ~ N(0, I_rho)` read in patch order (eq. (R5)).
+/// Projects the samples `range` of stream step `(seed, step)`: feature patches
+/// `eps alpha_l (a_j or b_j)`, noise patches `h = s R^T g` with `g ~ N(0, I_rho)` read in
+/// patch order from the sample's own stream (eq. (R5)).
 fn project(
     config: &Config,
     x: &Reduced<f64>,
     r: &[f64],
     rho: usize,
-    seed: u64,
-    step: u64,
-    i: usize,
-) -> Projected {
+    (seed, step): (u64, u64),
+    range: std::ops::Range<usize>,
+) -> Block {
     let s = &config.setting;
     let (m, pp) = (s.neurons, s.patches);
-    let draw = data::draw(s, seed, step, i as u64);
-    let value = f64::from(draw.sign) * s.alpha[draw.label];
-    let mut rng = data::stream_rng(Domain::ReducedSgd, seed, step, i as u64);
-    let mut y = vec![0.0; pp * m];
-    let mut g = vec![0.0; pp * rho];
-    let mut f = vec![0.0; 2 * m];
-    for p in 0..pp {
-        let view = usize::from(!draw.first_view[p]);
-        let yp = &mut y[p * m..(p + 1) * m];
-        if draw.features[p] {
-            let coord = if draw.label == 0 { &x.a } else { &x.b };
-            for j in 0..m {
-                yp[j] = value * coord[j];
-            }
-        } else {
-            let gp = &mut g[p * rho..(p + 1) * rho];
-            for gk in gp.iter_mut() {
-                *gk = StandardNormal.sample(&mut rng);
-            }
-            for j in 0..m {
-                let mut h = 0.0;
-                for k in 0..rho {
-                    h += r[k * m + j] * gp[k];
-                }
-                yp[j] = s.noise_std * h;
-            }
+    let len = range.len();
+    let mut idx = vec![0; pp];
+    let mut block = Block {
+        start: range.start,
+        value: vec![0.0; len],
+        label: vec![0; len],
+        features: vec![false; len * pp],
+        second: vec![false; len * pp],
+        y: vec![0.0; len * pp * m],
+        g: vec![0.0; len * pp * rho],
+        f: vec![0.0; len * 2 * m],
+    };
+    for (l, i) in range.enumerate() {
+        let mut rng = data::stream_rng(Domain::ReducedSgd, seed, step, i as u64);
+        // The discrete draws of `data::draw_from`, in its order, without allocating.
+        let label = usize::from(rng.random::<bool>());
+        let sign = if rng.random::<bool>() { 1.0 } else { -1.0 };
+        let value = sign * s.alpha[label];
+        let sample = l * pp..(l + 1) * pp;
+        let features = &mut block.features[sample.clone()];
+        data::random_subset_into(&mut rng, s.feature_patches, &mut idx, features);
+        let second = &mut block.second[sample];
+        data::random_subset_into(&mut rng, s.half(), &mut idx, second);
+        for x in second.iter_mut() {
+            *x = !*x;
         }
-        for j in 0..m {
-            f[view * m + j] += yp[j] * yp[j] * yp[j];
+        block.value[l] = value;
+        block.label[l] = label;
+        let f = &mut block.f[l * 2 * m..(l + 1) * 2 * m];
+        for p in 0..pp {
+            let q = l * pp + p;
+            let view = usize::from(block.second[q]);
+            let yp = &mut block.y[q * m..(q + 1) * m];
+            if block.features[q] {
+                let coord = if label == 0 { &x.a } else { &x.b };
+                for j in 0..m {
+                    yp[j] = value * coord[j];
+                }
+            } else {
+                let gp = &mut block.g[q * rho..(q + 1) * rho];
+                for gk in gp.iter_mut() {
+                    *gk = StandardNormal.sample(&mut rng);
+                }
+                for j in 0..m {
+                    let mut h = 0.0;
+                    for k in 0..rho {
+                        h += r[k * m + j] * gp[k];
+                    }
+                    yp[j] = s.noise_std * h;
+                }
+            }
+            for j in 0..m {
+                f[view * m + j] += yp[j] * yp[j] * yp[j];
+            }
         }
     }
-    Projected { draw, y, g, f }
+    block
 }
 
 /// The sums of one step over the batch, in sample and patch order.
@@ -364,32 +410,50 @@ struct Accumulated {
     ctc: Vec<f64>,
 }
 
-/// The per-patch coefficients `c_qj = 3 y_qj^2 u_{v(q),j}(i)` (eq. (R2)) and their sums.
-fn accumulate(config: &Config, samples: &[Projected], u: &[f64], rho: usize) -> Accumulated {
+impl Accumulated {
+    /// The entry-wise sum (blocks are added in block order).
+    fn add(mut self, other: Accumulated) -> Accumulated {
+        let [f0, f1] = &mut self.feature;
+        let pairs = f0
+            .iter_mut()
+            .zip(&other.feature[0])
+            .chain(f1.iter_mut().zip(&other.feature[1]))
+            .chain(self.gamma_c.iter_mut().zip(&other.gamma_c))
+            .chain(self.ctc.iter_mut().zip(&other.ctc));
+        for (a, b) in pairs {
+            *a += b;
+        }
+        self
+    }
+}
+
+/// The per-patch coefficients `c_qj = 3 y_qj^2 u_{v(q),j}(i)` (eq. (R2)) of a block and
+/// their sums, in sample and patch order.
+fn accumulate(config: &Config, block: &Block, u: &[f64], rho: usize) -> Accumulated {
     let s = &config.setting;
-    let m = s.neurons;
+    let (m, pp) = (s.neurons, s.patches);
     let mut acc = Accumulated {
         feature: [vec![0.0; m], vec![0.0; m]],
         gamma_c: vec![0.0; rho * m],
         ctc: vec![0.0; m * m],
     };
     let mut c = vec![0.0; m];
-    for (i, smp) in samples.iter().enumerate() {
-        let draw = &smp.draw;
-        let value = f64::from(draw.sign) * s.alpha[draw.label];
-        for p in 0..s.patches {
-            let view = usize::from(!draw.first_view[p]);
+    for (l, (&value, &label)) in block.value.iter().zip(&block.label).enumerate() {
+        let i = block.start + l;
+        for p in 0..pp {
+            let q = l * pp + p;
+            let view = usize::from(block.second[q]);
             let ui = &u[i * 2 * m + view * m..i * 2 * m + (view + 1) * m];
-            let yp = &smp.y[p * m..(p + 1) * m];
+            let yp = &block.y[q * m..(q + 1) * m];
             for j in 0..m {
                 c[j] = 3.0 * yp[j] * yp[j] * ui[j];
             }
-            if draw.features[p] {
+            if block.features[q] {
                 for j in 0..m {
-                    acc.feature[draw.label][j] += c[j] * value;
+                    acc.feature[label][j] += c[j] * value;
                 }
             } else {
-                let gp = &smp.g[p * rho..(p + 1) * rho];
+                let gp = &block.g[q * rho..(q + 1) * rho];
                 for k in 0..rho {
                     for j in 0..m {
                         acc.gamma_c[k * m + j] += gp[k] * c[j];
