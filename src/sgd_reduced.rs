@@ -117,6 +117,15 @@ pub fn check_size(config: &Config) -> Result<()> {
 }
 
 /// `rho = min(m, d - 2)`, the number of rows of the factor of `G` (eq. (R5)).
+///
+/// # Examples
+/// ```
+/// let text = "[setting]\ndim = 4\npatches = 4\nfeature_patches = 2\nalpha = [3.0, 2.0]\n\
+///             noise_std = 1.0\nneurons = 3\n[model]\nhead = \"linear\"\n\
+///             normalization = \"none\"\nstop_gradient = true\n";
+/// let config = predhead::config::parse_config(text).unwrap();
+/// assert_eq!(predhead::sgd_reduced::rank(&config), 2);
+/// ```
 pub fn rank(config: &Config) -> usize {
     let noise_dim = config.setting.dim.saturating_sub(2);
     usize::try_from(noise_dim).map_or(config.setting.neurons, |k| k.min(config.setting.neurons))
@@ -473,6 +482,13 @@ fn accumulate(config: &Config, block: &Block, u: &[f64], rho: usize) -> Accumula
 /// The eigen-decomposition of the symmetric `n x n` matrix `a` (row-major) by cyclic Jacobi
 /// rotations: `(lambda, v)` with `a = v diag(lambda) v^T`, `v` row-major with the
 /// eigenvectors as columns, eigenvalues in decreasing order (eq. (R10)).
+///
+/// # Examples
+/// ```
+/// let (lambda, v) = predhead::sgd_reduced::sym_eigen(&[2.0, 1.0, 1.0, 2.0], 2);
+/// assert!((lambda[0] - 3.0).abs() < 1e-15 && (lambda[1] - 1.0).abs() < 1e-15);
+/// assert!((v[0].abs() - 0.5f64.sqrt()).abs() < 1e-15);
+/// ```
 pub fn sym_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     let mut a = a.to_vec();
     let mut v = vec![0.0; n * n];
@@ -531,6 +547,13 @@ pub fn sym_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
 /// `R = Lambda^{1/2} V^T` over the `rows` largest eigenvalues, negative (rounding-level)
 /// eigenvalues set to 0, so `R^T R = a` when the discarded eigenvalues are zero
 /// (eq. (R10)).
+///
+/// # Examples
+/// ```
+/// // A rank-one matrix and its one-row factor: R^T R = a.
+/// let r = predhead::sgd_reduced::factor(&[1.0, 2.0, 2.0, 4.0], 2, 1);
+/// assert!((r[0] * r[0] - 1.0).abs() < 1e-14 && (r[0] * r[1] - 2.0).abs() < 1e-14);
+/// ```
 pub fn factor(a: &[f64], n: usize, rows: usize) -> Vec<f64> {
     let (lambda, v) = sym_eigen(a, n);
     let mut r = vec![0.0; rows * n];
@@ -549,6 +572,24 @@ pub fn factor(a: &[f64], n: usize, rows: usize) -> Vec<f64> {
 /// Stops at `t_end` if `options.stop_at_t_end`, when the step budget is used, or when a
 /// step fails numerically (a vanishing batch variance, a non-finite state, at any step): the
 /// summary is then that of the last finite state and its step, termination `non-finite`.
+///
+/// # Examples
+/// ```
+/// use predhead::config::parse_config;
+/// use predhead::sgd::RunOptions;
+/// use predhead::sgd_reduced::{run, ReducedSgd};
+/// let config = parse_config(
+///     "[setting]\ndim = 100\npatches = 4\nfeature_patches = 2\nalpha = [3.0, 2.0]\n\
+///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+///      normalization = \"batchnorm\"\nstop_gradient = true\n\
+///      [training]\nlr = 0.02\nbatch = 64\nsteps = 50\n",
+/// )
+/// .unwrap();
+/// let mut sgd = ReducedSgd::from_seed(&config, 4, 1).unwrap();
+/// let options = RunOptions { record_every: 10, stop_at_t_end: false };
+/// let summary = run::<std::io::Sink>(&mut sgd, options, None, |_| {}).unwrap();
+/// assert_eq!(summary.steps, 50);
+/// ```
 ///
 /// # Errors
 /// Writing the trajectory; a summary that cannot be evaluated at a finite state.

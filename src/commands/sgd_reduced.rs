@@ -33,6 +33,21 @@ pub enum Engine {
 impl Engine {
     /// The engine that runs: the requested one, else explicit when explicit SGD accepts the
     /// size of `config` and reduced otherwise.
+    ///
+    /// # Examples
+    /// ```
+    /// use predhead::commands::sgd_reduced::Engine;
+    /// let text = |d: u64| format!(
+    ///     "[setting]\ndim = {d}\npatches = 4\nfeature_patches = 2\nalpha = [3.0, 2.0]\n\
+    ///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"linear\"\n\
+    ///      normalization = \"none\"\nstop_gradient = true\n"
+    /// );
+    /// let small = predhead::config::parse_config(&text(100)).unwrap();
+    /// let large = predhead::config::parse_config(&text(1_000_000_000_000)).unwrap();
+    /// assert_eq!(Engine::choose(None, &small), Engine::Explicit);
+    /// assert_eq!(Engine::choose(None, &large), Engine::Reduced);
+    /// assert_eq!(Engine::choose(Some(Engine::Reduced), &small), Engine::Reduced);
+    /// ```
     pub fn choose(requested: Option<Engine>, config: &Config) -> Engine {
         requested.unwrap_or_else(|| {
             let fits = usize::try_from(config.setting.dim).is_ok()
