@@ -385,24 +385,27 @@ fn project(
             let yp = &mut block.y[q * m..(q + 1) * m];
             if block.features[q] {
                 let coord = if label == 0 { &x.a } else { &x.b };
-                for j in 0..m {
-                    yp[j] = value * coord[j];
+                for (y, c) in yp.iter_mut().zip(coord) {
+                    *y = value * c;
                 }
             } else {
                 let gp = &mut block.g[q * rho..(q + 1) * rho];
                 for gk in gp.iter_mut() {
                     *gk = StandardNormal.sample(&mut rng);
                 }
-                for j in 0..m {
-                    let mut h = 0.0;
-                    for k in 0..rho {
-                        h += r[k * m + j] * gp[k];
+                // h_j = sum_k R[k][j] g_k, summed in k order, then times s.
+                yp.fill(0.0);
+                for (row, gk) in r.chunks_exact(m).zip(gp.iter()) {
+                    for (y, rkj) in yp.iter_mut().zip(row) {
+                        *y += rkj * gk;
                     }
-                    yp[j] = s.noise_std * h;
+                }
+                for y in yp.iter_mut() {
+                    *y *= s.noise_std;
                 }
             }
-            for j in 0..m {
-                f[view * m + j] += yp[j] * yp[j] * yp[j];
+            for (fj, y) in f[view * m..(view + 1) * m].iter_mut().zip(yp.iter()) {
+                *fj += y * y * y;
             }
         }
     }
@@ -454,23 +457,23 @@ fn accumulate(config: &Config, block: &Block, u: &[f64], rho: usize) -> Accumula
             let view = usize::from(block.second[q]);
             let ui = &u[i * 2 * m + view * m..i * 2 * m + (view + 1) * m];
             let yp = &block.y[q * m..(q + 1) * m];
-            for j in 0..m {
-                c[j] = 3.0 * yp[j] * yp[j] * ui[j];
+            for ((cj, y), u) in c.iter_mut().zip(yp).zip(ui) {
+                *cj = 3.0 * y * y * u;
             }
             if block.features[q] {
-                for j in 0..m {
-                    acc.feature[label][j] += c[j] * value;
+                for (a, cj) in acc.feature[label].iter_mut().zip(&c) {
+                    *a += cj * value;
                 }
             } else {
                 let gp = &block.g[q * rho..(q + 1) * rho];
-                for k in 0..rho {
-                    for j in 0..m {
-                        acc.gamma_c[k * m + j] += gp[k] * c[j];
+                for (row, gk) in acc.gamma_c.chunks_exact_mut(m).zip(gp) {
+                    for (a, cj) in row.iter_mut().zip(&c) {
+                        *a += gk * cj;
                     }
                 }
-                for j in 0..m {
-                    for k in 0..m {
-                        acc.ctc[j * m + k] += c[j] * c[k];
+                for (row, cj) in acc.ctc.chunks_exact_mut(m).zip(&c) {
+                    for (a, ck) in row.iter_mut().zip(&c) {
+                        *a += cj * ck;
                     }
                 }
             }
