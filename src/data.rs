@@ -42,6 +42,9 @@ pub enum Domain {
     InitExplicit = 0x696e_6974,
     /// The exact reduced initialization (Bartlett decomposition).
     InitReduced = 0x7265_6475,
+    /// The reduced SGD engine's projections and Wishart draws (`derivations/sgd_reduced.md`,
+    /// Section 5).
+    ReducedSgd = 0x7267_6473,
     /// Anything a test or report draws for itself.
     Aux = 0x6175_7800,
 }
@@ -92,25 +95,49 @@ impl Draw {
 /// A uniformly random subset of `[n]` of size `k`, as a membership mask (partial
 /// Fisher-Yates).
 pub fn random_subset<R: Rng + ?Sized>(rng: &mut R, n: usize, k: usize) -> Vec<bool> {
-    let mut idx: Vec<usize> = (0..n).collect();
+    let mut idx = vec![0; n];
+    let mut mask = vec![false; n];
+    random_subset_into(rng, k, &mut idx, &mut mask);
+    mask
+}
+
+/// [`random_subset`] of `[n]`, `n = mask.len()`, written into `mask` with the work space
+/// `idx` (length `n`): the same draws, without allocating.
+pub fn random_subset_into<R: Rng + ?Sized>(
+    rng: &mut R,
+    k: usize,
+    idx: &mut [usize],
+    mask: &mut [bool],
+) {
+    let n = mask.len();
+    for (i, x) in idx.iter_mut().enumerate() {
+        *x = i;
+    }
     for i in 0..k {
         let j = rng.random_range(i..n);
         idx.swap(i, j);
     }
-    let mut mask = vec![false; n];
+    mask.fill(false);
     for &i in &idx[..k] {
         mask[i] = true;
     }
-    mask
 }
 
 /// The discrete draws of sample `index` at `step`: label, sign, `S` and `A`.
 pub fn draw(setting: &Setting, seed: u64, step: u64, index: u64) -> Draw {
-    let mut rng = stream_rng(Domain::Data, seed, step, index * SLOTS);
+    draw_from(
+        setting,
+        &mut stream_rng(Domain::Data, seed, step, index * SLOTS),
+    )
+}
+
+/// The discrete draws of one sample read from `rng`: label, sign, `S`, then `A` (the
+/// reduced SGD engine reads them from its own per-sample stream).
+pub fn draw_from<R: Rng + ?Sized>(setting: &Setting, rng: &mut R) -> Draw {
     let label = usize::from(rng.random::<bool>());
     let sign = if rng.random::<bool>() { 1 } else { -1 };
-    let features = random_subset(&mut rng, setting.patches, setting.feature_patches);
-    let first_view = random_subset(&mut rng, setting.patches, setting.half());
+    let features = random_subset(rng, setting.patches, setting.feature_patches);
+    let first_view = random_subset(rng, setting.patches, setting.half());
     Draw {
         label,
         sign,

@@ -51,6 +51,7 @@ pub mod report;
 pub mod scalar;
 pub mod setting;
 pub mod sgd;
+pub mod sgd_reduced;
 pub mod square;
 pub mod state;
 pub mod sweep;

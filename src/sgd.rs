@@ -570,6 +570,58 @@ fn head_pass(
     }
 }
 
+/// The head's part of a step from the per-sample encoder outputs alone (the reduced engine
+/// shares it: `derivations/sgd_reduced.md`, eq. (R2)).
+pub(crate) struct Upstream {
+    /// The batch loss (3.3).
+    pub(crate) loss: f64,
+    /// `dL_S/dE[j][r]`, zero where not trainable.
+    pub(crate) grad_e: Vec<Vec<f64>>,
+    /// `u[i 2m + v m + j]`: the upstream gradient of `f_j(X^(i, v+1))` (eqs. (G1)-(G3)).
+    pub(crate) u: Vec<f64>,
+}
+
+/// [`Upstream`] of a batch of `n` samples with outputs `f1`, `f2` (`n x m`, sample-major)
+/// under `model` and head `e`. Errors when a batch-norm variance is zero or not finite.
+pub(crate) fn upstream(
+    model: &Model,
+    e: &[Vec<f64>],
+    f1: &[f64],
+    f2: &[f64],
+    n: usize,
+) -> Result<Upstream> {
+    let m = e.len();
+    let head = Head::new(model, e, f1, f2, n)?;
+    let (mut df, mut u2) = (vec![0.0; m], vec![0.0; m]);
+    let mut u = vec![0.0; n * 2 * m];
+    let mut loss = 0.0;
+    let mut grad_e = vec![vec![0.0; m]; m];
+    for i in 0..n {
+        let a = &f1[i * m..(i + 1) * m];
+        let b = &f2[i * m..(i + 1) * m];
+        let (u1, rest) = u[i * 2 * m..(i + 1) * 2 * m].split_at_mut(m);
+        loss += head.backward(a, b, &mut df, u1, &mut u2);
+        rest.copy_from_slice(&u2);
+        for j in 0..m {
+            for r in 0..m {
+                grad_e[j][r] += df[j] * a[r];
+            }
+        }
+    }
+    for j in 0..m {
+        for r in 0..m {
+            if !model.head.trainable(j, r) {
+                grad_e[j][r] = 0.0;
+            }
+        }
+    }
+    Ok(Upstream {
+        loss: loss / n as f64,
+        grad_e,
+        u,
+    })
+}
+
 /// The one-pass kernel (`derivations/sgd.md`, Section 3).
 fn fused(job: &Job<'_>) -> Result<BatchGradient> {
     let m = job.setting.neurons;

@@ -1,4 +1,4 @@
-//! The frozen-head race (`derivations/frozen_head.md`, (R1)-(R5)) on the exact population
+//! The frozen-head race (`derivations/frozen_head.md`, (C1)-(C5)) on the exact population
 //! flow: the conserved quantity, the winner it decides, and the arctan law of the
 //! initialization. Each test carries its falsifier: a trained head, a planted exponent, or
 //! a competing law, which the same check must reject.
@@ -37,7 +37,7 @@ lr_head = 2e-4
 }
 
 /// The largest drift of `q(a_j, b_j)` over the accepted steps of a flow to the horizon,
-/// relative to the larger of the two terms of (R2) at the start, over all neurons.
+/// relative to the larger of the two terms of (C2) at the start, over all neurons.
 fn drift(config: &Config, seed: u64, q: impl Fn(f64, f64) -> f64) -> f64 {
     let x0 = predhead::init::reduced(&config.setting, seed).unwrap();
     let m = x0.neurons();
@@ -60,7 +60,7 @@ fn drift(config: &Config, seed: u64, q: impl Fn(f64, f64) -> f64) -> f64 {
     worst
 }
 
-/// (R2): conserved to `1e-7` of its larger term (measured at most 1.2e-9 over these runs:
+/// (C2): conserved to `1e-7` of its larger term (measured at most 1.2e-9 over these runs:
 /// the integrator holds `a`, `b` to `rtol = 1e-9` and the invariant amplifies a relative
 /// error by 4); with a trained head it drifts by 0.34 to 1.0, and a planted exponent by far
 /// more than 1e-2.
@@ -90,7 +90,7 @@ fn the_invariant_is_conserved_only_while_the_head_is_frozen() {
     assert!(d > 1e-2, "planted exponent: drift {d:e}");
 }
 
-/// (R3): on 2,000 frozen-head neurons every decided one learned the feature that the sign of
+/// (C3): on 2,000 frozen-head neurons every decided one learned the feature that the sign of
 /// its initial invariant predicts. The undecided ones (both features too small to blow up
 /// before the horizon, about 2%) never reached `|a|` or `|b|` of 0.5. The falsifier, the rule
 /// `|b/a| < alpha1/alpha2` (exponent 1 in place of 3/2), mispredicts decided neurons.
@@ -123,7 +123,7 @@ fn the_sign_of_the_invariant_decides_the_feature() {
     }
     assert_eq!(
         wrong, 0,
-        "{wrong} of {decided} decided neurons against (R3)"
+        "{wrong} of {decided} decided neurons against (C3)"
     );
     assert!(undecided <= 100, "{undecided} undecided of 2000");
     assert!(
@@ -132,9 +132,9 @@ fn the_sign_of_the_invariant_decides_the_feature() {
     );
 }
 
-/// (R4): the fraction of `1e5` reduced initializations with `I < 0` against
+/// (C4): the fraction of `1e5` reduced initializations with `I < 0` against
 /// `p = (2/pi) arctan((alpha1/alpha2)^(3/2))`, for `alpha1/alpha2` in {1.5, 2, 4, 10}. The
-/// draws are independent Bernoulli(`p`) trials if (R4) holds, so `z = (k - n p) /
+/// draws are independent Bernoulli(`p`) trials if (C4) holds, so `z = (k - n p) /
 /// sqrt(n p (1 - p))` is standard normal to `O(1/sqrt(n))`; `|z| <= 4` fails by chance with
 /// probability 6.3e-5 per ratio (2.5e-4 for the four). The falsifier,
 /// `(2/pi) arctan(alpha1/alpha2)`, is rejected by the same test at every ratio.

@@ -125,7 +125,11 @@ fn bad_input_exits_2_with_one_stderr_line() {
         (vec!["sgd", "--config", &bad_batch], "training.batch"),
         (vec!["sgd", "--config", &bad_lr], "training.lr"),
         (vec!["sgd", "--config", &huge_m], "setting.neurons"),
-        (vec!["sgd", "--config", &huge_d], "setting.dim"),
+        // The explicit engine refuses it (without --engine the reduced engine runs it).
+        (
+            vec!["sgd", "--config", &huge_d, "--engine", "explicit"],
+            "setting.dim",
+        ),
         (
             vec!["sgd", "--config", &cfg, "--state", &short],
             "state.w[0]",

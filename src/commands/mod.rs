@@ -5,3 +5,4 @@ pub mod eval;
 pub mod flow;
 pub mod report;
 pub mod sgd;
+pub mod sgd_reduced;

@@ -48,11 +48,18 @@ pub struct Args {
     /// Stop at t_end instead of running all `[training] steps`.
     #[arg(long)]
     pub stop_at_t_end: bool,
+    /// The engine: `explicit` (d-dimensional data) or `reduced` (the same process, exact in
+    /// law, at a cost free of d). Default: explicit when its arrays fit, else reduced.
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::commands::sgd_reduced::Engine>,
 }
 
 /// Runs `predhead sgd`: returns the summary text for stdout.
 pub fn run(args: &Args) -> Result<String> {
     let config = load_config(&args.config)?;
+    if crate::commands::sgd_reduced::Engine::choose(args.engine, &config).is_reduced() {
+        return crate::commands::sgd_reduced::run(args, &config);
+    }
     let setting = &config.setting;
     if usize::try_from(setting.dim).is_err() || setting.dim > 1 << 32 {
         return Err(Error::invalid(

@@ -1,4 +1,4 @@
-//! The frozen-head race (`derivations/frozen_head.md`, (R1)-(R5)): with `E = I` frozen, each
+//! The frozen-head race (`derivations/frozen_head.md`, (C1)-(C5)): with `E = I` frozen, each
 //! neuron's `I_j = alpha1^-6 a_j^-4 - alpha2^-6 b_j^-4` is conserved by the population flow,
 //! its sign at `tau = 0` decides which feature the neuron learns, and under the paper's
 //! initialization the probability of `v1` is `(2/pi) arctan((alpha1/alpha2)^(3/2))`.
@@ -20,20 +20,20 @@
 
 use std::f64::consts::FRAC_2_PI;
 
-/// The conserved quantity (R2), `alpha1^-6 a^-4 - alpha2^-6 b^-4`, of one neuron
-/// (`derivations/frozen_head.md`, eq. (R2)). Negative: the neuron learns `v1` (R3).
+/// The conserved quantity (C2), `alpha1^-6 a^-4 - alpha2^-6 b^-4`, of one neuron
+/// (`derivations/frozen_head.md`, eq. (C2)). Negative: the neuron learns `v1` (C3).
 pub fn invariant(alpha: [f64; 2], a: f64, b: f64) -> f64 {
     alpha[0].powi(-6) * a.powi(-4) - alpha[1].powi(-6) * b.powi(-4)
 }
 
-/// The probability (R4) that a neuron of the frozen-head, batch-normalized flow learns `v1`
+/// The probability (C4) that a neuron of the frozen-head, batch-normalized flow learns `v1`
 /// from the paper's initialization: `(2/pi) arctan((alpha1/alpha2)^(3/2))`
-/// (`derivations/frozen_head.md`, eq. (R4)).
+/// (`derivations/frozen_head.md`, eq. (C4)).
 pub fn p_v1(alpha: [f64; 2]) -> f64 {
     FRAC_2_PI * (alpha[0] / alpha[1]).powf(1.5).atan()
 }
 
-/// The probabilities (R4) of the end states of `m` frozen-head neurons.
+/// The probabilities (C4) of the end states of `m` frozen-head neurons.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CollapseProbabilities {
     /// Every neuron learns `v1`: `p^m`.
@@ -45,7 +45,7 @@ pub struct CollapseProbabilities {
 }
 
 /// The probabilities of collapse onto `v1`, onto `v2`, and of both features, for `m`
-/// independent frozen-head neurons (`derivations/frozen_head.md`, eq. (R4)).
+/// independent frozen-head neurons (`derivations/frozen_head.md`, eq. (C4)).
 pub fn collapse_probabilities(alpha: [f64; 2], m: usize) -> CollapseProbabilities {
     let p = p_v1(alpha);
     // (1 - p) in the form without cancellation: (2/pi) arctan((alpha2/alpha1)^(3/2)).

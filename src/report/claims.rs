@@ -586,7 +586,7 @@ pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
 /// The significance level of the race-law check, after Holm's adjustment over the cells.
 const RACE_LEVEL: f64 = 0.01;
 
-/// Theorem 4.3's collapse rate against the frozen-head race law (R4) of
+/// Theorem 4.3's collapse rate against the frozen-head race law (C4) of
 /// `derivations/frozen_head.md`: per `(m, d)` cell the exact two-sided binomial test of the
 /// collapse count against `p^m + (1 - p)^m`, Holm-adjusted over the cells; the same test of
 /// the rival law `p' = (2/pi) arctan(alpha1/alpha2)` is the falsifier, reported beside.
@@ -615,7 +615,7 @@ fn race_law(
         "alpha1/alpha2",
         "runs",
         "collapse",
-        "predicted rate (R4)",
+        "predicted rate (C4)",
         "p-value",
         "Holm",
         "rival rate",
@@ -642,7 +642,7 @@ fn race_law(
         Verdict::Holds
     };
     body.section(
-        "Collapse rate against the frozen-head race law (R4)",
+        "Collapse rate against the frozen-head race law (C4)",
         t,
         Some(verdict),
         format!(

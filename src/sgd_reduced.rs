@@ -1,0 +1,787 @@
+//! SGD in reduced coordinates, exact in law, at a cost free of `d`
+//! (`derivations/sgd_reduced.md`).
+//!
+//! The reduced coordinates `(a, b, G, E)` of explicit SGD ([`crate::sgd`]) form a Markov
+//! chain (eq. (R4)). One step of [`ReducedSgd`] samples its transition exactly:
+//! a factor `R` (`rho x m`, `rho = min(m, d - 2)`) of the Gram block `G` (eq. (R10)); per
+//! noise patch `g ~ N(0, I_rho)` and the projections `h = s R^T g` (eq. (R5)); the head's
+//! statistics and upstream gradients shared with the explicit engine (eqs. (G1)-(G3)); the
+//! per-patch coefficients `c_qj = 3 y_qj^2 u_{v,j}` (eq. (R2)); then
+//! `G' = Rt^T Rt + B^T B` with `Rt = R - lr s sum_q g_q c_q^T` and `B^T B` the Wishart term
+//! `Wishart_m(d - 2 - rho, lr^2 s^2 C^T C)` drawn by Bartlett's decomposition
+//! (eqs. (R6)-(R9)). Cost `O(N P m rho + m^3)` per step whatever `d` is (up to `1e12` and
+//! beyond).
+//!
+//! # Determinism
+//! Sample `i` at step `t` reads its discrete draws (`data::draw_from`, the explicit
+//! engine's code) and then its `g`'s, in patch order, from one stream,
+//! `data::stream_rng(Domain::ReducedSgd, seed, t, i)`; the Bartlett factor comes from stream
+//! `u64::MAX` of that domain. Samples are cut into blocks of `sgd::block_size(N)`
+//! consecutive samples (a function of `N` only); each block is projected and summed
+//! sequentially, in parallel with the others, and the block sums are added in block order.
+//! The chain is bit-identical for any thread count.
+
+use crate::data::{self, Domain};
+use crate::error::{Error, Result};
+use crate::moments::population::{Constants, Reduced};
+use crate::observe::{Event, EventTracker, Summary, Termination, TrajectoryRecorder};
+use crate::setting::Config;
+use crate::sgd::RunOptions;
+use crate::square::Square;
+use crate::state::State;
+use rand::distr::Distribution;
+use rand::RngExt;
+use rand_distr::StandardNormal;
+use rayon::prelude::*;
+
+/// The largest number of neurons of the reduced engine (its factors are `m x m`).
+pub const MAX_NEURONS: usize = crate::flow::integrate::MAX_NEURONS;
+
+/// The largest number of `f64` entries of the per-step projection arrays, `N P (m + rho)`
+/// (2 GiB).
+pub const MAX_ENTRIES: u128 = 1 << 28;
+
+/// Test-only variants of the transition, for the planted-bug checks of
+/// `tests/sgd_reduced_law.rs`. Only [`Variant::Exact`] is the SGD of the paper.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Variant {
+    /// The exact transition (eqs. (R5)-(R9)).
+    #[default]
+    Exact,
+    /// Planted bug: the Wishart term `Z^T Z` is dropped.
+    NoWishart,
+    /// Planted bug: the Wishart term has `d` degrees of freedom instead of `d - 2 - rho`.
+    FullDof,
+}
+
+/// Reduced SGD: the state `(a, b, G, E)`, the step count and the data seed.
+///
+/// # Examples
+/// ```
+/// use predhead::config::parse_config;
+/// use predhead::sgd_reduced::ReducedSgd;
+/// let config = parse_config(
+///     "[setting]\ndim = 1000000000000\npatches = 4\nfeature_patches = 2\n\
+///      alpha = [4.0, 1.0]\nnoise_std = 1.0\nneurons = 2\n[model]\nhead = \"linear\"\n\
+///      normalization = \"batchnorm\"\nstop_gradient = false\n\
+///      [training]\nlr = 1e-13\nbatch = 64\nsteps = 3\n",
+/// )
+/// .unwrap();
+/// let mut sgd = ReducedSgd::from_seed(&config, 7, 7).unwrap();
+/// sgd.step().unwrap();
+/// assert_eq!(sgd.step, 1);
+/// assert!(*sgd.state.gram.at(0, 0) > 0.0);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ReducedSgd {
+    /// The configuration (setting, model, `[training]`).
+    pub config: Config,
+    /// The current reduced state.
+    pub state: Reduced<f64>,
+    /// Steps taken so far; the next step draws its batch from stream step `step`.
+    pub step: u64,
+    /// The data seed of the streams.
+    pub seed: u64,
+    /// Which transition is sampled (tests only; [`Variant::Exact`] by default).
+    #[doc(hidden)]
+    pub variant: Variant,
+}
+
+/// Validates the sizes of the reduced engine: `3 <= d`, `m <= MAX_NEURONS`, and the
+/// per-step arrays `N P (m + rho)` within [`MAX_ENTRIES`].
+///
+/// # Errors
+/// [`Error::Invalid`] naming `setting.neurons` or `training.batch`.
+pub fn check_size(config: &Config) -> Result<()> {
+    let s = &config.setting;
+    if s.neurons > MAX_NEURONS {
+        return Err(Error::invalid(
+            "setting.neurons",
+            format!("at most {MAX_NEURONS} for reduced SGD, got {}", s.neurons),
+        ));
+    }
+    let rho = rank(config) as u128;
+    let entries = config.training.batch as u128 * s.patches as u128 * (s.neurons as u128 + rho);
+    if entries > MAX_ENTRIES {
+        return Err(Error::invalid(
+            "training.batch",
+            format!(
+                "{} samples of {} patches need {entries} projections per step, more than \
+                 {MAX_ENTRIES} (2 GiB)",
+                config.training.batch, s.patches
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `rho = min(m, d - 2)`, the number of rows of the factor of `G` (eq. (R5)).
+///
+/// # Examples
+/// ```
+/// let text = "[setting]\ndim = 4\npatches = 4\nfeature_patches = 2\nalpha = [3.0, 2.0]\n\
+///             noise_std = 1.0\nneurons = 3\n[model]\nhead = \"linear\"\n\
+///             normalization = \"none\"\nstop_gradient = true\n";
+/// let config = predhead::config::parse_config(text).unwrap();
+/// assert_eq!(predhead::sgd_reduced::rank(&config), 2);
+/// ```
+pub fn rank(config: &Config) -> usize {
+    let noise_dim = config.setting.dim.saturating_sub(2);
+    usize::try_from(noise_dim).map_or(config.setting.neurons, |k| k.min(config.setting.neurons))
+}
+
+impl ReducedSgd {
+    /// Starts reduced SGD at `state` with data seed `seed`.
+    ///
+    /// # Errors
+    /// A state whose shape does not match the setting or with a non-finite entry, or sizes
+    /// that [`check_size`] refuses.
+    pub fn new(config: &Config, state: Reduced<f64>, seed: u64) -> Result<Self> {
+        check_size(config)?;
+        let m = config.setting.neurons;
+        if state.a.len() != m || state.b.len() != m || state.gram.n() != m || state.e.n() != m {
+            return Err(Error::invalid(
+                "state",
+                format!("shape does not match the setting (neurons = {m})"),
+            ));
+        }
+        let finite = state.a.iter().chain(&state.b).all(|x| x.is_finite())
+            && state.gram.entries().iter().all(|x| x.is_finite())
+            && state.e.entries().iter().all(|x| x.is_finite());
+        if !finite {
+            return Err(Error::invalid("state", "has a non-finite entry"));
+        }
+        Ok(ReducedSgd {
+            config: config.clone(),
+            state,
+            step: 0,
+            seed,
+            variant: Variant::Exact,
+        })
+    }
+
+    /// Starts at the reduced coordinates of the explicit `state`
+    /// ([`crate::reduced::reduce`]).
+    ///
+    /// # Errors
+    /// As [`ReducedSgd::new`]; also a state whose dimension is not `setting.dim`.
+    pub fn from_explicit(config: &Config, state: &State, seed: u64) -> Result<Self> {
+        if state.dim() as u64 != config.setting.dim || state.neurons() != config.setting.neurons {
+            return Err(Error::invalid(
+                "state",
+                format!(
+                    "shape {} x {} does not match the setting (neurons = {}, dim = {})",
+                    state.neurons(),
+                    state.dim(),
+                    config.setting.neurons,
+                    config.setting.dim
+                ),
+            ));
+        }
+        Self::new(config, crate::reduced::reduce::<f64>(state, ()), seed)
+    }
+
+    /// Starts at the exact reduced initialization `init::reduced(setting, init_seed)` (the
+    /// one `predhead flow --seed` uses) with data seed `seed`.
+    ///
+    /// # Errors
+    /// As [`ReducedSgd::new`] and [`crate::init::reduced`].
+    pub fn from_seed(config: &Config, init_seed: u64, seed: u64) -> Result<Self> {
+        check_size(config)?;
+        Self::new(
+            config,
+            crate::init::reduced(&config.setting, init_seed)?,
+            seed,
+        )
+    }
+
+    /// The flow time `tau = lr * t` after `t` steps.
+    pub fn flow_time(&self) -> f64 {
+        self.config.training.lr * self.step as f64
+    }
+
+    /// One step of the exact reduced transition (eqs. (R1)-(R11)). Returns the batch loss
+    /// before the update.
+    ///
+    /// # Errors
+    /// [`Error::Numerical`] when a batch-norm variance vanishes or the new state is not
+    /// finite; the state is then unchanged.
+    pub fn step(&mut self) -> Result<f64> {
+        let config = &self.config;
+        let (s, t) = (&config.setting, &config.training);
+        let m = s.neurons;
+        let n = t.batch;
+        let rho = rank(config);
+        let x = &self.state;
+        let r = factor(x.gram.entries(), m, rho);
+        let size = crate::sgd::block_size(n);
+        let blocks: Vec<Block> = (0..n.div_ceil(size))
+            .into_par_iter()
+            .map(|b| {
+                let range = b * size..((b + 1) * size).min(n);
+                project(config, x, &r, rho, (self.seed, self.step), range)
+            })
+            .collect();
+        let mut f1 = Vec::with_capacity(n * m);
+        let mut f2 = Vec::with_capacity(n * m);
+        for block in &blocks {
+            for f in block.f.chunks_exact(2 * m) {
+                f1.extend_from_slice(&f[..m]);
+                f2.extend_from_slice(&f[m..]);
+            }
+        }
+        let e_rows = x.e.to_rows_f64();
+        let up = crate::sgd::upstream(&config.model, &e_rows, &f1, &f2, n)?;
+        let partial: Vec<Accumulated> = blocks
+            .par_iter()
+            .map(|block| accumulate(config, block, &up.u, rho))
+            .collect();
+        let acc = partial
+            .into_iter()
+            .reduce(Accumulated::add)
+            .ok_or_else(|| Error::invalid("training.batch", "must be positive, got 0"))?;
+        let lr = t.lr;
+        let a: Vec<f64> = (0..m).map(|j| x.a[j] - lr * acc.feature[0][j]).collect();
+        let b: Vec<f64> = (0..m).map(|j| x.b[j] - lr * acc.feature[1][j]).collect();
+        // Rt = R - lr s Gamma C (eq. (R6)).
+        let ls = lr * s.noise_std;
+        let rt: Vec<f64> = r
+            .iter()
+            .zip(&acc.gamma_c)
+            .map(|(r, gc)| r - ls * gc)
+            .collect();
+        let wishart = self.wishart(&acc.ctc, rho)?;
+        let gram = Square::from_fn(m, |j, k| {
+            let (j, k) = (j.min(k), j.max(k));
+            let mut g = 0.0;
+            for row in rt.chunks_exact(m).chain(wishart.chunks_exact(m)) {
+                g += row[j] * row[k];
+            }
+            g
+        });
+        let mut e = x.e.clone();
+        for j in 0..m {
+            for q in 0..m {
+                if config.model.head.trainable(j, q) {
+                    *e.at_mut(j, q) -= t.lr_head * up.grad_e[j][q];
+                }
+            }
+        }
+        let next = Reduced { a, b, gram, e };
+        let finite = next.a.iter().chain(&next.b).all(|v| v.is_finite())
+            && next.gram.entries().iter().all(|v| v.is_finite())
+            && next.e.entries().iter().all(|v| v.is_finite());
+        if !finite || !up.loss.is_finite() {
+            return Err(Error::numerical(
+                "sgd",
+                format!(
+                    "the state is not finite after step {} (lr = {} too large?)",
+                    self.step, lr
+                ),
+            ));
+        }
+        self.state = next;
+        self.step += 1;
+        Ok(up.loss)
+    }
+
+    /// The factor `B = lr s L^T F` of the Wishart term `Z^T Z = B^T B` (eqs. (R7)-(R9)),
+    /// `min(k, m)` rows of `m`, with `k = d - 2 - rho` and `F^T F = C^T C`; empty when
+    /// `k = 0` (or under the planted bug [`Variant::NoWishart`]).
+    fn wishart(&self, ctc: &[f64], rho: usize) -> Result<Vec<f64>> {
+        let s = &self.config.setting;
+        let m = s.neurons;
+        let dof = match self.variant {
+            Variant::Exact => s.dim - 2 - rho as u64,
+            Variant::FullDof => s.dim,
+            Variant::NoWishart => 0,
+        };
+        if dof == 0 {
+            return Ok(Vec::new());
+        }
+        let f = factor(ctc, m, m);
+        let mut rng = data::stream_rng(Domain::ReducedSgd, self.seed, self.step, u64::MAX);
+        let l = crate::init::bartlett_factor(&mut rng, m, dof)?;
+        let cols = l.first().map_or(0, Vec::len);
+        let ls = self.config.training.lr * s.noise_std;
+        let mut out = vec![0.0; cols * m];
+        for c in 0..cols {
+            for j in 0..m {
+                let mut acc = 0.0;
+                for i in c..m {
+                    acc += l[i][c] * f[i * m + j];
+                }
+                out[c * m + j] = ls * acc;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The projections of a block of consecutive samples (eqs. (R1), (R5)).
+struct Block {
+    /// The first sample of the block.
+    start: usize,
+    /// `value[l] = eps alpha_label` and `label[l]` of the block's sample `l`.
+    value: Vec<f64>,
+    label: Vec<usize>,
+    /// `features[l P + p]`: `p in S`; `second[l P + p]`: `p` is in the second view.
+    features: Vec<bool>,
+    second: Vec<bool>,
+    /// `y[(l P + p) m + j]`, the projection of patch `p` of the block's sample `l` on `w_j`.
+    y: Vec<f64>,
+    /// `g[(l P + p) rho + k]`, the normals of the noise patches (zero for feature patches).
+    g: Vec<f64>,
+    /// `f[l 2m + v m + j] = f_j(X^(v+1))` of the block's sample `l`.
+    f: Vec<f64>,
+}
+
+/// Projects the samples `range` of stream step `(seed, step)`: feature patches
+/// `eps alpha_l (a_j or b_j)`, noise patches `h = s R^T g` with `g ~ N(0, I_rho)` read in
+/// patch order from the sample's own stream (eq. (R5)).
+fn project(
+    config: &Config,
+    x: &Reduced<f64>,
+    r: &[f64],
+    rho: usize,
+    (seed, step): (u64, u64),
+    range: std::ops::Range<usize>,
+) -> Block {
+    let s = &config.setting;
+    let (m, pp) = (s.neurons, s.patches);
+    let len = range.len();
+    let mut idx = vec![0; pp];
+    let mut block = Block {
+        start: range.start,
+        value: vec![0.0; len],
+        label: vec![0; len],
+        features: vec![false; len * pp],
+        second: vec![false; len * pp],
+        y: vec![0.0; len * pp * m],
+        g: vec![0.0; len * pp * rho],
+        f: vec![0.0; len * 2 * m],
+    };
+    for (l, i) in range.enumerate() {
+        let mut rng = data::stream_rng(Domain::ReducedSgd, seed, step, i as u64);
+        // The discrete draws of `data::draw_from`, in its order, without allocating.
+        let label = usize::from(rng.random::<bool>());
+        let sign = if rng.random::<bool>() { 1.0 } else { -1.0 };
+        let value = sign * s.alpha[label];
+        let sample = l * pp..(l + 1) * pp;
+        let features = &mut block.features[sample.clone()];
+        data::random_subset_into(&mut rng, s.feature_patches, &mut idx, features);
+        let second = &mut block.second[sample];
+        data::random_subset_into(&mut rng, s.half(), &mut idx, second);
+        for x in second.iter_mut() {
+            *x = !*x;
+        }
+        block.value[l] = value;
+        block.label[l] = label;
+        let f = &mut block.f[l * 2 * m..(l + 1) * 2 * m];
+        for p in 0..pp {
+            let q = l * pp + p;
+            let view = usize::from(block.second[q]);
+            let yp = &mut block.y[q * m..(q + 1) * m];
+            if block.features[q] {
+                let coord = if label == 0 { &x.a } else { &x.b };
+                for (y, c) in yp.iter_mut().zip(coord) {
+                    *y = value * c;
+                }
+            } else {
+                let gp = &mut block.g[q * rho..(q + 1) * rho];
+                for gk in gp.iter_mut() {
+                    *gk = StandardNormal.sample(&mut rng);
+                }
+                // h_j = sum_k R[k][j] g_k, summed in k order, then times s.
+                yp.fill(0.0);
+                for (row, gk) in r.chunks_exact(m).zip(gp.iter()) {
+                    for (y, rkj) in yp.iter_mut().zip(row) {
+                        *y += rkj * gk;
+                    }
+                }
+                for y in yp.iter_mut() {
+                    *y *= s.noise_std;
+                }
+            }
+            for (fj, y) in f[view * m..(view + 1) * m].iter_mut().zip(yp.iter()) {
+                *fj += y * y * y;
+            }
+        }
+    }
+    block
+}
+
+/// The sums of one step over the batch, in sample and patch order.
+struct Accumulated {
+    /// `feature[l][j] = sum_{q feature, label l} c_qj eps alpha_l`: `dL/da_j`, `dL/db_j`.
+    feature: [Vec<f64>; 2],
+    /// `Gamma C = sum_q g_q c_q^T` (`rho x m`, row-major).
+    gamma_c: Vec<f64>,
+    /// `C^T C = sum_q c_q c_q^T` (`m x m`).
+    ctc: Vec<f64>,
+}
+
+impl Accumulated {
+    /// The entry-wise sum (blocks are added in block order).
+    fn add(mut self, other: Accumulated) -> Accumulated {
+        let [f0, f1] = &mut self.feature;
+        let pairs = f0
+            .iter_mut()
+            .zip(&other.feature[0])
+            .chain(f1.iter_mut().zip(&other.feature[1]))
+            .chain(self.gamma_c.iter_mut().zip(&other.gamma_c))
+            .chain(self.ctc.iter_mut().zip(&other.ctc));
+        for (a, b) in pairs {
+            *a += b;
+        }
+        self
+    }
+}
+
+/// The per-patch coefficients `c_qj = 3 y_qj^2 u_{v(q),j}(i)` (eq. (R2)) of a block and
+/// their sums, in sample and patch order.
+fn accumulate(config: &Config, block: &Block, u: &[f64], rho: usize) -> Accumulated {
+    let s = &config.setting;
+    let (m, pp) = (s.neurons, s.patches);
+    let mut acc = Accumulated {
+        feature: [vec![0.0; m], vec![0.0; m]],
+        gamma_c: vec![0.0; rho * m],
+        ctc: vec![0.0; m * m],
+    };
+    let mut c = vec![0.0; m];
+    for (l, (&value, &label)) in block.value.iter().zip(&block.label).enumerate() {
+        let i = block.start + l;
+        for p in 0..pp {
+            let q = l * pp + p;
+            let view = usize::from(block.second[q]);
+            let ui = &u[i * 2 * m + view * m..i * 2 * m + (view + 1) * m];
+            let yp = &block.y[q * m..(q + 1) * m];
+            for ((cj, y), u) in c.iter_mut().zip(yp).zip(ui) {
+                *cj = 3.0 * y * y * u;
+            }
+            if block.features[q] {
+                for (a, cj) in acc.feature[label].iter_mut().zip(&c) {
+                    *a += cj * value;
+                }
+            } else {
+                let gp = &block.g[q * rho..(q + 1) * rho];
+                for (row, gk) in acc.gamma_c.chunks_exact_mut(m).zip(gp) {
+                    for (a, cj) in row.iter_mut().zip(&c) {
+                        *a += gk * cj;
+                    }
+                }
+                for (row, cj) in acc.ctc.chunks_exact_mut(m).zip(&c) {
+                    for (a, ck) in row.iter_mut().zip(&c) {
+                        *a += cj * ck;
+                    }
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// The eigen-decomposition of the symmetric `n x n` matrix `a` (row-major) by cyclic Jacobi
+/// rotations: `(lambda, v)` with `a = v diag(lambda) v^T`, `v` row-major with the
+/// eigenvectors as columns, eigenvalues in decreasing order (eq. (R10)).
+///
+/// # Examples
+/// ```
+/// let (lambda, v) = predhead::sgd_reduced::sym_eigen(&[2.0, 1.0, 1.0, 2.0], 2);
+/// assert!((lambda[0] - 3.0).abs() < 1e-15 && (lambda[1] - 1.0).abs() < 1e-15);
+/// assert!((v[0].abs() - 0.5f64.sqrt()).abs() < 1e-15);
+/// ```
+pub fn sym_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut a = a.to_vec();
+    let mut v = vec![0.0; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    let total: f64 = a.iter().map(|x| x * x).sum();
+    for _sweep in 0..100 {
+        let mut off = 0.0;
+        for p in 0..n {
+            for q in p + 1..n {
+                off += a[p * n + q] * a[p * n + q];
+            }
+        }
+        if off <= 1e-36 * total || off == 0.0 {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = a[p * n + q];
+                if apq == 0.0 {
+                    continue;
+                }
+                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+                for k in 0..n {
+                    let (vkp, vkq) = (v[k * n + p], v[k * n + q]);
+                    v[k * n + p] = c * vkp - s * vkq;
+                    v[k * n + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| a[j * n + j].total_cmp(&a[i * n + i]));
+    let lambda = order.iter().map(|&i| a[i * n + i]).collect();
+    let v = (0..n * n)
+        .map(|idx| v[(idx / n) * n + order[idx % n]])
+        .collect();
+    (lambda, v)
+}
+
+/// A factor `R` (`rows x n`, row-major) of the symmetric positive semi-definite `a`:
+/// `R = Lambda^{1/2} V^T` over the `rows` largest eigenvalues, negative (rounding-level)
+/// eigenvalues set to 0, so `R^T R = a` when the discarded eigenvalues are zero
+/// (eq. (R10)).
+///
+/// # Examples
+/// ```
+/// // A rank-one matrix and its one-row factor: R^T R = a.
+/// let r = predhead::sgd_reduced::factor(&[1.0, 2.0, 2.0, 4.0], 2, 1);
+/// assert!((r[0] * r[0] - 1.0).abs() < 1e-14 && (r[0] * r[1] - 2.0).abs() < 1e-14);
+/// ```
+pub fn factor(a: &[f64], n: usize, rows: usize) -> Vec<f64> {
+    let (lambda, v) = sym_eigen(a, n);
+    let mut r = vec![0.0; rows * n];
+    for k in 0..rows {
+        let root = lambda[k].max(0.0).sqrt();
+        for j in 0..n {
+            r[k * n + j] = root * v[j * n + k];
+        }
+    }
+    r
+}
+
+/// Runs reduced SGD for at most `config.training.steps` steps, feeding the observers of
+/// [`crate::observe`] (the ones explicit SGD and the flow use) after every step at flow time
+/// `tau = lr * t`, so the summary and the trajectory CSV have the explicit engine's form.
+/// Stops at `t_end` if `options.stop_at_t_end`, when the step budget is used, or when a
+/// step fails numerically (a vanishing batch variance, a non-finite state, at any step): the
+/// summary is then that of the last finite state and its step, termination `non-finite`.
+///
+/// # Examples
+/// ```
+/// use predhead::config::parse_config;
+/// use predhead::sgd::RunOptions;
+/// use predhead::sgd_reduced::{run, ReducedSgd};
+/// let config = parse_config(
+///     "[setting]\ndim = 100\npatches = 4\nfeature_patches = 2\nalpha = [3.0, 2.0]\n\
+///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+///      normalization = \"batchnorm\"\nstop_gradient = true\n\
+///      [training]\nlr = 0.02\nbatch = 64\nsteps = 50\n",
+/// )
+/// .unwrap();
+/// let mut sgd = ReducedSgd::from_seed(&config, 4, 1).unwrap();
+/// let options = RunOptions { record_every: 10, stop_at_t_end: false };
+/// let summary = run::<std::io::Sink>(&mut sgd, options, None, |_| {}).unwrap();
+/// assert_eq!(summary.steps, 50);
+/// ```
+///
+/// # Errors
+/// Writing the trajectory; a summary that cannot be evaluated at a finite state.
+pub fn run<W: std::io::Write>(
+    sgd: &mut ReducedSgd,
+    options: RunOptions,
+    mut recorder: Option<&mut TrajectoryRecorder<W>>,
+    mut on_step: impl FnMut(u64),
+) -> Result<Summary> {
+    let config = sgd.config.clone();
+    let constants = Constants::<f64>::new(&config.setting, ());
+    let mut tracker = EventTracker::new(constants, config.model, config.phases.clone());
+    let every = options.record_every.max(1);
+    tracker.observe(sgd.flow_time(), &sgd.state);
+    if let Some(r) = recorder.as_deref_mut() {
+        r.record(sgd.flow_time(), &sgd.state)?;
+    }
+    let mut last_recorded = sgd.step;
+    let mut termination = Termination::Horizon;
+    while sgd.step < config.training.steps {
+        match sgd.step() {
+            Ok(_) => {}
+            Err(Error::Numerical { .. }) => {
+                termination = Termination::NonFinite;
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+        let fired = tracker.observe(sgd.flow_time(), &sgd.state);
+        on_step(sgd.step);
+        let done = options.stop_at_t_end && fired.contains(&Event::TEnd);
+        if let Some(r) = recorder.as_deref_mut() {
+            if sgd.step.is_multiple_of(every) || done || sgd.step == config.training.steps {
+                r.record(sgd.flow_time(), &sgd.state)?;
+                last_recorded = sgd.step;
+            }
+        }
+        if done {
+            termination = Termination::TEnd;
+            break;
+        }
+    }
+    if let Some(r) = recorder {
+        if last_recorded != sgd.step {
+            r.record(sgd.flow_time(), &sgd.state)?;
+        }
+    }
+    tracker.finish(
+        sgd.flow_time(),
+        &sgd.state,
+        termination,
+        sgd.step,
+        None,
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dim: u64, m: usize, lr: f64) -> Config {
+        crate::config::parse_config(&format!(
+            "[setting]\ndim = {dim}\npatches = 4\nfeature_patches = 2\nalpha = [3.0, 2.0]\n\
+             noise_std = 1.0\nneurons = {m}\n[model]\nhead = \"identity-offdiag\"\n\
+             normalization = \"batchnorm\"\nstop_gradient = true\n[training]\nlr = {lr}\nbatch = 40\nsteps = 5\n"
+        ))
+        .unwrap()
+    }
+
+    /// `factor` reproduces regular and singular matrices: `R^T R = A` to 1e-14 relative
+    /// (Jacobi rotations are backward stable); a mutated factor (one entry off by 1e-6)
+    /// fails the same comparison.
+    #[test]
+    fn factor_reproduces_the_matrix() {
+        let check = |a: &[f64], n: usize, rows: usize| -> f64 {
+            let r = factor(a, n, rows);
+            let scale = a.iter().fold(0.0f64, |s, x| s.max(x.abs()));
+            let mut err = 0.0f64;
+            for j in 0..n {
+                for k in 0..n {
+                    let rr: f64 = (0..rows).map(|q| r[q * n + j] * r[q * n + k]).sum();
+                    err = err.max((rr - a[j * n + k]).abs() / scale);
+                }
+            }
+            err
+        };
+        // A regular 3x3 matrix, a singular one (rank 1, a zero neuron) and a rank-2 one
+        // factored with 2 rows (d - 2 < m).
+        let a = [4.0, 1.0, 0.5, 1.0, 3.0, -0.2, 0.5, -0.2, 2.0];
+        assert!(check(&a, 3, 3) < 1e-14);
+        let b = [1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 4.0];
+        assert!(check(&b, 3, 3) < 1e-14);
+        let u = [[1.0, 2.0, -1.0], [0.5, -1.0, 3.0]];
+        let c: Vec<f64> = (0..9)
+            .map(|idx| (0..2).map(|q| u[q][idx / 3] * u[q][idx % 3]).sum())
+            .collect();
+        assert!(check(&c, 3, 2) < 1e-14);
+        // Falsifier: one row too few on a rank-3 matrix fails.
+        assert!(check(&a, 3, 2) > 1e-3);
+    }
+
+    /// The Wishart term has mean `k lr^2 s^2 C^T C` (eq. (R7)): over 4000 draws at
+    /// `k = d - 2 - m = 6`, each entry of the mean of `B^T B` is within 5 standard errors
+    /// (a normal approximation of the mean of 4000 draws; fails by chance about 1 in 10^5
+    /// per entry). The planted `FullDof` variant (`k = d = 10`) is rejected by the same
+    /// check.
+    #[test]
+    fn wishart_term_has_the_wishart_mean() {
+        let cfg = config(10, 2, 0.5);
+        let ctc = [2.0, 0.6, 0.6, 1.0];
+        let mean_error = |variant: Variant| -> f64 {
+            let mut sgd = ReducedSgd::from_seed(&cfg, 1, 3).unwrap();
+            sgd.variant = variant;
+            let draws = 4000;
+            let (mut s1, mut s2) = ([0.0; 4], [0.0; 4]);
+            for t in 0..draws {
+                sgd.step = t;
+                let b = sgd.wishart(&ctc, 2).unwrap();
+                for idx in 0..4 {
+                    let v: f64 = b.chunks(2).map(|row| row[idx / 2] * row[idx % 2]).sum();
+                    s1[idx] += v;
+                    s2[idx] += v * v;
+                }
+            }
+            let k = 6.0 * 0.25;
+            let mut worst = 0.0f64;
+            for idx in 0..4 {
+                let mean = s1[idx] / draws as f64;
+                let se = ((s2[idx] / draws as f64 - mean * mean) / draws as f64).sqrt();
+                worst = worst.max((mean - k * ctc[idx]).abs() / se);
+            }
+            worst
+        };
+        assert!(mean_error(Variant::Exact) < 5.0);
+        assert!(mean_error(Variant::FullDof) > 5.0);
+    }
+
+    /// The same run on 1 and 2 threads is bit-identical (Section 5), at `d = 1e12`.
+    #[test]
+    fn bit_identical_on_one_and_two_threads() {
+        let cfg = config(1_000_000_000_000, 3, 1e-12);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut sgd = ReducedSgd::from_seed(&cfg, 2, 9).unwrap();
+                for _ in 0..5 {
+                    sgd.step().unwrap();
+                }
+                sgd.state
+            })
+        };
+        let (one, two) = (run(1), run(2));
+        assert_eq!(one, two);
+        assert!(
+            one.gram.at(0, 0)
+                != ReducedSgd::from_seed(&cfg, 2, 9)
+                    .unwrap()
+                    .state
+                    .gram
+                    .at(0, 0)
+        );
+    }
+
+    /// A neuron whose noise part is zero keeps it exactly zero (eq. (R5)), and with
+    /// `d - 2 < m` the Gram block keeps rank `d - 2` (to rounding).
+    #[test]
+    fn zero_noise_parts_and_small_d_keep_their_rank() {
+        let cfg = config(50, 2, 0.05);
+        let mut x = crate::init::reduced(&cfg.setting, 4).unwrap();
+        *x.gram.at_mut(1, 1) = 0.0;
+        *x.gram.at_mut(0, 1) = 0.0;
+        *x.gram.at_mut(1, 0) = 0.0;
+        let mut sgd = ReducedSgd::new(&cfg, x, 1).unwrap();
+        for _ in 0..5 {
+            sgd.step().unwrap();
+        }
+        assert_eq!(*sgd.state.gram.at(1, 1), 0.0);
+        assert!(*sgd.state.gram.at(0, 0) > 0.0);
+        let cfg = config(4, 3, 0.05);
+        let mut sgd = ReducedSgd::from_seed(&cfg, 4, 1).unwrap();
+        for _ in 0..5 {
+            sgd.step().unwrap();
+        }
+        let (lambda, _) = sym_eigen(sgd.state.gram.entries(), 3);
+        assert!(lambda[2].abs() <= 1e-12 * lambda[0], "{lambda:?}");
+        assert!(lambda[1] > 1e-6 * lambda[0]);
+    }
+}
