@@ -612,11 +612,13 @@ pub fn run<W: std::io::Write>(
     }
     let mut last_recorded = sgd.step;
     let mut termination = Termination::Horizon;
+    let mut failed = None;
     while sgd.step < config.training.steps {
         match sgd.step() {
             Ok(_) => {}
-            Err(Error::Numerical { .. }) => {
+            Err(e @ Error::Numerical { .. }) => {
                 termination = Termination::NonFinite;
+                failed = Some((sgd.step + 1, e.to_string()));
                 break;
             }
             Err(e) => return Err(e),
@@ -640,14 +642,22 @@ pub fn run<W: std::io::Write>(
             r.record(sgd.flow_time(), &sgd.state)?;
         }
     }
-    tracker.finish(
+    let mut summary = tracker.finish(
         sgd.flow_time(),
         &sgd.state,
         termination,
         sgd.step,
         None,
         None,
-    )
+    )?;
+    // The keys of the explicit engine's non-finite end (`docs/cli.md`): the failed step,
+    // its flow time, and why.
+    if let Some((step, why)) = failed {
+        summary.nonfinite_step = Some(step);
+        summary.nonfinite_tau = Some(config.training.lr * step as f64);
+        summary.nonfinite_reason = Some(why);
+    }
+    Ok(summary)
 }
 
 #[cfg(test)]

@@ -160,6 +160,13 @@ fn csv_and_non_finite_termination() {
     let steps = v["steps"].as_u64().unwrap();
     assert!(steps < 300, "{steps}");
     assert!(v["a_final"][0].as_f64().unwrap().is_finite());
+    // Where and why, as the explicit engine says it: the failed step is the next one.
+    assert_eq!(v["nonfinite_step"].as_u64(), Some(steps + 1));
+    assert_eq!(v["nonfinite_tau"].as_f64(), Some(1e3 * (steps + 1) as f64));
+    assert!(v["nonfinite_reason"].is_string());
+    // A finite run has none of these keys.
+    let fine = json(&["sgd", "--config", &cfg, "--engine", "reduced", "--json"]);
+    assert!(fine.get("nonfinite_step").is_none(), "{fine}");
 }
 
 /// Bad input: exit status 2, one stderr line naming the field.
