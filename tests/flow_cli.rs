@@ -252,7 +252,7 @@ fn bad_input_exits_2_with_one_line() {
     // More neurons than the flow's exact Jacobian affords (and 1e12, which would abort on
     // allocation without the check).
     let many = dir.path().join("many.toml");
-    std::fs::write(&many, CONFIG.replace("neurons = 2", "neurons = 33")).unwrap();
+    std::fs::write(&many, CONFIG.replace("neurons = 2", "neurons = 74")).unwrap();
     let huge = dir.path().join("huge.toml");
     std::fs::write(
         &huge,
