@@ -129,6 +129,16 @@ pub const FLOW_MEMORY_BUDGET: f64 = 2147483648.0;
 /// output, buffers) and 16 `m x m` blocks of the evaluation, plus, unless the flow is
 /// `separable` ([`Problem::separable`]), four dense `n x n` matrices (the Jacobian, the next
 /// step's, and the factors of the two Rosenbrock methods).
+///
+/// # Examples
+///
+/// ```
+/// use predhead::flow::integrate::{flow_memory, FLOW_MEMORY_BUDGET};
+/// // The paper's head at m = 64: 4,032 trainable entries, a dense Jacobian of 6,240^2.
+/// assert!(flow_memory(64, 64 * 63, false) < FLOW_MEMORY_BUDGET);
+/// assert!(flow_memory(74, 74 * 73, false) > FLOW_MEMORY_BUDGET);
+/// assert!(flow_memory(2000, 0, true) < FLOW_MEMORY_BUDGET);
+/// ```
 pub fn flow_memory(m: usize, trainable: usize, separable: bool) -> f64 {
     let m = m as f64;
     let n = 2.0 * m + m * (m + 1.0) / 2.0 + trainable as f64;
@@ -138,7 +148,20 @@ pub fn flow_memory(m: usize, trainable: usize, separable: bool) -> f64 {
 
 /// An error when a flow of `m` neurons with `trainable` head entries would need more than
 /// [`FLOW_MEMORY_BUDGET`] ([`flow_memory`]). With the dense Jacobian that is beyond
-/// `m = 73` (paper's head or linear), with the separable path beyond `m = 3,400` or so.
+/// `m = 73` (paper's head or linear), with the separable path beyond `m = 2,363`.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] on `setting.neurons` when the flow does not fit.
+///
+/// # Examples
+///
+/// ```
+/// use predhead::flow::integrate::check_memory;
+/// assert!(check_memory(73, 73 * 72, false).is_ok());
+/// let err = check_memory(74, 74 * 73, false).unwrap_err();
+/// assert!(err.to_string().contains("setting.neurons"));
+/// ```
 pub fn check_memory(m: usize, trainable: usize, separable: bool) -> Result<()> {
     let need = flow_memory(m, trainable, separable);
     if need > FLOW_MEMORY_BUDGET {
