@@ -1,4 +1,4 @@
-//! Flows at large m (`derivations/numerics.md`, "Flows at large m", eqs. (S1)-(S4)): the
+//! Flows at large m (`derivations/numerics.md`, "Flows at large m", eqs. (K1)-(K4)): the
 //! separable path of a frozen diagonal head against the general one (right-hand side,
 //! Jacobian, block factorization), with planted errors that the comparisons reject; flows
 //! at m = 16 and 64 that finish; the memory budget that replaces the cap of 32 neurons.
@@ -110,7 +110,7 @@ fn weighted_difference(a: &[f64], b: &[f64], y: &[f64]) -> f64 {
 
 /// The structured Jacobian equals the dense dual-number one exactly (bit for bit but for
 /// the sign of the zeros off the pattern: the general path only adds exact zeros to the
-/// separable path's operations, eq. (S2)), at m = 5 and 6, both
+/// separable path's operations, eq. (K2)), at m = 5 and 6, both
 /// coordinates, both normalizations, with and without stop-gradient, at `E = I` and at a
 /// diagonal `E != I`; so does its `f`. Planted
 /// errors: one structural entry dropped from the pattern, and the separable path forced on
@@ -293,7 +293,7 @@ fn frozen_flows_at_m_16_and_64_finish() {
     }
 }
 
-/// The memory budget (eq. (S4)): the dense exact Jacobian fits up to m = 73 for the
+/// The memory budget (eq. (K4)): the dense exact Jacobian fits up to m = 73 for the
 /// trained heads, the separable path far beyond; m = 64 runs for every head; one neuron
 /// more than the bound is refused, naming `setting.neurons`.
 #[test]

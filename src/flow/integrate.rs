@@ -121,11 +121,11 @@ impl Stiff {
 }
 
 /// The memory budget of a flow, in bytes (`derivations/numerics.md`, "Flows at large m",
-/// eq. (S4)): 2 GiB.
+/// eq. (K4)): 2 GiB.
 pub const FLOW_MEMORY_BUDGET: f64 = 2147483648.0;
 
 /// The memory a flow of `m` neurons with `trainable` head entries needs, in bytes, as
-/// bounded in eq. (S4) of `derivations/numerics.md`: 64 state vectors (stages, dense
+/// bounded in eq. (K4) of `derivations/numerics.md`: 64 state vectors (stages, dense
 /// output, buffers) and 16 `m x m` blocks of the evaluation, plus, unless the flow is
 /// `separable` ([`Problem::separable`]), four dense `n x n` matrices (the Jacobian, the next
 /// step's, and the factors of the two Rosenbrock methods).
@@ -174,7 +174,7 @@ pub fn check_memory(m: usize, trainable: usize, separable: bool) -> Result<()> {
             "setting.neurons",
             format!(
                 "a {kind} of {m} neurons needs about {:.3e} bytes, above the budget of \
-                 {FLOW_MEMORY_BUDGET:.3e} (derivations/numerics.md, eq. (S4)), got {m}",
+                 {FLOW_MEMORY_BUDGET:.3e} (derivations/numerics.md, eq. (K4)), got {m}",
                 need
             ),
         ));

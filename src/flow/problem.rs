@@ -106,7 +106,7 @@ impl<S: Scalar> Problem<S> {
         }
     }
 
-    /// Whether the right-hand side takes the separable path (eqs. (S1)-(S2) of
+    /// Whether the right-hand side takes the separable path (eqs. (K1)-(K2) of
     /// `derivations/numerics.md`): a frozen diagonal head and at least [`SEPARABLE_FROM`]
     /// neurons. The loss is then a sum of one-neuron losses, each neuron's coordinates follow
     /// an `m = 1` flow, and the off-diagonal Gram coordinates follow their two neurons.
@@ -429,8 +429,8 @@ impl<S: Scalar> Problem<S> {
         Ok(())
     }
 
-    /// The separable right-hand side (`derivations/numerics.md`, eqs. (S1)-(S2)): each
-    /// neuron's rates from its own `m = 1` evaluation, each pair's from eq. (S2); `O(m^2)`.
+    /// The separable right-hand side (`derivations/numerics.md`, eqs. (K1)-(K2)): each
+    /// neuron's rates from its own `m = 1` evaluation, each pair's from eq. (K2); `O(m^2)`.
     /// The rates are those of the general path to rounding (the same operations where the
     /// general path adds exact zeros); the loss is summed per neuron. `ws.eval` holds the
     /// gradients, the diagonal `Sigma` and the loss (not the moments).

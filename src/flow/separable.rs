@@ -1,11 +1,11 @@
 //! The separable flow of a frozen diagonal head (`derivations/numerics.md`, "Flows at large
-//! m", eqs. (S1)-(S3)): its Jacobian in a compact layout, and the rates shared by the
+//! m", eqs. (K1)-(K3)): its Jacobian in a compact layout, and the rates shared by the
 //! right-hand side ([`crate::flow::Problem::rhs_into`]) and that Jacobian.
 //!
 //! With `E` frozen and diagonal the loss is `sum_j L_j(a_j, b_j, G_jj)`, `Sigma` is diagonal,
 //! and the flow separates: each neuron's `(a_j, b_j, G_jj)` (or `z_j`) follows its own
 //! `m = 1` flow, and each off-diagonal Gram coordinate `(j, k)` follows neurons `j`, `k` and
-//! itself (eq. (S2)). The Jacobian is block lower triangular: `m` blocks of 3 x 3 and one
+//! itself (eq. (K2)). The Jacobian is block lower triangular: `m` blocks of 3 x 3 and one
 //! row of 7 entries per pair `j < k`. [`Layout`] stores it in `9 m + 7 m (m - 1) / 2`
 //! numbers; [`crate::flow::linear::SeparableLu`] factors `I/(gamma h) - J` block by block.
 
@@ -18,7 +18,7 @@ use crate::scalar::Scalar;
 use crate::setting::Config;
 use crate::square::Square;
 
-/// The rate of the diagonal Gram coordinate of neuron `j` (eq. (S2)): `G_jj' = -(s g + s g)`
+/// The rate of the diagonal Gram coordinate of neuron `j` (eq. (K2)): `G_jj' = -(s g + s g)`
 /// with `s = Sigma_jj`, `g = G_jj` (plain), `z_j' = -2 G_jj' / G_jj^3` (decay); the
 /// operations of the general right-hand side in the same order.
 #[inline]
@@ -31,7 +31,7 @@ pub(crate) fn diag_rate<S: Scalar>(coordinates: Coordinates, s: &S, g: &S) -> S 
     }
 }
 
-/// The rate of the off-diagonal Gram coordinate `y` of the pair `j < k` (eq. (S2)):
+/// The rate of the off-diagonal Gram coordinate `y` of the pair `j < k` (eq. (K2)):
 /// `G_jk' = -(Sigma_jj G_jk + Sigma_kk G_jk)` (plain), and in decay coordinates
 /// `r_jk' = G_jk' / root - (r_jk / 2) (G_jj' / G_jj + G_kk' / G_kk)` with
 /// `root = sqrt(G_jj G_kk)`; the operations of the general right-hand side in the same order.
@@ -180,7 +180,7 @@ fn max_keep_nan(m: f64, v: f64) -> f64 {
 }
 
 /// The exact Jacobian of the separable flow in the compact [`Layout`]: one `Dual<3>` pass of
-/// the `m = 1` evaluation per neuron and one `Dual<7>` evaluation of eq. (S2) per pair,
+/// the `m = 1` evaluation per neuron and one `Dual<7>` evaluation of eq. (K2) per pair,
 /// `O(m^2)` in all (the dense passes cost `O(m^5)`).
 pub struct SeparableJacobian {
     problem: Problem<f64>,
