@@ -60,6 +60,8 @@ fn json_summary_and_trajectory() {
         csv.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
+    // The progress bar is drawn on a terminal only: stderr is not one here.
+    assert!(err.is_empty(), "stderr off a terminal: {err}");
     assert_eq!(out.lines().count(), 1);
     let keys: Vec<&str> = SUMMARY_KEYS.iter().copied().chain(["rhs_evals"]).collect();
     let pos: Vec<usize> = keys
