@@ -34,8 +34,10 @@ use rand::RngExt;
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
-/// The largest number of neurons of the reduced engine (its factors are `m x m`).
-pub const MAX_NEURONS: usize = crate::flow::integrate::MAX_NEURONS;
+/// The largest number of neurons of the reduced engine: its factors and eigen-decompositions
+/// are `m x m`, `O(m^3)` per step (about `1e10` operations at this bound), and the reduced
+/// initialization accepts up to the separable flow's memory bound (2,363).
+pub const MAX_NEURONS: usize = 2048;
 
 /// The largest number of `f64` entries of the per-step projection arrays, `N P (m + rho)`
 /// (2 GiB).

@@ -253,11 +253,17 @@ pub fn run(args: &Args) -> Result<String> {
         max_refinements: args.max_refinements,
         ..Check::default()
     };
+    let bar = Progress::new(opts.horizon);
     let mut run_at = |rtol: f64, head_scale: f64, role: Role| -> Result<Run> {
         let opts = opts_at(rtol, head_scale);
+        bar.start(rtol, role);
+        let mut tick = |t: f64| bar.at(t);
         match (&args.out, role) {
-            (Some(path), Role::Reported) => record_run(&config, &x0, &opts, path),
-            _ => integrate(&config, &x0, &opts, &mut |_, _| Ok(())),
+            (Some(path), Role::Reported) => record_run(&config, &x0, &opts, path, &mut tick),
+            _ => integrate(&config, &x0, &opts, &mut |t, _| {
+                tick(t);
+                Ok(())
+            }),
         }
     };
     // The estimate needs a relative tolerance to scale.
@@ -271,6 +277,7 @@ pub fn run(args: &Args) -> Result<String> {
         }
         single
     };
+    bar.finish();
     let reported = opts_at(checked.rtol, checked.head_scale);
     let run = &checked.run;
     if args.json {
@@ -380,15 +387,86 @@ fn estimate_text(checked: &Checked, check: &Check) -> String {
     }
 }
 
+/// A progress bar of the flow on a terminal (stderr; nothing otherwise): the flow time of
+/// each run in logarithmic measure, `ln(1 + tau) / ln(1 + horizon)` in thousandths, since
+/// the phases of the flow are spread over decades of `tau` (`t1 ~ d^2`, the end phase up
+/// to the horizon `1e3 d^2`).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    log_horizon: f64,
+}
+
+impl Progress {
+    fn new(horizon: f64) -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(1000);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("flow {bar:30} {msg} {elapsed}")
+            {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Progress {
+            bar,
+            log_horizon: horizon.ln_1p(),
+        }
+    }
+
+    /// A new run at `rtol` (the reported run, a companion or a refinement).
+    fn start(&self, rtol: f64, role: Role) {
+        if let Some(b) = &self.bar {
+            let what = match role {
+                Role::Companion => "companion",
+                Role::Reported => "run",
+            };
+            b.set_prefix(format!("{what} rtol {rtol:.0e}"));
+            b.set_position(0);
+        }
+    }
+
+    /// The run reached flow time `t`.
+    fn at(&self, t: f64) {
+        if let Some(b) = &self.bar {
+            let frac = (t.max(0.0).ln_1p() / self.log_horizon).clamp(0.0, 1.0);
+            b.set_position((1000.0 * frac) as u64);
+            b.set_message(format!("{}, tau {t:.2e}", b.prefix()));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Progress {
+    /// Cleared also when a run fails (the error line is then alone on stderr).
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// One run recorded to the CSV at `path`: written to `path.partial` and renamed when the
 /// run succeeds, so that a failed refinement leaves the previous run's CSV in place.
-fn record_run(config: &Config, x0: &Reduced<f64>, opts: &Options, path: &Path) -> Result<Run> {
+fn record_run(
+    config: &Config,
+    x0: &Reduced<f64>,
+    opts: &Options,
+    path: &Path,
+    tick: &mut dyn FnMut(f64),
+) -> Result<Run> {
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
     let result = (|| {
         let mut rec = TrajectoryRecorder::create(&partial, config)?;
-        let run = integrate(config, x0, opts, &mut |t, x| rec.record(t, x))?;
+        let run = integrate(config, x0, opts, &mut |t, x| {
+            tick(t);
+            rec.record(t, x)
+        })?;
         rec.finish()?;
         Ok(run)
     })();

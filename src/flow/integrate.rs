@@ -9,6 +9,7 @@ use crate::flow::dense::Dense;
 use crate::flow::extended::{ExtendedPrecision, ExtendedStep};
 use crate::flow::jacobian::FlowScalar;
 use crate::flow::problem::{to_f64, to_f64_into, Coordinates, Problem};
+use crate::flow::separable::Layout;
 use crate::flow::{dop853, dopri5, rodas5, rosenbrock};
 use crate::moments::population::{Constants, Reduced};
 use crate::observe::{offdiag_norm, Event, EventTracker, Events, Summary, Termination};
@@ -119,22 +120,72 @@ impl Stiff {
     }
 }
 
-/// The largest number of neurons the flow accepts: at `m = 32` the state has 1,648 entries
-/// and the exact Jacobian 2.7M (22 MB); beyond, the Jacobian's memory grows like `m^4`.
-pub const MAX_NEURONS: usize = 32;
+/// The memory budget of a flow, in bytes (`derivations/numerics.md`, "Flows at large m",
+/// eq. (K4)): 2 GiB.
+pub const FLOW_MEMORY_BUDGET: f64 = 2147483648.0;
 
-/// An error when `m` exceeds [`MAX_NEURONS`] (the reduced initialization and the flow).
-pub fn check_neurons(m: usize) -> Result<()> {
-    if m > MAX_NEURONS {
+/// The memory a flow of `m` neurons with `trainable` head entries needs, in bytes, as
+/// bounded in eq. (K4) of `derivations/numerics.md`: 64 state vectors (stages, dense
+/// output, buffers) and 16 `m x m` blocks of the evaluation, plus, unless the flow is
+/// `separable` ([`Problem::separable`]), four dense `n x n` matrices (the Jacobian, the next
+/// step's, and the factors of the two Rosenbrock methods).
+///
+/// # Examples
+///
+/// ```
+/// use predhead::flow::integrate::{flow_memory, FLOW_MEMORY_BUDGET};
+/// // The paper's head at m = 64: 4,032 trainable entries, a dense Jacobian of 6,240^2.
+/// assert!(flow_memory(64, 64 * 63, false) < FLOW_MEMORY_BUDGET);
+/// assert!(flow_memory(74, 74 * 73, false) > FLOW_MEMORY_BUDGET);
+/// assert!(flow_memory(2000, 0, true) < FLOW_MEMORY_BUDGET);
+/// ```
+pub fn flow_memory(m: usize, trainable: usize, separable: bool) -> f64 {
+    let m = m as f64;
+    let n = 2.0 * m + m * (m + 1.0) / 2.0 + trainable as f64;
+    let dense = if separable { 0.0 } else { 4.0 * n * n };
+    8.0 * (64.0 * n + 16.0 * m * m + dense)
+}
+
+/// An error when a flow of `m` neurons with `trainable` head entries would need more than
+/// [`FLOW_MEMORY_BUDGET`] ([`flow_memory`]). With the dense Jacobian that is beyond
+/// `m = 73` (paper's head or linear), with the separable path beyond `m = 2,363`.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] on `setting.neurons` when the flow does not fit.
+///
+/// # Examples
+///
+/// ```
+/// use predhead::flow::integrate::check_memory;
+/// assert!(check_memory(73, 73 * 72, false).is_ok());
+/// let err = check_memory(74, 74 * 73, false).unwrap_err();
+/// assert!(err.to_string().contains("setting.neurons"));
+/// ```
+pub fn check_memory(m: usize, trainable: usize, separable: bool) -> Result<()> {
+    let need = flow_memory(m, trainable, separable);
+    if need > FLOW_MEMORY_BUDGET {
+        let kind = if separable {
+            "separable flow"
+        } else {
+            "flow with its dense exact Jacobian"
+        };
         return Err(Error::invalid(
             "setting.neurons",
             format!(
-                "at most {MAX_NEURONS} for the flow (its state has 2m + m(m+1)/2 + m^2 \
-                 entries and its exact Jacobian their square), got {m}"
+                "a {kind} of {m} neurons needs about {:.3e} bytes, above the budget of \
+                 {FLOW_MEMORY_BUDGET:.3e} (derivations/numerics.md, eq. (K4)), got {m}",
+                need
             ),
         ));
     }
     Ok(())
+}
+
+/// An error when no flow of `m` neurons fits the memory budget (the least memory: the
+/// separable path, [`check_memory`]); the reduced initialization checks it.
+pub fn check_neurons(m: usize) -> Result<()> {
+    check_memory(m, 0, true)
 }
 
 /// Integration options.
@@ -362,6 +413,23 @@ fn power_iteration(j: &[f64], n: usize, v: &mut [f64], w: &mut [f64], cap: f64) 
         }
     }
     ((log_growth + growth.ln()) / 16.0).exp()
+}
+
+/// [`spectral_radius_capped`] of a Jacobian in `layout` ([`Layout::spectral_radius_capped`])
+/// or dense.
+fn radius<S: Scalar>(layout: Option<&Layout>, jac: &[S], cap: f64) -> f64 {
+    match layout {
+        Some(l) => l.spectral_radius_capped(jac, cap),
+        None => spectral_radius_capped(jac, cap),
+    }
+}
+
+/// A bound on [`radius`]: [`Layout::radius_bound`] or [`spectral_norm_bound`].
+fn radius_bound<S: Scalar>(layout: Option<&Layout>, jac: &[S]) -> f64 {
+    match layout {
+        Some(l) => l.radius_bound(jac),
+        None => spectral_norm_bound(jac),
+    }
 }
 
 /// `sqrt(||J||_1 ||J||_inf)` of the row-major `n x n` matrix `jac`: a bound on `||J||_2`,
@@ -635,18 +703,21 @@ struct Buffers<S: Scalar> {
 }
 
 impl<S: Scalar> Buffers<S> {
-    fn new(n: usize, ctx: S::Ctx) -> Self {
+    /// Buffers for states of length `n`, with Jacobians in `layout` (separable flow) or
+    /// dense.
+    fn new(n: usize, ctx: S::Ctx, layout: Option<&Layout>) -> Self {
         let z = || vec![S::zero(ctx); n];
+        let jac_len = layout.map_or(n * n, Layout::len);
         Buffers {
             dop853: dop853::Work::new(n, ctx),
             dopri5: dopri5::Work::new(n, ctx),
-            rodas5: rodas5::Work::new(n, ctx),
-            ros4: rosenbrock::Work::new(n, ctx),
+            rodas5: rodas5::Work::with_layout(n, ctx, layout),
+            ros4: rosenbrock::Work::with_layout(n, ctx, layout),
             dense: Dense::new(n, ctx),
             f1: z(),
             mid: z(),
-            jac: vec![S::zero(ctx); n * n],
-            jac_spare: vec![S::zero(ctx); n * n],
+            jac: vec![S::zero(ctx); jac_len],
+            jac_spare: vec![S::zero(ctx); jac_len],
             yp: z(),
             fp: z(),
             f_scratch: z(),
@@ -705,6 +776,11 @@ pub fn integrate<S: FlowScalar>(
         ));
     }
     let problem = Problem::with_coordinates(config, x0, coordinates, ctx);
+    check_memory(
+        problem.neurons(),
+        problem.len() - problem.head_from(),
+        problem.separable(),
+    )?;
     let mut opts = *opts;
     opts.tol = problem.tolerance(opts.tol);
     let opts = &opts;
@@ -723,8 +799,11 @@ pub fn integrate<S: FlowScalar>(
     };
     // The Jacobian: exact (dual numbers) in f64, finite differences otherwise.
     let mut exact = S::exact_jacobian(config, x0, coordinates);
+    // The separable flow's Jacobian comes in a compact layout, factored block by block.
+    let layout: Option<Layout> = exact.as_ref().and_then(|e| e.layout().cloned());
+    let layout = layout.as_ref();
     let mut jacobians = 0u64;
-    let mut b = Buffers::new(n, ctx);
+    let mut b = Buffers::new(n, ctx, layout);
     let mut y = problem.pack(x0);
     let mut t = 0.0f64;
     let mut clock = Clock::zero();
@@ -943,50 +1022,53 @@ pub fn integrate<S: FlowScalar>(
                 }
             }
         }
-        let attempt =
-            if stiff && have_jac && (extended_mode || (probe && !accepted(&attempt) && !spent)) {
-                if extended.is_none() {
-                    extended =
-                        S::extended_stepper(config, x0, coordinates, opts.extended_precision);
-                }
-                match extended.as_mut() {
-                    Some(x) => {
-                        let before = x.evals();
-                        if !extended_mode {
-                            probe = false;
-                            let tol = opts.tol.scaled(stiff_method.tolerance_factor());
-                            let probed = x.step(stiff_method, &y, &b.jac, h, tol);
-                            extended_mode = match (&attempt, probed) {
-                                (Ok(e64), Ok(e)) if e64.is_finite() => e <= 1.0 && 4.0 * e < *e64,
-                                (_, Ok(e)) => e <= 1.0,
-                                (_, Err(_)) => false,
-                            };
-                        }
-                        let r = if extended_mode {
-                            extended_attempts += 1;
-                            let tol = opts.tol.scaled(Stiff::Rodas5.tolerance_factor());
-                            let r = x.step(Stiff::Rodas5, &y, &b.jac, h, tol);
-                            in_extended = matches!(r, Ok(e) if e.is_finite());
-                            if extended_attempts >= budget {
-                                // Spent: f64 again, without probes unless a stall
-                                // re-arms them (eq. (X1), above).
-                                extended_mode = false;
-                            }
-                            r
-                        } else {
-                            attempt
-                        };
-                        extended_evals += x.evals() - before;
-                        r
-                    }
-                    None => {
+        // (Not for the separable flow, whose compact Jacobian the extended steps do not take.)
+        let attempt = if stiff
+            && have_jac
+            && layout.is_none()
+            && (extended_mode || (probe && !accepted(&attempt) && !spent))
+        {
+            if extended.is_none() {
+                extended = S::extended_stepper(config, x0, coordinates, opts.extended_precision);
+            }
+            match extended.as_mut() {
+                Some(x) => {
+                    let before = x.evals();
+                    if !extended_mode {
                         probe = false;
-                        attempt
+                        let tol = opts.tol.scaled(stiff_method.tolerance_factor());
+                        let probed = x.step(stiff_method, &y, &b.jac, h, tol);
+                        extended_mode = match (&attempt, probed) {
+                            (Ok(e64), Ok(e)) if e64.is_finite() => e <= 1.0 && 4.0 * e < *e64,
+                            (_, Ok(e)) => e <= 1.0,
+                            (_, Err(_)) => false,
+                        };
                     }
+                    let r = if extended_mode {
+                        extended_attempts += 1;
+                        let tol = opts.tol.scaled(Stiff::Rodas5.tolerance_factor());
+                        let r = x.step(Stiff::Rodas5, &y, &b.jac, h, tol);
+                        in_extended = matches!(r, Ok(e) if e.is_finite());
+                        if extended_attempts >= budget {
+                            // Spent: f64 again, without probes unless a stall
+                            // re-arms them (eq. (X1), above).
+                            extended_mode = false;
+                        }
+                        r
+                    } else {
+                        attempt
+                    };
+                    extended_evals += x.evals() - before;
+                    r
                 }
-            } else {
-                attempt
-            };
+                None => {
+                    probe = false;
+                    attempt
+                }
+            }
+        } else {
+            attempt
+        };
         // The Rosenbrock method of this attempt (the fallback below may change the next).
         let used = if in_extended {
             Stiff::Rodas5
@@ -1185,8 +1267,8 @@ pub fn integrate<S: FlowScalar>(
                     // The bound first (a 9 x 9 sum instead of 24 products): when
                     // `h sqrt(||J||_1 ||J||_inf) <= 3` (with a margin for the rounding of
                     // the estimate) the power iteration cannot report `h rho > 3`.
-                    let bounded = h * spectral_norm_bound(&b.jac) * (1.0 + 1e-10) <= 3.0;
-                    if ok && !bounded && h * spectral_radius_capped(&b.jac, 30.0 / h) > 3.0 {
+                    let bounded = h * radius_bound(layout, &b.jac) * (1.0 + 1e-10) <= 3.0;
+                    if ok && !bounded && h * radius(layout, &b.jac, 30.0 / h) > 3.0 {
                         have_jac = true;
                         jac_age = 0;
                         stiff = true;
@@ -1199,7 +1281,7 @@ pub fn integrate<S: FlowScalar>(
             } else if let Some(j) = last_jac.filter(|_| acc[1] % 5 == 0) {
                 // Checked on every fifth Rosenbrock step: back to Dormand-Prince after four
                 // checks in a row with h rho < 1.
-                if h * spectral_radius_capped(j, 10.0 / h) < 1.0 {
+                if h * radius(layout, j, 10.0 / h) < 1.0 {
                     calm += 1;
                     if calm >= 4 {
                         stiff = false;

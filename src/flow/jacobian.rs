@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::flow::dual::Dual;
 use crate::flow::extended::{ExtendedPrecision, ExtendedRosenbrock, ExtendedStep, EXTENDED_BITS};
 use crate::flow::problem::{lift, Coordinates, Problem, Workspace};
+use crate::flow::separable::{Layout, SeparableJacobian};
 use crate::moments::population::Reduced;
 use crate::scalar::Scalar;
 use crate::setting::Config;
@@ -41,6 +42,12 @@ pub trait ExactJacobian<S: Scalar>: Send {
     /// and `f(y)` into `f` (bit-identical to [`Problem::rhs_into`] in `S`). Errors as the
     /// right-hand side does.
     fn eval(&mut self, y: &[S], f: &mut [S], jac: &mut [S]) -> Result<()>;
+
+    /// The compact layout of [`ExactJacobian::eval`]'s `jac` for the separable flow
+    /// ([`crate::flow::separable`]), or `None` for the dense row-major `n x n` one.
+    fn layout(&self) -> Option<&Layout> {
+        None
+    }
 }
 
 impl FlowScalar for f64 {
@@ -49,6 +56,9 @@ impl FlowScalar for f64 {
         x0: &Reduced<f64>,
         coordinates: Coordinates,
     ) -> Option<Box<dyn ExactJacobian<f64>>> {
+        if let Some(sep) = SeparableJacobian::new(config, x0, coordinates) {
+            return Some(Box::new(sep));
+        }
         // State lengths: 3 (m = 1), 7-11 (m = 2), more for m >= 3 (several passes of 16).
         let m = x0.neurons();
         let trainable = (0..m * m)

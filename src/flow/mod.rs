@@ -40,6 +40,7 @@ pub mod linear;
 pub mod problem;
 pub mod rodas5;
 pub mod rosenbrock;
+pub mod separable;
 pub mod stiffness;
 
 pub use integrate::{integrate, Explicit, Method, Options, Run, Stiff};

@@ -18,9 +18,10 @@
 
 use crate::error::{Error, Result};
 use crate::flow::control::Tolerance;
+use crate::flow::separable::{diag_rate, pair_rate};
 use crate::moments::population::{evaluate_into, Constants, Evaluation, Reduced};
 use crate::scalar::Scalar;
-use crate::setting::{Config, Model};
+use crate::setting::{Config, HeadMode, Model};
 use crate::square::Square;
 
 /// How the state is stored in the state vector (`derivations/numerics.md`, (F1)-(F2)).
@@ -49,7 +50,24 @@ pub struct Problem<S: Scalar> {
     /// The fixed head entries (the untrainable ones are read from here).
     fixed_e: Square<S>,
     coordinates: Coordinates,
+    /// Whether the right-hand side takes the separable path ([`Problem::separable`]).
+    separable: bool,
     ctx: S::Ctx,
+}
+
+/// From this many neurons on, the flow of a frozen diagonal head takes the separable path
+/// (`derivations/numerics.md`, "Flows at large m"). Below, the general path, whose outputs
+/// the committed reports record bit for bit (`reports/theorem43.toml` runs up to `m = 8`)
+/// and whose dense solves cost little (state length at most 52).
+pub const SEPARABLE_FROM: usize = 9;
+
+/// Whether `e` is diagonal (every off-diagonal entry exactly zero).
+fn is_diagonal<S: Scalar>(e: &Square<S>) -> bool {
+    let zero = S::zero(e.at(0, 0).ctx());
+    (0..e.n()).all(|j| {
+        (0..e.n())
+            .all(|k| j == k || e.at(j, k).partial_cmp(&zero) == Some(std::cmp::Ordering::Equal))
+    })
 }
 
 impl<S: Scalar> Problem<S> {
@@ -81,8 +99,25 @@ impl<S: Scalar> Problem<S> {
             trainable,
             fixed_e: x0.e.clone(),
             coordinates,
+            separable: config.model.head == HeadMode::Frozen
+                && m >= SEPARABLE_FROM
+                && is_diagonal(&x0.e),
             ctx,
         }
+    }
+
+    /// Whether the right-hand side takes the separable path (eqs. (K1)-(K2) of
+    /// `derivations/numerics.md`): a frozen diagonal head and at least [`SEPARABLE_FROM`]
+    /// neurons. The loss is then a sum of one-neuron losses, each neuron's coordinates follow
+    /// an `m = 1` flow, and the off-diagonal Gram coordinates follow their two neurons.
+    pub fn separable(&self) -> bool {
+        self.separable
+    }
+
+    /// Forces the separable path on or off (tests compare the two paths at small `m`). On,
+    /// it is the flow only for a frozen diagonal head.
+    pub fn set_separable(&mut self, on: bool) {
+        self.separable = on;
     }
 
     /// The coordinates of the state vector.
@@ -264,6 +299,13 @@ impl<S: Scalar> Problem<S> {
             eval: Evaluation::zeros(self.neurons, self.ctx),
             sigma_g: Square::zeros(self.neurons, self.ctx),
             roots: Square::zeros(self.neurons, self.ctx),
+            one: Reduced {
+                a: vec![S::zero(self.ctx)],
+                b: vec![S::zero(self.ctx)],
+                gram: Square::identity(1, self.ctx),
+                e: Square::identity(1, self.ctx),
+            },
+            one_eval: Evaluation::zeros(1, self.ctx),
         }
     }
 
@@ -287,6 +329,13 @@ impl<S: Scalar> Problem<S> {
     /// [`Problem::len`]), with a reused work space: no allocation in `f64` (nor in
     /// [`crate::flow::dual::Dual`]). After the call `ws` holds the evaluation at `y`.
     pub fn rhs_into(&self, y: &[S], ws: &mut Workspace<S>, dy: &mut [S]) -> Result<()> {
+        if self.separable {
+            return match self.rhs_separable(y, ws, dy) {
+                Ok(()) => Ok(()),
+                // The general path names the failing quantity as it always did.
+                Err(_) => self.rhs_sized::<0>(y, ws, dy),
+            };
+        }
         // One code path; for the small m of the flow it is instantiated with m a
         // compile-time constant (as `evaluate_into` is), so that its loops unroll.
         match self.neurons {
@@ -312,6 +361,7 @@ impl<S: Scalar> Problem<S> {
             eval,
             sigma_g,
             roots,
+            ..
         } = ws;
         let roots = &mut roots.entries_mut()[..mm];
         self.unpack_sized(m, y, x, Some(&mut *roots));
@@ -379,6 +429,70 @@ impl<S: Scalar> Problem<S> {
         Ok(())
     }
 
+    /// The separable right-hand side (`derivations/numerics.md`, eqs. (K1)-(K2)): each
+    /// neuron's rates from its own `m = 1` evaluation, each pair's from eq. (K2); `O(m^2)`.
+    /// The rates are those of the general path to rounding (the same operations where the
+    /// general path adds exact zeros); the loss is summed per neuron. `ws.eval` holds the
+    /// gradients, the diagonal `Sigma` and the loss (not the moments).
+    fn rhs_separable(&self, y: &[S], ws: &mut Workspace<S>, dy: &mut [S]) -> Result<()> {
+        let m = self.neurons;
+        let Workspace {
+            x,
+            eval,
+            roots,
+            one,
+            one_eval,
+            ..
+        } = ws;
+        let roots = &mut roots.entries_mut()[..m * m];
+        self.unpack_sized(m, y, x, Some(&mut *roots));
+        let mut loss = S::zero(self.ctx);
+        for v in eval.noise_coef.entries_mut() {
+            *v = S::zero(self.ctx);
+        }
+        for j in 0..m {
+            one.a[0] = x.a[j].clone();
+            one.b[0] = x.b[j].clone();
+            *one.gram.at_mut(0, 0) = x.gram.at(j, j).clone();
+            *one.e.at_mut(0, 0) = x.e.at(j, j).clone();
+            evaluate_into(&self.constants, &self.model, one, one_eval)?;
+            let s = one_eval.noise_coef.at(0, 0).clone();
+            dy[j] = -one_eval.grad_a[0].clone();
+            dy[m + j] = -one_eval.grad_b[0].clone();
+            dy[self.gram_index(j, j)] = diag_rate(self.coordinates, &s, x.gram.at(j, j));
+            eval.grad_a[j] = one_eval.grad_a[0].clone();
+            eval.grad_b[j] = one_eval.grad_b[0].clone();
+            *eval.noise_coef.at_mut(j, j) = s;
+            loss = loss + one_eval.loss.clone();
+        }
+        let one = S::one(self.ctx);
+        for j in 0..m {
+            for k in j + 1..m {
+                let i = self.gram_index(j, k);
+                let root = match self.coordinates {
+                    Coordinates::Plain => &one,
+                    Coordinates::Decay => &roots[j * m + k],
+                };
+                dy[i] = pair_rate(
+                    self.coordinates,
+                    &y[i],
+                    x.gram.at(j, k),
+                    (eval.noise_coef.at(j, j), x.gram.at(j, j)),
+                    (eval.noise_coef.at(k, k), x.gram.at(k, k)),
+                    root,
+                );
+            }
+        }
+        for v in eval.grad_e.entries_mut() {
+            *v = S::zero(self.ctx);
+        }
+        eval.loss = loss;
+        if !dy.iter().all(Scalar::is_finite) || !eval.loss.is_finite() {
+            return Err(Error::numerical("flow right-hand side", "not finite"));
+        }
+        Ok(())
+    }
+
     /// The right-hand side `dy/dtau` (eq. (F1)).
     pub fn rhs(&self, y: &[S]) -> Result<Vec<S>> {
         self.rhs_with_loss(y).map(|(dy, _)| dy)
@@ -396,6 +510,9 @@ pub struct Workspace<S: Scalar> {
     sigma_g: Square<S>,
     /// `sqrt(G_jj G_kk)` (`j < k`) of the decay coordinates at `x`.
     roots: Square<S>,
+    /// One neuron's reduced state and evaluation (the separable path).
+    one: Reduced<S>,
+    one_eval: Evaluation<S>,
 }
 
 /// The `f64` copy of a reduced state.

@@ -21,6 +21,7 @@ use crate::error::Result;
 use crate::flow::control::{error_norm, Tolerance};
 use crate::flow::dense::{Dense, Kind};
 use crate::flow::linear::ScaledLu;
+use crate::flow::separable::Layout;
 use crate::flow::Rhs;
 use crate::scalar::Scalar;
 
@@ -139,13 +140,19 @@ pub struct Work<S: Scalar> {
 impl<S: Scalar> Work<S> {
     /// A work space for states of length `n` at context `ctx`.
     pub fn new(n: usize, ctx: S::Ctx) -> Self {
+        Self::with_layout(n, ctx, None)
+    }
+
+    /// [`Work::new`] for Jacobians in the compact layout of the separable flow
+    /// ([`crate::flow::separable::Layout`]) when `layout` is given.
+    pub fn with_layout(n: usize, ctx: S::Ctx, layout: Option<&Layout>) -> Self {
         let z = || vec![S::zero(ctx); n];
         Work {
             k: std::array::from_fn(|_| z()),
             u: z(),
             w: z(),
             acc: z(),
-            lu: ScaledLu::with_size(n, ctx),
+            lu: ScaledLu::with_layout(n, ctx, layout),
             y1: z(),
         }
     }

@@ -9,6 +9,7 @@
 use crate::error::Result;
 use crate::flow::control::{error_norm, rational, Tolerance};
 use crate::flow::linear::ScaledLu;
+use crate::flow::separable::Layout;
 use crate::flow::Rhs;
 use crate::scalar::Scalar;
 
@@ -106,6 +107,12 @@ pub struct Work<S: Scalar> {
 impl<S: Scalar> Work<S> {
     /// A work space for states of length `n` at context `ctx`.
     pub fn new(n: usize, ctx: S::Ctx) -> Self {
+        Self::with_layout(n, ctx, None)
+    }
+
+    /// [`Work::new`] for Jacobians in the compact layout of the separable flow
+    /// ([`crate::flow::separable::Layout`]) when `layout` is given.
+    pub fn with_layout(n: usize, ctx: S::Ctx, layout: Option<&Layout>) -> Self {
         let z = || vec![S::zero(ctx); n];
         Work {
             g: std::array::from_fn(|_| z()),
@@ -113,7 +120,7 @@ impl<S: Scalar> Work<S> {
             w: z(),
             f3: z(),
             e: z(),
-            lu: ScaledLu::with_size(n, ctx),
+            lu: ScaledLu::with_layout(n, ctx, layout),
             y1: z(),
         }
     }
