@@ -98,17 +98,7 @@ pub fn run(args: &Args) -> Result<String> {
         stop_at_t_end: args.stop_at_t_end,
     };
 
-    let bar = if !args.json && std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(config.training.steps);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "sgd {bar:40} {pos}/{len} steps, {per_sec}, eta {eta}",
-        ) {
-            bar.set_style(style);
-        }
-        Some(bar)
-    } else {
-        None
-    };
+    let bar = step_bar(args.json, config.training.steps, "sgd");
     let on_step = |t: u64| {
         if let Some(b) = &bar {
             b.set_position(t);
@@ -133,6 +123,20 @@ pub fn run(args: &Args) -> Result<String> {
     } else {
         Ok(text_summary(&summary))
     }
+}
+
+/// A progress bar over `steps` SGD steps on stderr, when stderr is a terminal and the output
+/// is not JSON (`None` otherwise), labelled `label`. Shared by both engines.
+pub(crate) fn step_bar(json: bool, steps: u64, label: &str) -> Option<indicatif::ProgressBar> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(steps);
+    let template = format!("{label} {{bar:40}} {{pos}}/{{len}} steps, {{per_sec}}, eta {{eta}}");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    Some(bar)
 }
 
 /// The human-readable summary (one `key = value` per line, times in flow time).

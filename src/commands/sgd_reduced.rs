@@ -19,7 +19,6 @@ use crate::sgd::RunOptions;
 use crate::sgd_reduced::{run as run_reduced, ReducedSgd};
 use crate::state::State;
 use serde::Serialize;
-use std::io::IsTerminal;
 
 /// Which SGD engine runs (`--engine`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,17 +103,7 @@ pub fn run(args: &super::sgd::Args, config: &Config) -> Result<String> {
         record_every,
         stop_at_t_end: args.stop_at_t_end,
     };
-    let bar = if !args.json && std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(config.training.steps);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "sgd (reduced) {bar:40} {pos}/{len} steps, {per_sec}, eta {eta}",
-        ) {
-            bar.set_style(style);
-        }
-        Some(bar)
-    } else {
-        None
-    };
+    let bar = super::sgd::step_bar(args.json, config.training.steps, "sgd (reduced)");
     let on_step = |t: u64| {
         if let Some(b) = &bar {
             b.set_position(t);
