@@ -139,9 +139,9 @@ struct Report<'a> {
     init: String,
 }
 
-/// Runs `predhead flow`: returns the summary text for stdout.
-pub fn run(args: &Args) -> Result<String> {
-    let config = load_config(&args.config)?;
+/// The integration options that the command's flags set (method, pairs, coordinates, stop
+/// at `t_end`) on top of [`Options::new`]; the tolerances are set per run by `run`.
+fn base_options(args: &Args, config: &Config) -> Result<Options> {
     let method = Method::from_name(&args.method).ok_or_else(|| {
         Error::invalid(
             "--method",
@@ -174,13 +174,20 @@ pub fn run(args: &Args) -> Result<String> {
             ))
         }
     };
-    let setting = &config.setting;
-    let mut base = Options::new(&config);
+    let mut base = Options::new(config);
     base.method = method;
     base.explicit = explicit;
     base.stiff = stiff;
     base.stop_at_t_end = args.stop_at_t_end;
     base.coordinates = coordinates;
+    Ok(base)
+}
+
+/// Runs `predhead flow`: returns the summary text for stdout.
+pub fn run(args: &Args) -> Result<String> {
+    let config = load_config(&args.config)?;
+    let setting = &config.setting;
+    let base = base_options(args, &config)?;
     // The options at relative tolerance `rtol`: the given absolute tolerances scaled in
     // proportion, or the defaults at `rtol` (so that a refined run is the run that
     // `--rtol` at its tolerance gives).
@@ -284,9 +291,9 @@ pub fn run(args: &Args) -> Result<String> {
         let report = Report {
             summary: &run.summary,
             horizon: opts.horizon,
-            method,
-            explicit,
-            stiff,
+            method: base.method,
+            explicit: base.explicit,
+            stiff: base.stiff,
             coordinates: run.coordinates,
             rtol: reported.tol.rtol,
             atol: reported.tol.atol,
