@@ -257,7 +257,7 @@ mod tests {
     /// 0.263176, 0 of 10 at 0.3 is 0.0388396 (the lone tail `0.7^10 = 0.02825` would be a
     /// one-sided value), 14 of 20 at 0.6767 is 1, 20 of 20 at 0.5 is `2^-19`.
     #[test]
-    fn binomial_test_matches_r() {
+    fn binomial_test_matches_exact_sums() {
         let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * y.max(1e-3);
         assert!(close(binomial_two_sided(7, 20, 0.5).unwrap(), 0.263176));
         assert!(close(binomial_two_sided(0, 10, 0.3).unwrap(), 0.0388396));
