@@ -562,8 +562,9 @@ pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             fits.join("; ")
         ),
     );
-    race_law(ctx, &mut body, recs, m_of)?;
-    let by_m_d: Vec<_> = groups(recs, |r| (m_of(r), dim_of(ctx, r)))
+    let cells = groups(recs, |r| (m_of(r), dim_of(ctx, r)));
+    race_law(ctx, &mut body, &cells)?;
+    let by_m_d: Vec<_> = cells
         .into_iter()
         .map(|((m, d), rs)| (vec![m.to_string(), d.to_string()], rs))
         .collect();
@@ -590,20 +591,15 @@ const RACE_LEVEL: f64 = 0.01;
 /// `derivations/frozen_head.md`: per `(m, d)` cell the exact two-sided binomial test of the
 /// collapse count against `p^m + (1 - p)^m`, Holm-adjusted over the cells; the same test of
 /// the rival law `p' = (2/pi) arctan(alpha1/alpha2)` is the falsifier, reported beside.
-fn race_law(
-    ctx: &Context,
-    body: &mut Body,
-    recs: &[&Record],
-    m_of: impl Fn(&Record) -> usize,
-) -> Result<()> {
+fn race_law(ctx: &Context, body: &mut Body, cells: &[((usize, u64), Vec<&Record>)]) -> Result<()> {
     let mut rows = Vec::new();
     let (mut law, mut rival) = (Vec::new(), Vec::new());
-    for ((m, d), rs) in groups(recs, |r| (m_of(r), dim_of(ctx, r))) {
+    for ((m, d), rs) in cells.iter().map(|((m, d), rs)| ((*m, *d), rs)) {
         let alpha = ctx.config(rs[0])?.setting.alpha;
         let q = race::collapse_probabilities(alpha, m);
         let p_rival = std::f64::consts::FRAC_2_PI * (alpha[0] / alpha[1]).atan();
         let q_rival = p_rival.powi(m as i32) + (1.0 - p_rival).powi(m as i32);
-        let (k, n) = (count(&rs, "collapse") as u64, rs.len() as u64);
+        let (k, n) = (count(rs, "collapse") as u64, rs.len() as u64);
         law.push(stats::binomial_two_sided(k, n, q.v1 + q.v2)?);
         rival.push(stats::binomial_two_sided(k, n, q_rival)?);
         rows.push((m, d, alpha, k, n, q.v1 + q.v2, q_rival));
