@@ -218,13 +218,26 @@ impl ReducedSgd {
         let x = &self.state;
         let r = factor(x.gram.entries(), m, rho);
         let size = crate::sgd::block_size(n);
-        let blocks: Vec<Block> = (0..n.div_ceil(size))
-            .into_par_iter()
-            .map(|b| {
-                let range = b * size..((b + 1) * size).min(n);
-                project(config, x, &r, rho, (self.seed, self.step), range)
-            })
-            .collect();
+        // Small batches stay on this thread: a hand-off to the pool costs more than the
+        // work. The blocks, and the order in which they are summed, are the same either way.
+        let parallel = n * s.patches >= PARALLEL_PATCHES;
+        let project_block = |b: usize| {
+            let range = b * size..((b + 1) * size).min(n);
+            let stream = (self.seed, self.step);
+            match m {
+                1 => project::<1>(config, x, &r, rho, stream, range),
+                2 => project::<2>(config, x, &r, rho, stream, range),
+                3 => project::<3>(config, x, &r, rho, stream, range),
+                4 => project::<4>(config, x, &r, rho, stream, range),
+                _ => project::<0>(config, x, &r, rho, stream, range),
+            }
+        };
+        let nblocks = n.div_ceil(size);
+        let blocks: Vec<Block> = if parallel {
+            (0..nblocks).into_par_iter().map(project_block).collect()
+        } else {
+            (0..nblocks).map(project_block).collect()
+        };
         let mut f1 = Vec::with_capacity(n * m);
         let mut f2 = Vec::with_capacity(n * m);
         for block in &blocks {
@@ -235,10 +248,18 @@ impl ReducedSgd {
         }
         let e_rows = x.e.to_rows_f64();
         let up = crate::sgd::upstream(&config.model, &e_rows, &f1, &f2, n)?;
-        let partial: Vec<Accumulated> = blocks
-            .par_iter()
-            .map(|block| accumulate(config, block, &up.u, rho))
-            .collect();
+        let accumulate_block = |block: &Block| match m {
+            1 => accumulate::<1>(config, block, &up.u, rho),
+            2 => accumulate::<2>(config, block, &up.u, rho),
+            3 => accumulate::<3>(config, block, &up.u, rho),
+            4 => accumulate::<4>(config, block, &up.u, rho),
+            _ => accumulate::<0>(config, block, &up.u, rho),
+        };
+        let partial: Vec<Accumulated> = if parallel {
+            blocks.par_iter().map(accumulate_block).collect()
+        } else {
+            blocks.iter().map(accumulate_block).collect()
+        };
         let acc = partial
             .into_iter()
             .reduce(Accumulated::add)
@@ -342,7 +363,11 @@ struct Block {
 /// Projects the samples `range` of stream step `(seed, step)`: feature patches
 /// `eps alpha_l (a_j or b_j)`, noise patches `h = s R^T g` with `g ~ N(0, I_rho)` read in
 /// patch order from the sample's own stream (eq. (R5)).
-fn project(
+///
+/// `M` is the number of neurons when it is a compile-time constant (`1..=4`), or `0` for any
+/// `m`: the same code, in the same summation order (so bit-identical), with the short loops
+/// over neurons unrolled when `M > 0` (a benchmark lever, `benches/README.md`).
+fn project<const M: usize>(
     config: &Config,
     x: &Reduced<f64>,
     r: &[f64],
@@ -351,7 +376,7 @@ fn project(
     range: std::ops::Range<usize>,
 ) -> Block {
     let s = &config.setting;
-    let (m, pp) = (s.neurons, s.patches);
+    let (m, pp) = (width::<M>(s.neurons), s.patches);
     let len = range.len();
     let mut idx = vec![0; pp];
     let mut block = Block {
@@ -414,6 +439,20 @@ fn project(
     block
 }
 
+/// The batches of at least this many patches (`N P`) are spread over the rayon pool; smaller
+/// ones run on the calling thread (`benches/README.md`, "Reduced SGD").
+const PARALLEL_PATCHES: usize = 4096;
+
+/// The number of neurons: the constant `M` when it is positive (the caller dispatches on
+/// `neurons`, so the two agree), else `neurons`.
+fn width<const M: usize>(neurons: usize) -> usize {
+    if M > 0 {
+        M
+    } else {
+        neurons
+    }
+}
+
 /// The sums of one step over the batch, in sample and patch order.
 struct Accumulated {
     /// `feature[l][j] = sum_{q feature, label l} c_qj eps alpha_l`: `dL/da_j`, `dL/db_j`.
@@ -442,10 +481,15 @@ impl Accumulated {
 }
 
 /// The per-patch coefficients `c_qj = 3 y_qj^2 u_{v(q),j}(i)` (eq. (R2)) of a block and
-/// their sums, in sample and patch order.
-fn accumulate(config: &Config, block: &Block, u: &[f64], rho: usize) -> Accumulated {
+/// their sums, in sample and patch order (`M` as in [`project`]).
+fn accumulate<const M: usize>(
+    config: &Config,
+    block: &Block,
+    u: &[f64],
+    rho: usize,
+) -> Accumulated {
     let s = &config.setting;
-    let (m, pp) = (s.neurons, s.patches);
+    let (m, pp) = (width::<M>(s.neurons), s.patches);
     let mut acc = Accumulated {
         feature: [vec![0.0; m], vec![0.0; m]],
         gamma_c: vec![0.0; rho * m],

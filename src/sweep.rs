@@ -38,6 +38,7 @@
 //! lr = [1e-3]
 //! batch = [256]
 //! lr_batch = [[1e-2, 256]]  # (lr, batch) pairs, instead of the product of lr and batch
+//! lr_d = [1.0, 0.5]         # lr = lr_d / d at each d (lr_head keeps its ratio); not with lr
 //! runner = ["flow", "sgd"]
 //! [quick]                   # overrides for `--quick`: seeds and any axis
 //! seeds = 3
@@ -245,6 +246,9 @@ pub struct Point {
     /// SGD batch size `N`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub batch: Option<usize>,
+    /// `lr d`: the point's `lr` is this over `d`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lr_d: Option<f64>,
 }
 
 /// The grid axes of a spec, each a list of values (empty: not swept).
@@ -270,6 +274,8 @@ pub struct Axes {
     pub runner: Vec<String>,
     /// `(lr, batch)` pairs, zipped (an alternative to the product of `lr` and `batch`).
     pub lr_batch: Vec<(f64, usize)>,
+    /// `lr d` values: `lr = lr_d / d` at each `d` (an alternative to `lr`).
+    pub lr_d: Vec<f64>,
 }
 
 /// One task: a grid point, a seed and the resolved configuration.
@@ -379,6 +385,8 @@ struct AxesFile {
     runner: Vec<String>,
     #[serde(default)]
     lr_batch: Vec<(f64, usize)>,
+    #[serde(default)]
+    lr_d: Vec<f64>,
 }
 
 #[derive(Deserialize)]
@@ -405,6 +413,19 @@ impl AxesFile {
                 }
             })
             .collect::<Result<Vec<u64>>>()?;
+        let lr_given = !(self.lr.is_empty() && self.lr_batch.is_empty());
+        if !self.lr_d.is_empty() && lr_given {
+            return Err(Error::invalid(
+                "axes.lr_d",
+                "cannot be combined with axes.lr or axes.lr_batch (lr = lr_d / d)",
+            ));
+        }
+        if let Some(x) = self.lr_d.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+            return Err(Error::invalid(
+                "axes.lr_d",
+                format!("must be positive and finite, got {x}"),
+            ));
+        }
         Ok(Axes {
             dim,
             neurons: self.neurons,
@@ -416,6 +437,7 @@ impl AxesFile {
             batch: self.batch,
             runner: self.runner,
             lr_batch: self.lr_batch,
+            lr_d: self.lr_d,
         })
     }
 }
@@ -583,7 +605,8 @@ impl Spec {
                 head_ratio,
                 lr,
                 batch,
-                runner
+                runner,
+                lr_d
             );
         }
         (seeds, axes)
@@ -617,6 +640,11 @@ impl Spec {
             c.training.lr = lr;
             c.training.lr_head = lr * ratio;
         }
+        if let Some(x) = point.lr_d {
+            let ratio = c.training.head_ratio();
+            c.training.lr = x / d;
+            c.training.lr_head = c.training.lr * ratio;
+        }
         if let Some(r) = point.head_ratio {
             c.training.lr_head = c.training.lr * r;
         }
@@ -644,7 +672,11 @@ impl Spec {
                         for normalization in each(&a.normalization) {
                             for stop_gradient in each(&a.stop_gradient) {
                                 for head_ratio in each(&a.head_ratio) {
-                                    for (lr, batch) in lr_batch_pairs(&a) {
+                                    for ((lr, batch), lr_d) in
+                                        lr_batch_pairs(&a).into_iter().flat_map(|p| {
+                                            each(&a.lr_d).into_iter().map(move |x| (p, x))
+                                        })
+                                    {
                                         let point = Point {
                                             runner: runner.clone(),
                                             dim,
@@ -655,6 +687,7 @@ impl Spec {
                                             head_ratio,
                                             lr,
                                             batch,
+                                            lr_d,
                                         };
                                         let config = self.config_for(&point)?;
                                         let text = config.to_toml();

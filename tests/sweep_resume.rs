@@ -178,3 +178,61 @@ fn a_corrupt_line_in_the_middle_is_an_error() {
     let err = sweep::run(&spec(), &fake, &opts(p, Shard::ALL, None)).unwrap_err();
     assert!(err.to_string().contains("line 1"), "{err}");
 }
+
+/// The `lr_d` axis sets `lr = lr_d / d` at each `d` (and `lr_head` keeps its ratio), and is
+/// refused beside `lr`, or when it is not positive (`src/sweep.rs`, `Axes::lr_d`).
+#[test]
+fn the_lr_d_axis_scales_lr_with_d() {
+    let spec = |axes: &str| {
+        Spec::parse(
+            &format!(
+                "seeds = 1\n[axes]\ndim = [100, 400]\n{axes}\n[base.setting]\ndim = 8\n\
+                 patches = 4\nfeature_patches = 2\nalpha = [4.0, 1.0]\nnoise_std = 1.0\n\
+                 neurons = 2\n[base.model]\nhead = \"identity-offdiag\"\n\
+                 normalization = \"batchnorm\"\nstop_gradient = true\n\
+                 [base.training]\nlr = 0.01\nlr_head = 0.001\n"
+            ),
+            "lrd",
+            Path::new("."),
+        )
+    };
+    let s = spec("lr_d = [2.0, 1.0]").unwrap();
+    let got: Vec<(u64, f64, f64)> = s
+        .tasks(false)
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t.config.setting.dim,
+                t.config.training.lr,
+                t.config.training.lr_head,
+            )
+        })
+        .collect();
+    let want = [
+        (100, 0.02, 0.002),
+        (100, 0.01, 0.001),
+        (400, 0.005, 0.0005),
+        (400, 0.0025, 0.00025),
+    ];
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((g.0, g.1), (w.0, w.1));
+        assert!((g.2 - w.2).abs() <= 1e-18, "{g:?} {w:?}");
+    }
+    // Without the axis the base lr holds at every d (the test above would fail).
+    let plain = spec("").unwrap();
+    assert!(plain
+        .tasks(false)
+        .unwrap()
+        .iter()
+        .all(|t| t.config.training.lr == 0.01));
+    for (axes, field) in [
+        ("lr_d = [1.0]\nlr = [0.1]", "axes.lr_d"),
+        ("lr_d = [0.0]", "axes.lr_d"),
+        ("lr_d = [-1.0]", "axes.lr_d"),
+    ] {
+        let e = spec(axes).unwrap_err().to_string();
+        assert!(e.contains(field), "{axes}: {e}");
+    }
+}

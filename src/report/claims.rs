@@ -150,7 +150,7 @@ pub struct Body {
 
 impl Body {
     /// A body whose text states the claim; tables and figures are added after.
-    fn claim(text: &str) -> Body {
+    pub(super) fn claim(text: &str) -> Body {
         Body {
             text: text.into(),
             ..Default::default()
@@ -199,7 +199,7 @@ impl Body {
 }
 
 /// Groups records by a key, in order of first appearance (records come in task order).
-fn groups<'a, K: PartialEq + Clone>(
+pub(super) fn groups<'a, K: PartialEq + Clone>(
     recs: &[&'a Record],
     key: impl Fn(&Record) -> K,
 ) -> Vec<(K, Vec<&'a Record>)> {
@@ -214,7 +214,7 @@ fn groups<'a, K: PartialEq + Clone>(
     out
 }
 
-fn dim_of(ctx: &Context, r: &Record) -> u64 {
+pub(super) fn dim_of(ctx: &Context, r: &Record) -> u64 {
     r.point.dim.unwrap_or(ctx.spec.base.setting.dim)
 }
 

@@ -7,6 +7,7 @@
 //! figures, all deterministic functions of the results.
 
 pub mod claims;
+pub mod lr_crit;
 pub mod plots;
 pub mod runner;
 pub mod stats;
@@ -60,7 +61,7 @@ pub fn mark_partial(out: &mut Output, have: usize, total: usize) {
 }
 
 /// The report kinds, in index order: `(spec key, title)`.
-pub const KINDS: [(&str, &str); 10] = [
+pub const KINDS: [(&str, &str); 11] = [
     (
         "theorem41",
         "Theorem 4.1 / Corollary 4.2: both features, no collapse",
@@ -86,6 +87,10 @@ pub const KINDS: [(&str, &str); 10] = [
     ("head_ratio", "Ablations: lr_head / lr, footnote 2"),
     ("footnote3", "Footnote 3: loss_final against the exact OPT"),
     ("flow_vs_sgd", "Flow against SGD at small d"),
+    (
+        "lr_crit",
+        "SGD against the flow: the critical learning rate lr_crit(d)",
+    ),
 ];
 
 /// Builds the report of `spec` from its records (`quick`: the spec's `[quick]` grid).
@@ -103,6 +108,7 @@ pub fn build(spec: &Spec, records: &[Record], quick: bool) -> Result<Output> {
         "head_ratio" => claims::head_ratio(&ctx, &recs)?,
         "footnote3" => claims::footnote3(&ctx, &recs)?,
         "flow_vs_sgd" => claims::flow_vs_sgd(&ctx, &recs)?,
+        "lr_crit" => lr_crit::lr_crit(&ctx, &recs)?,
         other => {
             return Err(Error::invalid(
                 "report",

@@ -17,6 +17,16 @@
 //!   (see [`acceleration_rates`]).
 //! - `sgd`: SGD from [`crate::init::explicit`] with data seed `seed`, for
 //!   `ceil(horizon / lr)` steps (the flow's horizon in flow time), stopped at `t_end`.
+//! - `sgd-reduced`: the same with the reduced engine ([`crate::sgd_reduced`]) from
+//!   [`crate::init::reduced`] with seed `seed` (the state `flow` starts from).
+//! - `flow-ref`, `sgd-reduced-ref`, `sgd-reduced-ref-nowishart`: `flow` and `sgd-reduced`
+//!   (data seed `seed`) from one reference state, the reduced initialization of seed
+//!   [`REFERENCE_SEED`] drawn at [`REFERENCE_DIM`]: the same `(a, b, G, E)` at every `d` and
+//!   for every seed, with the horizon `horizon (REFERENCE_DIM / d)^2` (the reference
+//!   dimension's). The flow in reduced coordinates does not depend on `d`, so `d`
+//!   enters only SGD's Wishart term (`derivations/sgd_reduced.md`, (R12)-(R14)).
+//!   `-nowishart` drops that term (the planted bug [`crate::sgd_reduced::Variant::NoWishart`],
+//!   the falsifier of the `lr_crit` report).
 
 use crate::error::{Error, Result};
 use crate::flow::{integrate, Options};
@@ -25,12 +35,13 @@ use crate::moments::population::{evaluate, Constants, Reduced};
 use crate::observe::{asymmetry, corr_gap, offdiag_norm, Summary, TrajectoryRecorder};
 use crate::reduced::reduce;
 use crate::setting::Config;
+use crate::sgd_reduced::Variant;
 use crate::square::Square;
 use crate::sweep::{Task, TaskRunner};
 use serde_json::{json, Value};
 
 /// The runner names [`ModelRunner`] knows.
-pub const RUNNERS: [&str; 7] = [
+pub const RUNNERS: [&str; 11] = [
     "flow",
     "flow-converge",
     "flow-corr",
@@ -38,7 +49,64 @@ pub const RUNNERS: [&str; 7] = [
     "trajectory",
     "acceleration",
     "sgd",
+    "sgd-reduced",
+    "flow-ref",
+    "sgd-reduced-ref",
+    "sgd-reduced-ref-nowishart",
 ];
+
+/// The dimension at which the `-ref` runners draw their initial state.
+pub const REFERENCE_DIM: u64 = 100;
+
+/// The seed of the `-ref` runners' initial state: in the setting of `reports/lr_crit.toml`
+/// its flow learns both features with `t1 = 24.5`, `t3 = 34.6` (`docs/sgd_reduced_flow.md`);
+/// most seeds there reach no `t3` before flow time 200.
+pub const REFERENCE_SEED: u64 = 4;
+
+/// The reduced initialization of [`REFERENCE_SEED`] drawn at [`REFERENCE_DIM`], and
+/// `config` with the reference horizon `horizon (REFERENCE_DIM / d)^2` (the `-ref` runners).
+fn reference_start(config: &Config) -> Result<(Config, Reduced<f64>)> {
+    let mut reference = config.setting.clone();
+    reference.dim = REFERENCE_DIM;
+    let x0 = init::reduced(&reference, REFERENCE_SEED)?;
+    let mut config = config.clone();
+    let ratio = REFERENCE_DIM as f64 / config.setting.dim as f64;
+    config.training.horizon *= ratio * ratio;
+    Ok((config, x0))
+}
+
+/// Reduced SGD from `x0` with data seed `seed` for `ceil(horizon / lr)` steps, stopped at
+/// `t_end`.
+fn sgd_reduced(
+    config: &Config,
+    x0: Reduced<f64>,
+    seed: u64,
+    variant: crate::sgd_reduced::Variant,
+) -> Result<Value> {
+    let config = with_sgd_steps(config)?;
+    let mut sgd = crate::sgd_reduced::ReducedSgd::new(&config, x0, seed)?;
+    sgd.variant = variant;
+    let options = crate::sgd::RunOptions {
+        record_every: u64::MAX,
+        stop_at_t_end: true,
+    };
+    let summary = crate::sgd_reduced::run::<std::io::Sink>(&mut sgd, options, None, |_| {})?;
+    to_value(&summary)
+}
+
+/// `config` with `steps = ceil(horizon / lr)`, the flow's horizon in flow time.
+fn with_sgd_steps(config: &Config) -> Result<Config> {
+    let mut config = config.clone();
+    let steps = (config.training.horizon / config.training.lr).ceil();
+    if !((1.0..1e12).contains(&steps)) {
+        return Err(Error::invalid(
+            "training.horizon",
+            format!("horizon / lr = {steps} steps is out of range for sgd"),
+        ));
+    }
+    config.training.steps = steps as u64;
+    Ok(config)
+}
 
 /// Checks that every task of `spec` (full and quick grids) names a known runner.
 pub fn check_runners(spec: &crate::sweep::Spec) -> Result<()> {
@@ -323,16 +391,25 @@ impl TaskRunner for ModelRunner {
                     "strong_identity": r.strong_identity,
                 }))
             }
+            "sgd-reduced" => {
+                let x0 = init::reduced(&config.setting, task.seed)?;
+                sgd_reduced(config, x0, task.seed, Variant::Exact)
+            }
+            "flow-ref" => {
+                let (config, x0) = reference_start(config)?;
+                to_value(&flow(&config, &x0, &mut none)?)
+            }
+            "sgd-reduced-ref" | "sgd-reduced-ref-nowishart" => {
+                let (config, x0) = reference_start(config)?;
+                let variant = if task.point.runner.ends_with("nowishart") {
+                    Variant::NoWishart
+                } else {
+                    Variant::Exact
+                };
+                sgd_reduced(&config, x0, task.seed, variant)
+            }
             "sgd" => {
-                let mut config = config.clone();
-                let steps = (config.training.horizon / config.training.lr).ceil();
-                if !((1.0..1e12).contains(&steps)) {
-                    return Err(Error::invalid(
-                        "training.horizon",
-                        format!("horizon / lr = {steps} steps is out of range for sgd"),
-                    ));
-                }
-                config.training.steps = steps as u64;
+                let config = with_sgd_steps(config)?;
                 let w0 = init::explicit(&config.setting, task.seed)?;
                 let mut sgd = crate::sgd::Sgd::new(&config, w0, task.seed)?;
                 let summary = crate::sgd::run(
@@ -349,8 +426,8 @@ impl TaskRunner for ModelRunner {
             other => Err(Error::invalid(
                 "runner",
                 format!(
-                    "unknown runner \"{other}\", expected flow, flow-converge, flow-explicit, trajectory, \
-                     acceleration or sgd"
+                    "unknown runner \"{other}\", expected one of {}",
+                    RUNNERS.join(", ")
                 ),
             )),
         }
