@@ -94,12 +94,30 @@ where
 }
 
 /// The stderr line of an error message (after `predhead: `): one bounded line.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(predhead::cli::error_line("a\nb"), "a\\nb");
+/// ```
 pub fn error_line(message: &str) -> String {
     one_line(message, MAX_LINE_CHARS)
 }
 
 /// The parser: the derived one, with negative numbers read as values (so that `--seed -1`
 /// is an invalid value of `--seed`, not an unknown argument `-1`).
+///
+/// # Examples
+///
+/// ```
+/// use predhead::cli::{parse, Command};
+/// let cli = parse(["predhead", "eval", "--config", "c.toml", "--state", "s.json"]).unwrap();
+/// assert!(matches!(cli.command, Command::Eval(_)));
+/// ```
+///
+/// # Errors
+///
+/// clap's error for arguments that do not parse (see [`argument_error`]).
 pub fn parse<I, T>(argv: I) -> Result<Cli, clap::Error>
 where
     I: IntoIterator<Item = T>,
@@ -134,6 +152,14 @@ fn argument_name(e: &clap::Error) -> Option<String> {
 /// clap's error as one line `ARG: problem` that names the argument: a missing argument,
 /// an invalid value (quoted, escaped and cut by [`echo`]), an unknown argument, a
 /// conflict, an unknown or missing command.
+///
+/// # Examples
+///
+/// ```
+/// use predhead::cli::{argument_error, parse};
+/// let e = parse(["predhead", "flow", "--config", "c.toml", "--seed", "-1"]).err().unwrap();
+/// assert!(argument_error(&e).starts_with("--seed: invalid value '-1'"));
+/// ```
 pub fn argument_error(e: &clap::Error) -> String {
     let arg = argument_name(e).unwrap_or_else(|| "arguments".to_string());
     let value = || echo(context(e, ContextKind::InvalidValue).unwrap_or_default());
