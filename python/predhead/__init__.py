@@ -24,15 +24,15 @@ from . import _native
 
 __all__ = [
     "Config",
+    "ReportResult",
     "Result",
     "SweepResult",
-    "ReportResult",
     "cli",
     "eval",
     "flow",
+    "report",
     "sgd",
     "sweep",
-    "report",
 ]
 __version__ = _native.__version__
 
@@ -78,7 +78,7 @@ class Config:
         self.resolved: Dict[str, Any] = json.loads(_native.check_config(self.toml))
 
     @classmethod
-    def from_toml(cls, text: str) -> "Config":
+    def from_toml(cls, text: str) -> Config:
         """A configuration from TOML text."""
         c = cls.__new__(cls)
         c.path, c.toml = None, text
@@ -97,10 +97,10 @@ class _Files:
         self._dir = tempfile.TemporaryDirectory(prefix="predhead-")
         self.dir = self._dir.name
 
-    def __enter__(self) -> "_Files":
+    def __enter__(self) -> _Files:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._dir.cleanup()
 
     def path(self, name: str) -> str:
@@ -123,7 +123,9 @@ class _Files:
             return os.fspath(value)
         if not isinstance(value, dict):
             raise TypeError(f"{name}: expected a dict or a path, got {type(value).__name__}")
-        plain = {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for k, v in value.items()}
+        plain = {
+            k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for k, v in value.items()
+        }
         return self.write(f"{name}.json", json.dumps(plain))
 
 
@@ -148,7 +150,7 @@ def _options(options: Dict[str, Any]) -> List[str]:
 
 def _trajectory(columns: Dict[str, np.ndarray]) -> Any:
     try:
-        import pandas  # noqa: PLC0415
+        import pandas
     except ImportError:
         return columns
     return pandas.DataFrame(columns)
@@ -171,7 +173,7 @@ class Result:
     trajectory: Any = None
 
 
-def eval(config: Any, state: Any, batch: Any = None, precision: Optional[int] = None) -> Result:  # noqa: A001
+def eval(config: Any, state: Any, batch: Any = None, precision: Optional[int] = None) -> Result:
     """``predhead eval``: the population loss and gradient at ``state`` (a dict with ``w``
     (m, d) and ``e`` (m, m), or a STATE.json path); with ``batch`` (``x1``, ``x2`` of shape
     (N, P, d), or a BATCH.json path) the batch loss (3.3); with ``precision`` (bits) in MPFR,
@@ -188,7 +190,14 @@ def eval(config: Any, state: Any, batch: Any = None, precision: Optional[int] = 
     return Result(json=out, summary=summary, arrays=arrays)
 
 
-def _run(command: str, config: Any, seed: Optional[int], state: Any, trajectory: bool, options: Dict[str, Any]) -> Result:
+def _run(
+    command: str,
+    config: Any,
+    seed: Optional[int],
+    state: Any,
+    trajectory: bool,
+    options: Dict[str, Any],
+) -> Result:
     with _Files() as f:
         argv = [command, "--config", f.config(config), "--json"]
         if seed is not None:
@@ -199,10 +208,21 @@ def _run(command: str, config: Any, seed: Optional[int], state: Any, trajectory:
             argv += ["--out", f.path("trajectory.csv")]
         out = cli(*argv, *_options(options))
         arrays = _native.read_trajectory(f.path("trajectory.csv")) if trajectory else {}
-    return Result(json=out, summary=json.loads(out), arrays=arrays, trajectory=_trajectory(arrays) if trajectory else None)
+    return Result(
+        json=out,
+        summary=json.loads(out),
+        arrays=arrays,
+        trajectory=_trajectory(arrays) if trajectory else None,
+    )
 
 
-def flow(config: Any, seed: Optional[int] = None, state: Any = None, trajectory: bool = True, **options: Any) -> Result:
+def flow(
+    config: Any,
+    seed: Optional[int] = None,
+    state: Any = None,
+    trajectory: bool = True,
+    **options: Any,
+) -> Result:
     """``predhead flow --json``: the exact population gradient flow from ``seed`` (the exact
     reduced initialization; default 0) or from ``state``. ``options`` are the command's
     flags with ``_`` for ``-`` (``rtol=1e-10``, ``method="rosenbrock"``,
@@ -211,7 +231,13 @@ def flow(config: Any, seed: Optional[int] = None, state: Any = None, trajectory:
     return _run("flow", config, seed, state, trajectory, options)
 
 
-def sgd(config: Any, seed: Optional[int] = None, state: Any = None, trajectory: bool = True, **options: Any) -> Result:
+def sgd(
+    config: Any,
+    seed: Optional[int] = None,
+    state: Any = None,
+    trajectory: bool = True,
+    **options: Any,
+) -> Result:
     """``predhead sgd --json``: SGD from ``seed`` (default 0) or ``state``. ``options`` are
     the command's flags (``engine="reduced"``, ``data_seed=3``, ``record_every=10``,
     ``stop_at_t_end=True``)."""
@@ -228,7 +254,13 @@ class SweepResult:
     message: str
 
 
-def sweep(spec: Any, shard: Any = None, results: Any = None, quick: bool = False, max_tasks: Optional[int] = None) -> SweepResult:
+def sweep(
+    spec: Any,
+    shard: Any = None,
+    results: Any = None,
+    quick: bool = False,
+    max_tasks: Optional[int] = None,
+) -> SweepResult:
     """``predhead sweep``: runs (a shard, ``"i/n"`` or ``(i, n)``, of) the sweep ``spec`` (a
     TOML path) on the rayon pool, appending to its results file (``results``, or the
     binary's default beside the spec; a re-run resumes), and returns its records."""
@@ -237,10 +269,20 @@ def sweep(spec: Any, shard: Any = None, results: Any = None, quick: bool = False
     if isinstance(shard, tuple):
         shard = f"{shard[0]}/{shard[1]}"
     argv = ["sweep", os.fspath(spec)] + _options(
-        {"shard": shard, "results": results and os.fspath(results), "quick": quick, "max_tasks": max_tasks}
+        {
+            "shard": shard,
+            "results": results and os.fspath(results),
+            "quick": quick,
+            "max_tasks": max_tasks,
+        }
     )
     message = cli(*argv)
-    path = message.rsplit("; results in ", 1)[-1].rstrip("\n")
+    # The binary's default results file is named on its stdout line.
+    path = (
+        os.fspath(results)
+        if results is not None
+        else message.rsplit("; results in ", 1)[-1].rstrip("\n")
+    )
     records = [json.loads(r) for r in _native.read_records(path)]
     return SweepResult(records=records, path=path, message=message)
 
@@ -257,7 +299,9 @@ class ReportResult:
     table: Any
 
 
-def report(name: str, dir: Any = "reports", quick: bool = False, fresh: bool = False) -> ReportResult:  # noqa: A002
+def report(
+    name: str, dir: Any = "reports", quick: bool = False, fresh: bool = False
+) -> ReportResult:
     """``predhead report --only NAME``: runs the sweep of ``DIR/NAME.toml`` (resumable) and
     writes the report ``DIR[/quick]/NAME.md``, its CSV and figures; returns them."""
     d = os.fspath(dir)
@@ -267,7 +311,7 @@ def report(name: str, dir: Any = "reports", quick: bool = False, fresh: bool = F
     with open(md, encoding="utf-8") as fh:
         markdown = fh.read()
     try:
-        import pandas  # noqa: PLC0415
+        import pandas
 
         table: Any = pandas.read_csv(csv)
     except ImportError:

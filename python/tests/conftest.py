@@ -45,7 +45,9 @@ def binary() -> Path:
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """Runs the binary; stdout and stderr as text."""
     exe = binary()
-    assert exe.exists(), f"{exe} is missing: run `cargo build --release` first (or set PREDHEAD_BIN)"
+    assert exe.exists(), (
+        f"{exe} is missing: run `cargo build --release` first (or set PREDHEAD_BIN)"
+    )
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, check=False)
 
 
@@ -62,7 +64,7 @@ def cli_error(*args: str) -> str:
     assert p.returncode == 2 and p.stdout == "", (p.returncode, p.stdout)
     lines = p.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("predhead: "), p.stderr
-    return lines[0][len("predhead: "):]
+    return lines[0][len("predhead: ") :]
 
 
 def assert_same_json(python_text: str, cli_text: str) -> None:

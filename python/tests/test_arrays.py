@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import CONFIG, ROOT, STATE
 
 import predhead
-from conftest import CONFIG, ROOT, STATE
 
 
 def test_eval_arrays():
@@ -41,7 +41,10 @@ def test_trajectory_columns(run):
     except ImportError:
         assert r.trajectory is r.arrays
     else:
-        assert isinstance(r.trajectory, pandas.DataFrame) and r.trajectory.shape == (rows, len(names))
+        assert isinstance(r.trajectory, pandas.DataFrame) and r.trajectory.shape == (
+            rows,
+            len(names),
+        )
     assert run(CONFIG, seed=1, trajectory=False).trajectory is None
 
 

@@ -9,9 +9,9 @@ import json
 import math
 
 import pytest
+from conftest import CONFIG, STATE, cli_error
 
 import predhead
-from conftest import CONFIG, STATE, cli_error
 
 
 def with_(path: str, value):
@@ -161,7 +161,9 @@ def test_bad_batch(tmp_path):
 def test_bad_paths(tmp_path):
     with pytest.raises(ValueError) as info:
         predhead.Config(tmp_path / "missing.toml")
-    assert str(info.value) == cli_error("eval", "--config", tmp_path / "missing.toml", "--state", "x")
+    assert str(info.value) == cli_error(
+        "eval", "--config", tmp_path / "missing.toml", "--state", "x"
+    )
     with pytest.raises(ValueError):
         predhead.sweep(tmp_path / "missing.toml")
     with pytest.raises(ValueError):

@@ -8,12 +8,32 @@ from __future__ import annotations
 import json
 import random
 
-import predhead
 from conftest import CONFIG, STATE, run_cli
+
+import predhead
 
 # Replacements that make typical bad inputs: signs, huge and non-finite numbers, broken
 # syntax, wrong types, deleted and doubled characters.
-PIECES = ["-", "0", "1e400", "nan", "inf", "9999999999999999999999", "\"", "[", "]", ",", "{", "}", "=", "true", "\n", "", "é", "\x00"]
+PIECES = [
+    "-",
+    "0",
+    "1e400",
+    "nan",
+    "inf",
+    "9999999999999999999999",
+    '"',
+    "[",
+    "]",
+    ",",
+    "{",
+    "}",
+    "=",
+    "true",
+    "\n",
+    "",
+    "é",
+    "\x00",
+]
 
 
 def mutate(text: str, rng: random.Random, mild: bool) -> str:
@@ -41,7 +61,10 @@ def outcome_in_cli(config, state) -> tuple:
     p = run_cli("eval", "--config", config, "--state", state)
     if p.returncode == 0:
         return ("ok", p.stdout)
-    assert p.returncode == 2 and p.stdout == "" and p.stderr.count("\n") == 1, (p.returncode, p.stderr)
+    assert p.returncode == 2 and p.stdout == "" and p.stderr.count("\n") == 1, (
+        p.returncode,
+        p.stderr,
+    )
     return ("error", p.stderr[len("predhead: ") :].rstrip("\n"))
 
 
@@ -53,8 +76,16 @@ def test_mutated_inputs_behave_as_in_the_binary(tmp_path):
     for case in range(150):
         c, s = tmp_path / f"c{case}.toml", tmp_path / f"s{case}.json"
         mutate_config, mild = case % 2 == 0, case % 3 == 0
-        c.write_bytes((mutate(config_text, rng, mild) if mutate_config else config_text).encode("utf-8", "surrogatepass"))
-        s.write_bytes((state_text if mutate_config else mutate(state_text, rng, mild)).encode("utf-8", "surrogatepass"))
+        c.write_bytes(
+            (mutate(config_text, rng, mild) if mutate_config else config_text).encode(
+                "utf-8", "surrogatepass"
+            )
+        )
+        s.write_bytes(
+            (state_text if mutate_config else mutate(state_text, rng, mild)).encode(
+                "utf-8", "surrogatepass"
+            )
+        )
         py = outcome_in_python(c, s)
         assert py[0] != "crash", (case, py)
         assert py == outcome_in_cli(c, s), case

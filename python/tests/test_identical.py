@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import CONFIG, ROOT, STATE, assert_same_json, cli_stdout
 
 import predhead
-from conftest import CONFIG, ROOT, STATE, assert_same_json, cli_stdout
 
 
 def test_the_json_comparison_rejects_a_one_digit_change(files):
@@ -37,7 +37,9 @@ def test_eval_population(files):
 def test_eval_precision(files):
     config, state = files
     r = predhead.eval(CONFIG, STATE, precision=120)
-    assert_same_json(r.json, cli_stdout("eval", "--config", config, "--state", state, "--precision", "120"))
+    assert_same_json(
+        r.json, cli_stdout("eval", "--config", config, "--state", state, "--precision", "120")
+    )
     assert r.arrays["grad_w"].dtype.kind == "U"
 
 
@@ -48,7 +50,9 @@ def test_eval_batch(files, tmp_path):
     path = tmp_path / "batch.json"
     path.write_text(json.dumps({k: v.tolist() for k, v in batch.items()}))
     r = predhead.eval(CONFIG, STATE, batch=batch)
-    assert_same_json(r.json, cli_stdout("eval", "--config", config, "--state", state, "--batch", path))
+    assert_same_json(
+        r.json, cli_stdout("eval", "--config", config, "--state", state, "--batch", path)
+    )
 
 
 @pytest.mark.parametrize("start", ["seed", "state"])
@@ -59,7 +63,17 @@ def test_flow(files, start):
         cli = cli_stdout("flow", "--config", config, "--seed", "3", "--rtol", "1e-8", "--json")
     else:
         r = predhead.flow(CONFIG, state=state, no_error_estimate=True, method="rosenbrock")
-        cli = cli_stdout("flow", "--config", config, "--state", state, "--json", "--no-error-estimate", "--method", "rosenbrock")
+        cli = cli_stdout(
+            "flow",
+            "--config",
+            config,
+            "--state",
+            state,
+            "--json",
+            "--no-error-estimate",
+            "--method",
+            "rosenbrock",
+        )
         # A state given as a dict is written to a temporary STATE.json, which the key `init`
         # names: everything else is the same.
         d = predhead.flow(CONFIG, state=STATE, no_error_estimate=True, method="rosenbrock")
@@ -89,9 +103,23 @@ def test_flow_trajectory_is_the_cli_csv(files, tmp_path):
 def test_sgd(files, engine):
     config, state = files
     r = predhead.sgd(CONFIG, seed=4, engine=engine)
-    assert_same_json(r.json, cli_stdout("sgd", "--config", config, "--seed", "4", "--engine", engine, "--json"))
+    assert_same_json(
+        r.json, cli_stdout("sgd", "--config", config, "--seed", "4", "--engine", engine, "--json")
+    )
     r = predhead.sgd(CONFIG, state=STATE, engine=engine, data_seed=9, stop_at_t_end=True)
-    cli = cli_stdout("sgd", "--config", config, "--state", state, "--engine", engine, "--data-seed", "9", "--stop-at-t-end", "--json")
+    cli = cli_stdout(
+        "sgd",
+        "--config",
+        config,
+        "--state",
+        state,
+        "--engine",
+        engine,
+        "--data-seed",
+        "9",
+        "--stop-at-t-end",
+        "--json",
+    )
     assert_same_json(r.json, cli)
 
 
