@@ -34,6 +34,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod batch;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod data;
