@@ -218,9 +218,10 @@ impl ReducedSgd {
         let x = &self.state;
         let r = factor(x.gram.entries(), m, rho);
         let size = crate::sgd::block_size(n);
-        // Small batches stay on this thread: a hand-off to the pool costs more than the
-        // work. The blocks, and the order in which they are summed, are the same either way.
-        let parallel = n * s.patches >= PARALLEL_PATCHES;
+        // Small batches, and one-thread pools, stay on this thread: a hand-off to the pool
+        // costs more than the work. The blocks, and the order in which they are summed, are
+        // the same either way.
+        let parallel = n * s.patches >= PARALLEL_PATCHES && rayon::current_num_threads() > 1;
         let project_block = |b: usize| {
             let range = b * size..((b + 1) * size).min(n);
             let stream = (self.seed, self.step);
