@@ -70,7 +70,7 @@ pub struct Claim {
 
 use super::claims::{
     ABLATIONS, COROLLARY42, COROLLARY44, FIGURES23, FOOTNOTE3, HEAD_RATIO, LEMMA51_T1, LEMMA52,
-    LEMMA53, PROP54, SECTION53, THEOREM41_RATE, THEOREM43_RATE,
+    LEMMA53_INTERVENTION, PROP54, SECTION53, THEOREM41_RATE, THEOREM43_RATE,
 };
 
 const fn claim(
@@ -165,10 +165,10 @@ pub const CLAIMS: [Claim; 16] = [
     claim(
         "Lemma 5.3 (the head accelerates v2 in the substituted neuron)",
         "lemma53",
-        "acceleration at t2, head against E = I",
-        LEMMA53,
+        "time from t2 until abs(b_k) >= 0.5, head trained against E reset to I",
+        LEMMA53_INTERVENTION,
         Falsifier::ResetHead,
-        "the head reset to I (its rates replaced by those with E = I)",
+        "the head reset to I (the trained arm replaced by the reset arm)",
     ),
     claim(
         "Proposition 5.4 (the head converges, L -> OPT)",
@@ -413,6 +413,7 @@ fn reset_head(recs: &[&Record]) -> Vec<Record> {
             for (to, from) in [
                 ("weak_head", "weak_identity"),
                 ("strong_head", "strong_identity"),
+                ("weak_time_head", "weak_time_reset"),
             ] {
                 if let Some(v) = r.result.get(from).cloned() {
                     r.result[to] = v;

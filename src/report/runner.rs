@@ -15,6 +15,10 @@
 //!   [`TRAJECTORY_POINTS`]) accepted steps: `{"summary", "tau", "offdiag", "asym"}`.
 //! - `acceleration`: `flow`, plus the growth rates of Lemma 5.3 at the state at `t2`
 //!   (see [`acceleration_rates`]).
+//! - `intervention`: Lemma 5.3 as an intervention (see [`intervention`]): from the state at
+//!   `t2`, the flow continued with the head trained, with `E` reset to `I` and frozen, and
+//!   with `E` frozen where it is; for each arm the flow time until the weak feature of the
+//!   substituted neuron reaches `abs(b_k) >= t1`-threshold, and the arm's outcome class.
 //! - `sgd`: SGD from [`crate::init::explicit`] with data seed `seed`, for
 //!   `ceil(horizon / lr)` steps (the flow's horizon in flow time), stopped at `t_end`.
 
@@ -30,13 +34,14 @@ use crate::sweep::{Task, TaskRunner};
 use serde_json::{json, Value};
 
 /// The runner names [`ModelRunner`] knows.
-pub const RUNNERS: [&str; 7] = [
+pub const RUNNERS: [&str; 8] = [
     "flow",
     "flow-converge",
     "flow-corr",
     "flow-explicit",
     "trajectory",
     "acceleration",
+    "intervention",
     "sgd",
 ];
 
@@ -86,7 +91,10 @@ pub fn check_records(results: &std::path::Path, records: &[crate::sweep::Record]
 }
 
 /// Fields that are numbers or `null` where present (summary and runner measurements).
-const NUMBER_FIELDS: [&str; 19] = [
+const NUMBER_FIELDS: [&str; 22] = [
+    "weak_time_head",
+    "weak_time_reset",
+    "weak_time_frozen",
     "t1",
     "t2",
     "t3",
@@ -235,6 +243,93 @@ pub fn acceleration_rates(
     })
 }
 
+/// The state of the flow of `config` from `x0` at its first sample at or after `tau` (the
+/// flow samples every event, so at an event time this is the state there).
+fn state_at(config: &Config, x0: &Reduced<f64>, tau: f64) -> Result<Reduced<f64>> {
+    let mut at: Option<Reduced<f64>> = None;
+    flow(config, x0, &mut |t, x| {
+        if at.is_none() && t >= tau {
+            at = Some(x.clone());
+        }
+        Ok(())
+    })?;
+    at.ok_or_else(|| Error::numerical("intervention", "no sample at t2"))
+}
+
+/// One arm of the Lemma 5.3 intervention: the flow of `config` from `x` for flow time
+/// `horizon` (stopped at `t_end` when `stop_at_t_end`); returns the first sampled flow time
+/// (from `x`) at which `abs(b_k) >= target`, and the arm's summary.
+fn weak_time(
+    config: &Config,
+    x: &Reduced<f64>,
+    k: usize,
+    horizon: f64,
+    stop_at_t_end: bool,
+) -> Result<(Option<f64>, Summary)> {
+    let target = config.phases.t1;
+    let mut o = flow_options(config);
+    o.stop_at_t_end = stop_at_t_end;
+    o.horizon = horizon;
+    let mut hit = None;
+    let run = integrate::<f64>(config, x, &o, &mut |tau, y| {
+        if hit.is_none() && y.b[k].abs() >= target {
+            hit = Some(tau);
+        }
+        Ok(())
+    })?;
+    Ok((hit, run.summary))
+}
+
+/// Lemma 5.3 as an intervention (issue 21, item 5): from each run's state at `t2`, the
+/// substituted neuron `k` (the `k != s` with the largest `abs(E_ks)`) continues under three
+/// arms for the rest of the horizon: (a) the head trained (stopped at `t_end`), (b) `E`
+/// reset to `I` and frozen, (c) `E` frozen where it is. Each arm reports the flow time from
+/// `t2` until `abs(b_k) >= t1`-threshold (`null`: not within the horizon) and its outcome
+/// class (E7). The head accelerates the weak feature when (a) reaches it much sooner
+/// than (b).
+///
+/// # Errors
+/// A flow error in any arm.
+pub fn intervention(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
+    let first = flow(config, x0, &mut |_, _| Ok(()))?;
+    let (Some(t2), Some(s)) = (first.t2, first.strong_neuron) else {
+        return Ok(json!({ "summary": to_value(&first)?, "reached_t2": false }));
+    };
+    let x2 = state_at(config, x0, t2)?;
+    let k = (0..x2.neurons())
+        .filter(|&j| j != s)
+        .max_by(|&i, &j| x2.e.at(i, s).abs().total_cmp(&x2.e.at(j, s).abs()))
+        .ok_or_else(|| Error::invalid("setting.neurons", "needs 2 neurons"))?;
+    let rest = (config.training.horizon - t2).max(0.0);
+    let (head, head_run) = weak_time(config, &x2, k, rest, true)?;
+    let mut frozen_config = config.clone();
+    frozen_config.model.head = crate::setting::HeadMode::Frozen;
+    let mut reset = x2.clone();
+    reset.e = Square::identity(x2.neurons(), ());
+    let (reset_time, reset_run) = weak_time(&frozen_config, &reset, k, rest, false)?;
+    let (frozen_time, frozen_run) = weak_time(&frozen_config, &x2, k, rest, false)?;
+    let r = acceleration_rates(config, &x2, k)?;
+    Ok(json!({
+        "summary": to_value(&first)?,
+        "reached_t2": true,
+        "t2": t2,
+        "neuron": k,
+        "b_k": x2.b[k],
+        "weak_time_head": head,
+        "weak_time_reset": reset_time,
+        "weak_time_frozen": frozen_time,
+        "class_head": head_run.outcome_class.name(),
+        "class_reset": reset_run.outcome_class.name(),
+        "class_frozen": frozen_run.outcome_class.name(),
+        "a_k": x2.a[k],
+        "e_ks": x2.e.at(k, s),
+        "weak_head": r.weak_head,
+        "weak_identity": r.weak_identity,
+        "strong_head": r.strong_head,
+        "strong_identity": r.strong_identity,
+    }))
+}
+
 /// Keeps at most `n` evenly spaced entries of `v` (always the first and the last).
 fn thin<T: Clone>(v: &[T], n: usize) -> Vec<T> {
     if v.len() <= n || n < 2 {
@@ -323,6 +418,10 @@ impl TaskRunner for ModelRunner {
                     "strong_identity": r.strong_identity,
                 }))
             }
+            "intervention" => {
+                let x0 = init::reduced(&config.setting, task.seed)?;
+                intervention(config, &x0)
+            }
             "sgd" => {
                 let mut config = config.clone();
                 let steps = (config.training.horizon / config.training.lr).ceil();
@@ -349,8 +448,8 @@ impl TaskRunner for ModelRunner {
             other => Err(Error::invalid(
                 "runner",
                 format!(
-                    "unknown runner \"{other}\", expected flow, flow-converge, flow-explicit, trajectory, \
-                     acceleration or sgd"
+                    "unknown runner \"{other}\", expected one of {}",
+                    RUNNERS.join(", ")
                 ),
             )),
         }
