@@ -894,15 +894,18 @@ pub fn lemma51(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     );
     let n_d = groups(recs, |r| dim_of(ctx, r)).len();
     let fixed = matches!(ctx.spec.family, crate::sweep::Family::Fixed);
-    body.assume(
-        LEMMA51_T1,
-        if fixed { n_d } else { 0 },
-        n_d,
-        "Lemma 5.1 is stated in the paper's regime (P, P0, alpha1/alpha2 and lr_head/lr \
-         moving with d); in the fixed family only d moves, and `t1 ~ a(0)^-4 ~ d^2` follows \
-         from the scaling of the initialization"
-            .into(),
-    );
+    for heading in [LEMMA51_T1, LEMMA51_OTHERS, LEMMA51_HEAD] {
+        body.assume(
+            heading,
+            if fixed { n_d } else { 0 },
+            n_d,
+            "Lemma 5.1 is stated in the paper's regime (P, P0, alpha1/alpha2 and \
+             lr_head/lr moving with d); in the fixed family only d moves, and \
+             `t1 ~ a(0)^-4 ~ d^2` follows from the scaling of the initialization"
+                .into(),
+        );
+    }
+    lemma51_clauses(ctx, &mut body, recs)?;
     body.loglog_figure(
         ctx,
         "Lemma 5.1: t1 versus d",
@@ -915,6 +918,77 @@ pub fn lemma51(ctx: &Context, recs: &[&Record]) -> Result<Body> {
 
 /// The section of Lemma 5.2's rule.
 pub const LEMMA52: &str = "(t2 - t1)/t1 versus d";
+
+/// The section of Lemma 5.1 (ii)'s rule.
+pub const LEMMA51_OTHERS: &str = "Lemma 5.1 (ii): the other features at t1";
+/// The section of Lemma 5.1 (iii)'s rule.
+pub const LEMMA51_HEAD: &str = "Lemma 5.1 (iii): the head at t1";
+
+/// A decay rule: holds when the 95% upper bound of the fitted exponent is below 0, fails
+/// when its lower bound is at least 0, else (or without a fit) inconclusive.
+fn decay_verdict(f: &Option<stats::LineFit>) -> Verdict {
+    match f {
+        Some(f) if f.slope_ci.hi < 0.0 => Verdict::Holds,
+        Some(f) if f.slope_ci.lo >= 0.0 => Verdict::Fails,
+        _ => Verdict::Inconclusive,
+    }
+}
+
+/// Lemma 5.1's clauses (ii) and (iii) at the state at `t1` (runner `flow-t1`): the other
+/// features and `||E - I||_F` there, each with a decay rule on its exponent in d.
+fn lemma51_clauses(ctx: &Context, body: &mut Body, recs: &[&Record]) -> Result<()> {
+    let mut t = Table::new(&[
+        "d",
+        "runs",
+        "measured at t1",
+        "median other features",
+        "max other features",
+        "median norm(E - I)",
+        "max norm(E - I)",
+    ]);
+    let other = |r: &Record| field(&r.result, "other_features_t1");
+    let dev = |r: &Record| field(&r.result, "head_dev_t1");
+    let (mut po, mut pd) = (Vec::new(), Vec::new());
+    for (d, rs) in groups(recs, |r| dim_of(ctx, r)) {
+        let (o, e) = (values(&rs, other), values(&rs, dev));
+        po.extend(o.iter().map(|v| (d as f64, *v)));
+        pd.extend(e.iter().map(|v| (d as f64, *v)));
+        t.push(vec![
+            d.to_string(),
+            rs.len().to_string(),
+            o.len().to_string(),
+            med(&o)?,
+            max(&o),
+            med(&e)?,
+            max(&e),
+        ]);
+    }
+    let (fo, fd) = (fit(&po)?, fit(&pd)?);
+    body.section(
+        LEMMA51_OTHERS,
+        t,
+        Some(decay_verdict(&fo)),
+        format!(
+            "the other features at t1 are the largest of `abs(b_j)` over all neurons and \
+             `abs(a_j)` over the neurons other than the strong one (the paper: they stay \
+             `o(1)` until T1). Their exponent is the least-squares slope of their logarithm \
+             against ln d over every run; holds when its 95% upper bound is below 0 (they \
+             vanish as d grows), fails when its lower bound is at least 0, else \
+             inconclusive. Fit: {}.",
+            fit_text(&fo)
+        ),
+    );
+    body.section(
+        LEMMA51_HEAD,
+        exponent_table("norm(E - I) at t1, Frobenius", &[("all d".into(), fd)], 0.0),
+        Some(decay_verdict(&fd)),
+        "the paper: `||E - I||_F <= d^-Omega(1)` at T1. The same decay rule on the exponent \
+         of `||E - I||_F` at t1 against d (every run): holds when its 95% upper bound is \
+         below 0, fails when its lower bound is at least 0, else inconclusive. (The \
+         `paper's exponent` column is the bound 0 of the rule: the paper gives no value.)",
+    );
+    Ok(())
+}
 
 /// Lemma 5.2: `(t2 - t1)/t1 -> 0`.
 pub fn lemma52(ctx: &Context, recs: &[&Record]) -> Result<Body> {

@@ -69,8 +69,9 @@ pub struct Claim {
 }
 
 use super::claims::{
-    ABLATIONS, COROLLARY42, COROLLARY44, FIGURES23, FOOTNOTE3, HEAD_RATIO, LEMMA51_T1, LEMMA52,
-    LEMMA53_INTERVENTION, PROP54, SECTION53, THEOREM41_RATE, THEOREM43_RATE,
+    ABLATIONS, COROLLARY42, COROLLARY44, FIGURES23, FOOTNOTE3, HEAD_RATIO, LEMMA51_HEAD,
+    LEMMA51_OTHERS, LEMMA51_T1, LEMMA52, LEMMA53_INTERVENTION, PROP54, SECTION53, THEOREM41_RATE,
+    THEOREM43_RATE,
 };
 
 const fn claim(
@@ -144,15 +145,21 @@ pub const CLAIMS: [Claim; 16] = [
         Falsifier::ReverseD,
         "the runs' d mirrored",
     ),
-    unchecked(
+    claim(
         "Lemma 5.1 (ii): the other features stay o(1) until T1",
         "lemma51",
-        "not measured: no runner records the state at t1 yet",
+        "exponent in d of the largest other feature coordinate at t1",
+        LEMMA51_OTHERS,
+        Falsifier::ReverseD,
+        "the runs' d mirrored",
     ),
-    unchecked(
+    claim(
         "Lemma 5.1 (iii): the Frobenius norm of E - I is at most d^-Omega(1) at T1",
         "lemma51",
-        "not measured: no runner records the state at t1 yet",
+        "exponent in d of the Frobenius norm of E - I at t1",
+        LEMMA51_HEAD,
+        Falsifier::ReverseD,
+        "the runs' d mirrored",
     ),
     claim(
         "Lemma 5.2 ((t2 - t1)/t1 -> 0)",

@@ -4,6 +4,8 @@
 //!
 //! - `flow`: the flow from the exact reduced initialization ([`crate::init::reduced`]) with
 //!   seed `seed`, stopped at `t_end` or the horizon; the result is the [`Summary`].
+//! - `flow-t1`: `flow`, plus the clauses (ii) and (iii) of Lemma 5.1 at the state at `t1`
+//!   (see [`at_t1`]): `{"summary", "other_features_t1", "head_dev_t1"}`.
 //! - `flow-converge`: the same, integrated on to `2 t_end` (capped at the horizon) so that
 //!   the encoder converges too (the head converges first).
 //! - `flow-corr`: `flow`, plus `corr_gap_final`, `1 - |Corr(f_0, f_1)|` at the final state
@@ -34,8 +36,9 @@ use crate::sweep::{Task, TaskRunner};
 use serde_json::{json, Value};
 
 /// The runner names [`ModelRunner`] knows.
-pub const RUNNERS: [&str; 8] = [
+pub const RUNNERS: [&str; 9] = [
     "flow",
+    "flow-t1",
     "flow-converge",
     "flow-corr",
     "flow-explicit",
@@ -91,7 +94,9 @@ pub fn check_records(results: &std::path::Path, records: &[crate::sweep::Record]
 }
 
 /// Fields that are numbers or `null` where present (summary and runner measurements).
-const NUMBER_FIELDS: [&str; 22] = [
+const NUMBER_FIELDS: [&str; 24] = [
+    "other_features_t1",
+    "head_dev_t1",
     "weak_time_head",
     "weak_time_reset",
     "weak_time_frozen",
@@ -253,7 +258,40 @@ fn state_at(config: &Config, x0: &Reduced<f64>, tau: f64) -> Result<Reduced<f64>
         }
         Ok(())
     })?;
-    at.ok_or_else(|| Error::numerical("intervention", "no sample at t2"))
+    at.ok_or_else(|| Error::numerical("report runner", format!("no sample at flow time {tau}")))
+}
+
+/// Lemma 5.1's clauses (ii) and (iii) at the state at `t1` (issue 21, item 5): the largest
+/// feature coordinate other than the strong neuron's `v1` (`max(abs(b_j))` over all
+/// neurons and `abs(a_j)` over `j != s`), and `||E - I||_F`. Runs that never reach `t1` get
+/// the summary alone.
+///
+/// # Errors
+/// A flow error.
+pub fn at_t1(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
+    let first = flow(config, x0, &mut |_, _| Ok(()))?;
+    let (Some(t1), Some(s)) = (first.t1, first.strong_neuron) else {
+        return Ok(json!({ "summary": to_value(&first)? }));
+    };
+    let x1 = state_at(config, x0, t1)?;
+    let m = x1.neurons();
+    let other = (0..m)
+        .map(|j| x1.b[j].abs())
+        .chain((0..m).filter(|&j| j != s).map(|j| x1.a[j].abs()))
+        .fold(0.0, f64::max);
+    let dev = (0..m)
+        .flat_map(|i| (0..m).map(move |j| (i, j)))
+        .map(|(i, j)| {
+            let delta = if i == j { 1.0 } else { 0.0 };
+            (x1.e.at(i, j) - delta).powi(2)
+        })
+        .sum::<f64>()
+        .sqrt();
+    Ok(json!({
+        "summary": to_value(&first)?,
+        "other_features_t1": other,
+        "head_dev_t1": dev,
+    }))
 }
 
 /// One arm of the Lemma 5.3 intervention: the flow of `config` from `x` for flow time
@@ -417,6 +455,10 @@ impl TaskRunner for ModelRunner {
                     "strong_head": r.strong_head,
                     "strong_identity": r.strong_identity,
                 }))
+            }
+            "flow-t1" => {
+                let x0 = init::reduced(&config.setting, task.seed)?;
+                at_t1(config, &x0)
             }
             "intervention" => {
                 let x0 = init::reduced(&config.setting, task.seed)?;
