@@ -568,6 +568,30 @@ impl Spec {
     /// grid, and optionally the runner and `horizon_factor`; base, family and options stay.
     /// The variant is named `<name>.falsifier`, and so is its results stem.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use predhead::sweep::Spec;
+    ///
+    /// let spec = Spec::parse(
+    ///     "report = \"theorem41\"\nseeds = 20\n[axes]\ndim = [1e2, 1e3]\n\
+    ///      [base.setting]\ndim = 100\npatches = 8\nfeature_patches = 2\n\
+    ///      alpha = [4.0, 1.0]\nnoise_std = 1.0\nneurons = 2\n\
+    ///      [base.model]\nhead = \"identity-offdiag\"\nnormalization = \"batchnorm\"\n\
+    ///      stop_gradient = true\n[base.training]\nlr = 1e-3\n",
+    ///     "theorem41",
+    ///     std::path::Path::new("."),
+    /// )?;
+    /// let t: toml::Table = toml::from_str("seeds = 6\n[axes]\ndim = [1e2]\nhead = [\"frozen\"]")?;
+    /// let v = spec.variant(&t)?;
+    /// assert_eq!(v.name, "theorem41.falsifier");
+    /// assert_eq!(v.tasks(false)?.len(), 6);
+    /// // An unknown key is refused.
+    /// let bad: toml::Table = toml::from_str("seeds = 6\ncolour = 1")?;
+    /// assert!(spec.variant(&bad).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// An unknown key, a bad axis value or a grid point without a valid configuration,
     /// named under `options.falsifier`.
