@@ -1270,6 +1270,55 @@ fn array(v: &Value, key: &str) -> Vec<f64> {
         .unwrap_or_default()
 }
 
+/// The Figures 2-3 bands of one d: median and min-max over the runs of `offdiag` and
+/// `asym`, interpolated onto a common log-spaced grid of flow times.
+fn prop54_bands(d: u64, rs: &[&Record], off: &mut Vec<Band>, asym: &mut Vec<Band>) -> Result<()> {
+    // Common grid: log-spaced flow times over the runs' range.
+    let taus: Vec<Vec<f64>> = rs.iter().map(|r| array(&r.result, "tau")).collect();
+    let lo = taus
+        .iter()
+        .filter_map(|v| v.iter().copied().find(|x| *x > 0.0))
+        .fold(f64::INFINITY, f64::min);
+    let hi = taus
+        .iter()
+        .filter_map(|v| v.last().copied())
+        .fold(0.0, f64::max);
+    if !(lo.is_finite() && hi > lo) {
+        return Ok(());
+    }
+    let n = 120;
+    let grid: Vec<f64> = (0..n)
+        .map(|k| (lo.ln() + (hi.ln() - lo.ln()) * k as f64 / (n - 1) as f64).exp())
+        .collect();
+    for (key, bands) in [("offdiag", off), ("asym", asym)] {
+        let curves: Vec<(Vec<f64>, Vec<f64>)> = rs
+            .iter()
+            .map(|r| (array(&r.result, "tau"), array(&r.result, key)))
+            .filter(|(x, y)| !x.is_empty() && x.len() == y.len())
+            .collect();
+        let mut band = Band {
+            label: format!("d = {d}"),
+            x: Vec::new(),
+            mid: Vec::new(),
+            lo: Vec::new(),
+            hi: Vec::new(),
+        };
+        for &g in &grid {
+            let at: Vec<f64> = curves.iter().filter_map(|(x, y)| interp(x, y, g)).collect();
+            if let Some(m) = stats::median(&at)? {
+                band.x.push(g);
+                band.mid.push(m);
+                band.lo
+                    .push(at.iter().copied().fold(f64::INFINITY, f64::min));
+                band.hi
+                    .push(at.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+            }
+        }
+        bands.push(band);
+    }
+    Ok(())
+}
+
 /// The section of the Figures 2-3 rule (the rise of the off-diagonal head).
 pub const FIGURES23: &str = "Rise and fall of the off-diagonal head";
 /// The section of Proposition 5.4's rule (the loss at the end of the run).
@@ -1361,49 +1410,7 @@ pub fn prop54(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             interval(ci),
             med_summary(&rs, "t_end")?,
         ]);
-        // Common grid: log-spaced flow times over the runs' range.
-        let taus: Vec<Vec<f64>> = rs.iter().map(|r| array(&r.result, "tau")).collect();
-        let lo = taus
-            .iter()
-            .filter_map(|v| v.iter().copied().find(|x| *x > 0.0))
-            .fold(f64::INFINITY, f64::min);
-        let hi = taus
-            .iter()
-            .filter_map(|v| v.last().copied())
-            .fold(0.0, f64::max);
-        if !(lo.is_finite() && hi > lo) {
-            continue;
-        }
-        let n = 120;
-        let grid: Vec<f64> = (0..n)
-            .map(|k| (lo.ln() + (hi.ln() - lo.ln()) * k as f64 / (n - 1) as f64).exp())
-            .collect();
-        for (key, bands) in [("offdiag", &mut off_bands), ("asym", &mut asym_bands)] {
-            let curves: Vec<(Vec<f64>, Vec<f64>)> = rs
-                .iter()
-                .map(|r| (array(&r.result, "tau"), array(&r.result, key)))
-                .filter(|(x, y)| !x.is_empty() && x.len() == y.len())
-                .collect();
-            let mut band = Band {
-                label: format!("d = {d}"),
-                x: Vec::new(),
-                mid: Vec::new(),
-                lo: Vec::new(),
-                hi: Vec::new(),
-            };
-            for &g in &grid {
-                let at: Vec<f64> = curves.iter().filter_map(|(x, y)| interp(x, y, g)).collect();
-                if let Some(m) = stats::median(&at)? {
-                    band.x.push(g);
-                    band.mid.push(m);
-                    band.lo
-                        .push(at.iter().copied().fold(f64::INFINITY, f64::min));
-                    band.hi
-                        .push(at.iter().copied().fold(f64::NEG_INFINITY, f64::max));
-                }
-            }
-            bands.push(band);
-        }
+        prop54_bands(d, &rs, &mut off_bands, &mut asym_bands)?;
     }
     let mut body = Body::claim(
         "Claim (Proposition 5.4; the rise and fall of Figures 2-3): the off-diagonal \
