@@ -585,6 +585,80 @@ impl Spec {
         Ok(spec)
     }
 
+    /// A variant of this spec for a report's negative control (its falsifier): the table
+    /// `t` (the spec's `[options.falsifier]`) replaces the seeds, the axes and the `[quick]`
+    /// grid, and optionally the runner and `horizon_factor`; base, family and options stay.
+    /// The variant is named `<name>.falsifier`, and so is its results stem.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use predhead::sweep::Spec;
+    ///
+    /// let spec = Spec::parse(
+    ///     "report = \"theorem41\"\nseeds = 20\n[axes]\ndim = [1e2, 1e3]\n\
+    ///      [base.setting]\ndim = 100\npatches = 8\nfeature_patches = 2\n\
+    ///      alpha = [4.0, 1.0]\nnoise_std = 1.0\nneurons = 2\n\
+    ///      [base.model]\nhead = \"identity-offdiag\"\nnormalization = \"batchnorm\"\n\
+    ///      stop_gradient = true\n[base.training]\nlr = 1e-3\n",
+    ///     "theorem41",
+    ///     std::path::Path::new("."),
+    /// )?;
+    /// let t: toml::Table = toml::from_str("seeds = 6\n[axes]\ndim = [1e2]\nhead = [\"frozen\"]")?;
+    /// let v = spec.variant(&t)?;
+    /// assert_eq!(v.name, "theorem41.falsifier");
+    /// assert_eq!(v.tasks(false)?.len(), 6);
+    /// // An unknown key is refused.
+    /// let bad: toml::Table = toml::from_str("seeds = 6\ncolour = 1")?;
+    /// assert!(spec.variant(&bad).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// An unknown key, a bad axis value or a grid point without a valid configuration,
+    /// named under `options.falsifier`.
+    pub fn variant(&self, t: &toml::Table) -> Result<Spec> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct VariantFile {
+            seeds: SeedsFile,
+            runner: Option<String>,
+            horizon_factor: Option<f64>,
+            axes: Option<AxesFile>,
+            quick: Option<QuickFile>,
+        }
+        let text = toml::to_string(t).map_err(|e| Error::parse("options.falsifier", e))?;
+        let v: VariantFile =
+            toml::from_str(&text).map_err(|e| Error::parse("options.falsifier", e))?;
+        let mut out = self.clone();
+        out.name = format!("{}.falsifier", self.name);
+        out.results = out.name.clone();
+        out.seeds = v.seeds.seeds();
+        if out.seeds.is_empty() {
+            return Err(Error::invalid("options.falsifier.seeds", "no seeds"));
+        }
+        if let Some(r) = v.runner {
+            out.runner = r;
+        }
+        if let Some(h) = v.horizon_factor {
+            if !(h.is_finite() && h > 0.0) {
+                return Err(Error::invalid(
+                    "options.falsifier.horizon_factor",
+                    format!("must be positive, got {h}"),
+                ));
+            }
+            out.horizon_factor = h;
+        }
+        out.axes = v.axes.unwrap_or_default().resolve()?;
+        out.quick = match v.quick {
+            None => None,
+            Some(q) => Some((q.seeds.map(SeedsFile::seeds), q.axes.resolve()?)),
+        };
+        out.tasks(false)?;
+        out.tasks(true)?;
+        Ok(out)
+    }
+
     /// The seeds and axes in effect (`quick`: with the `[quick]` overrides).
     pub fn grid(&self, quick: bool) -> (Vec<u64>, Axes) {
         let mut seeds = self.seeds.clone();

@@ -32,6 +32,10 @@ normalization = "batchnorm"
 stop_gradient = true
 [base.training]
 lr = 1e-3
+[options.rule]
+t1_exponent = 2.0
+exponent_tolerance = 0.1
+exponent_fail_band = 0.2
 "#;
 
 /// A theorem43-style spec: another grid (frozen head), 2 seeds (4 tasks).

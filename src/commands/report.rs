@@ -120,11 +120,47 @@ pub fn generate(
     }
     let checked = sweep::read_checked(spec, quick, results)?;
     report::runner::check_records(results, &checked.records)?;
-    let mut out = report::build(spec, &checked.records, quick)?;
+    let rerun = match falsifier_results(spec, results, quick)? {
+        Some((variant, path)) => {
+            let options = RunOptions {
+                results: path.clone(),
+                shard: Shard::ALL,
+                quick,
+                max_tasks: None,
+                progress,
+            };
+            sweep::run(&variant, &ModelRunner, &options)?;
+            let f = sweep::read_checked(&variant, quick, &path)?;
+            report::runner::check_records(&path, &f.records)?;
+            Some(f.records)
+        }
+        None => None,
+    };
+    let mut out = report::build_with(spec, &checked.records, rerun.as_deref(), quick)?;
     if checked.records.len() < checked.tasks {
         report::mark_partial(&mut out, checked.records.len(), checked.tasks);
     }
     Ok(out)
+}
+
+/// The falsifier variant of `spec` and its results file (beside `results`, named
+/// `<spec name>.falsifier[.quick].jsonl`), when the report has a rerun falsifier
+/// ([`report::registry::needs_rerun`]).
+///
+/// # Errors
+/// A bad `[options.falsifier]` table, or none where the registry needs one.
+pub fn falsifier_results(
+    spec: &Spec,
+    results: &Path,
+    quick: bool,
+) -> Result<Option<(Spec, PathBuf)>> {
+    if !report::registry::needs_rerun(spec) {
+        return Ok(None);
+    }
+    let variant = report::registry::falsifier_spec(spec)?;
+    let suffix = if quick { ".quick" } else { "" };
+    let path = results.with_file_name(format!("{}{suffix}.jsonl", variant.name));
+    Ok(Some((variant, path)))
 }
 
 /// ` (PARTIAL: k of n tasks)` for a partial report, else nothing.
@@ -154,6 +190,13 @@ fn index(outputs: &[report::Output]) -> String {
             partial_note(o)
         ));
     }
+    let rows: Vec<report::registry::Row> = outputs.iter().flat_map(|o| o.claims.clone()).collect();
+    s.push_str(&format!(
+        "\n## Claim registry\n\nOne row per claim of Sections 4-5 (`predhead::report::registry`, \
+         `docs/claims.md`). Rule: {}\n\n{}",
+        report::registry::RULE,
+        report::registry::table(&rows, true).markdown()
+    ));
     s
 }
 
@@ -189,6 +232,11 @@ pub fn run(args: &Args) -> Result<String> {
             std::fs::remove_file(&results).map_err(|e| Error::io(&results, &e))?;
         }
         cleared.push(results.clone());
+        if let Some((_, f)) = falsifier_results(&spec, &results, args.quick)? {
+            if args.fresh && f.exists() {
+                std::fs::remove_file(&f).map_err(|e| Error::io(&f, &e))?;
+            }
+        }
         let start = std::time::Instant::now();
         let o = generate(&spec, &results, args.quick, true)?;
         write(&out_dir.join(format!("{}.md", o.name)), &o.markdown)?;

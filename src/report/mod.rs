@@ -9,6 +9,7 @@
 pub mod claims;
 pub mod lr_crit;
 pub mod plots;
+pub mod registry;
 pub mod runner;
 pub mod stats;
 pub mod table;
@@ -38,6 +39,8 @@ pub struct Output {
     pub verdicts: Vec<(String, table::Verdict)>,
     /// `Some((k, n))`: built from only `k` of the spec's `n` tasks ([`mark_partial`]).
     pub partial: Option<(usize, usize)>,
+    /// The claim registry's rows of this report ([`registry::evaluate`]).
+    pub claims: Vec<registry::Row>,
 }
 
 /// Marks `out` as built from only `have` of the spec's `total` tasks (a results file merged
@@ -93,11 +96,44 @@ pub const KINDS: [(&str, &str); 11] = [
     ),
 ];
 
-/// Builds the report of `spec` from its records (`quick`: the spec's `[quick]` grid).
+/// Builds the report of `spec` from its records (`quick`: the spec's `[quick]` grid),
+/// without the records of its falsifier variant: a claim with a rerun falsifier then reads
+/// `broken check` (falsifier not run). See [`build_with`].
 pub fn build(spec: &Spec, records: &[Record], quick: bool) -> Result<Output> {
+    build_with(spec, records, None, quick)
+}
+
+/// Builds the report of `spec` from its records and, for the claim registry, the records
+/// of its falsifier variant (`rerun`, [`registry::falsifier_spec`]).
+pub fn build_with(
+    spec: &Spec,
+    records: &[Record],
+    rerun: Option<&[Record]>,
+    quick: bool,
+) -> Result<Output> {
     let recs: Vec<&Record> = records.iter().collect();
     let ctx = claims::Context { spec, quick };
-    let body = match spec.report.as_str() {
+    let build = |s: &Spec, rs: &[&Record]| body(s, rs, quick);
+    let mut body = build(spec, &recs)?;
+    let rerun: Option<Vec<&Record>> = rerun.map(|r| r.iter().collect());
+    let rows = registry::evaluate(spec, &body, &recs, rerun.as_deref(), &build)?;
+    if !rows.is_empty() {
+        body.sections.push(claims::Section {
+            heading: registry::HEADING.into(),
+            table: registry::table(&rows, false),
+            verdict: None,
+            rule: registry::RULE.into(),
+            notes: String::new(),
+        });
+    }
+    assemble(spec, &ctx, &recs, body, rows)
+}
+
+/// The body of the report of `spec`: the builder of its kind.
+fn body(spec: &Spec, recs: &[&Record], quick: bool) -> Result<claims::Body> {
+    let ctx = claims::Context { spec, quick };
+    let recs = recs.to_vec();
+    Ok(match spec.report.as_str() {
         "theorem41" => claims::theorem41(&ctx, &recs)?,
         "theorem43" => claims::theorem43(&ctx, &recs)?,
         "lemma51" => claims::lemma51(&ctx, &recs)?,
@@ -118,7 +154,17 @@ pub fn build(spec: &Spec, records: &[Record], quick: bool) -> Result<Output> {
                 ),
             ))
         }
-    };
+    })
+}
+
+/// The output of a built body.
+fn assemble(
+    spec: &Spec,
+    ctx: &claims::Context,
+    recs: &[&Record],
+    body: claims::Body,
+    claims: Vec<registry::Row>,
+) -> Result<Output> {
     let title = KINDS
         .iter()
         .find(|k| k.0 == spec.report)
@@ -143,7 +189,7 @@ pub fn build(spec: &Spec, records: &[Record], quick: bool) -> Result<Output> {
         title,
         markdown: md,
         tables,
-        csv: per_run_csv(spec, &recs),
+        csv: per_run_csv(spec, recs),
         figures: body.figures,
         verdicts: body
             .sections
@@ -151,6 +197,7 @@ pub fn build(spec: &Spec, records: &[Record], quick: bool) -> Result<Output> {
             .filter_map(|s| s.verdict.map(|v| (s.heading.clone(), v)))
             .collect(),
         partial: None,
+        claims,
     })
 }
 
@@ -273,6 +320,7 @@ mod tests {
             figures: Vec::new(),
             verdicts: vec![("h".into(), table::Verdict::Holds)],
             partial: None,
+            claims: Vec::new(),
         };
         mark_partial(&mut out, 6, 9);
         assert_eq!(out.partial, Some((6, 9)));

@@ -4,6 +4,8 @@
 //!
 //! - `flow`: the flow from the exact reduced initialization ([`crate::init::reduced`]) with
 //!   seed `seed`, stopped at `t_end` or the horizon; the result is the [`Summary`].
+//! - `flow-t1`: `flow`, plus the clauses (ii) and (iii) of Lemma 5.1 at the state at `t1`
+//!   (see [`at_t1`]): `{"summary", "other_features_t1", "head_dev_t1"}`.
 //! - `flow-converge`: the same, integrated on to `2 t_end` (capped at the horizon) so that
 //!   the encoder converges too (the head converges first).
 //! - `flow-corr`: `flow`, plus `corr_gap_final`, `1 - |Corr(f_0, f_1)|` at the final state
@@ -15,6 +17,10 @@
 //!   [`TRAJECTORY_POINTS`]) accepted steps: `{"summary", "tau", "offdiag", "asym"}`.
 //! - `acceleration`: `flow`, plus the growth rates of Lemma 5.3 at the state at `t2`
 //!   (see [`acceleration_rates`]).
+//! - `intervention`: Lemma 5.3 as an intervention (see [`intervention`]): from the state at
+//!   `t2`, the flow continued with the head trained, with `E` reset to `I` and frozen, and
+//!   with `E` frozen where it is; for each arm the flow time until the weak feature of the
+//!   substituted neuron reaches `abs(b_k) >= t1`-threshold, and the arm's outcome class.
 //! - `sgd`: SGD from [`crate::init::explicit`] with data seed `seed`, for
 //!   `ceil(horizon / lr)` steps (the flow's horizon in flow time), stopped at `t_end`.
 //! - `sgd-reduced`: the same with the reduced engine ([`crate::sgd_reduced`]) from
@@ -41,13 +47,15 @@ use crate::sweep::{Task, TaskRunner};
 use serde_json::{json, Value};
 
 /// The runner names [`ModelRunner`] knows.
-pub const RUNNERS: [&str; 11] = [
+pub const RUNNERS: [&str; 13] = [
     "flow",
+    "flow-t1",
     "flow-converge",
     "flow-corr",
     "flow-explicit",
     "trajectory",
     "acceleration",
+    "intervention",
     "sgd",
     "sgd-reduced",
     "flow-ref",
@@ -154,7 +162,12 @@ pub fn check_records(results: &std::path::Path, records: &[crate::sweep::Record]
 }
 
 /// Fields that are numbers or `null` where present (summary and runner measurements).
-const NUMBER_FIELDS: [&str; 19] = [
+const NUMBER_FIELDS: [&str; 24] = [
+    "other_features_t1",
+    "head_dev_t1",
+    "weak_time_head",
+    "weak_time_reset",
+    "weak_time_frozen",
     "t1",
     "t2",
     "t3",
@@ -303,6 +316,126 @@ pub fn acceleration_rates(
     })
 }
 
+/// The state of the flow of `config` from `x0` at its first sample at or after `tau` (the
+/// flow samples every event, so at an event time this is the state there).
+fn state_at(config: &Config, x0: &Reduced<f64>, tau: f64) -> Result<Reduced<f64>> {
+    let mut at: Option<Reduced<f64>> = None;
+    flow(config, x0, &mut |t, x| {
+        if at.is_none() && t >= tau {
+            at = Some(x.clone());
+        }
+        Ok(())
+    })?;
+    at.ok_or_else(|| Error::numerical("report runner", format!("no sample at flow time {tau}")))
+}
+
+/// Lemma 5.1's clauses (ii) and (iii) at the state at `t1` (issue 21, item 5): the largest
+/// feature coordinate other than the strong neuron's `v1` (`max(abs(b_j))` over all
+/// neurons and `abs(a_j)` over `j != s`), and `||E - I||_F`. Runs that never reach `t1` get
+/// the summary alone.
+///
+/// # Errors
+/// A flow error.
+pub fn at_t1(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
+    let first = flow(config, x0, &mut |_, _| Ok(()))?;
+    let (Some(t1), Some(s)) = (first.t1, first.strong_neuron) else {
+        return Ok(json!({ "summary": to_value(&first)? }));
+    };
+    let x1 = state_at(config, x0, t1)?;
+    let m = x1.neurons();
+    let other = (0..m)
+        .map(|j| x1.b[j].abs())
+        .chain((0..m).filter(|&j| j != s).map(|j| x1.a[j].abs()))
+        .fold(0.0, f64::max);
+    let dev = (0..m)
+        .flat_map(|i| (0..m).map(move |j| (i, j)))
+        .map(|(i, j)| {
+            let delta = if i == j { 1.0 } else { 0.0 };
+            (x1.e.at(i, j) - delta).powi(2)
+        })
+        .sum::<f64>()
+        .sqrt();
+    Ok(json!({
+        "summary": to_value(&first)?,
+        "other_features_t1": other,
+        "head_dev_t1": dev,
+    }))
+}
+
+/// One arm of the Lemma 5.3 intervention: the flow of `config` from `x` for flow time
+/// `horizon` (stopped at `t_end` when `stop_at_t_end`); returns the first sampled flow time
+/// (from `x`) at which `abs(b_k) >= target`, and the arm's summary.
+fn weak_time(
+    config: &Config,
+    x: &Reduced<f64>,
+    k: usize,
+    horizon: f64,
+    stop_at_t_end: bool,
+) -> Result<(Option<f64>, Summary)> {
+    let target = config.phases.t1;
+    let mut o = flow_options(config);
+    o.stop_at_t_end = stop_at_t_end;
+    o.horizon = horizon;
+    let mut hit = None;
+    let run = integrate::<f64>(config, x, &o, &mut |tau, y| {
+        if hit.is_none() && y.b[k].abs() >= target {
+            hit = Some(tau);
+        }
+        Ok(())
+    })?;
+    Ok((hit, run.summary))
+}
+
+/// Lemma 5.3 as an intervention (issue 21, item 5): from each run's state at `t2`, the
+/// substituted neuron `k` (the `k != s` with the largest `abs(E_ks)`) continues under three
+/// arms for the rest of the horizon: (a) the head trained (stopped at `t_end`), (b) `E`
+/// reset to `I` and frozen, (c) `E` frozen where it is. Each arm reports the flow time from
+/// `t2` until `abs(b_k) >= t1`-threshold (`null`: not within the horizon) and its outcome
+/// class (E7). The head accelerates the weak feature when (a) reaches it much sooner
+/// than (b).
+///
+/// # Errors
+/// A flow error in any arm.
+pub fn intervention(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
+    let first = flow(config, x0, &mut |_, _| Ok(()))?;
+    let (Some(t2), Some(s)) = (first.t2, first.strong_neuron) else {
+        return Ok(json!({ "summary": to_value(&first)?, "reached_t2": false }));
+    };
+    let x2 = state_at(config, x0, t2)?;
+    let k = (0..x2.neurons())
+        .filter(|&j| j != s)
+        .max_by(|&i, &j| x2.e.at(i, s).abs().total_cmp(&x2.e.at(j, s).abs()))
+        .ok_or_else(|| Error::invalid("setting.neurons", "needs 2 neurons"))?;
+    let rest = (config.training.horizon - t2).max(0.0);
+    let (head, head_run) = weak_time(config, &x2, k, rest, true)?;
+    let mut frozen_config = config.clone();
+    frozen_config.model.head = crate::setting::HeadMode::Frozen;
+    let mut reset = x2.clone();
+    reset.e = Square::identity(x2.neurons(), ());
+    let (reset_time, reset_run) = weak_time(&frozen_config, &reset, k, rest, false)?;
+    let (frozen_time, frozen_run) = weak_time(&frozen_config, &x2, k, rest, false)?;
+    let r = acceleration_rates(config, &x2, k)?;
+    Ok(json!({
+        "summary": to_value(&first)?,
+        "reached_t2": true,
+        "t2": t2,
+        "neuron": k,
+        "b_k": x2.b[k],
+        "weak_time_head": head,
+        "weak_time_reset": reset_time,
+        "weak_time_frozen": frozen_time,
+        "class_head": head_run.outcome_class.name(),
+        "class_reset": reset_run.outcome_class.name(),
+        "class_frozen": frozen_run.outcome_class.name(),
+        "a_k": x2.a[k],
+        "e_ks": x2.e.at(k, s),
+        "weak_head": r.weak_head,
+        "weak_identity": r.weak_identity,
+        "strong_head": r.strong_head,
+        "strong_identity": r.strong_identity,
+    }))
+}
+
 /// Keeps at most `n` evenly spaced entries of `v` (always the first and the last).
 fn thin<T: Clone>(v: &[T], n: usize) -> Vec<T> {
     if v.len() <= n || n < 2 {
@@ -407,6 +540,14 @@ impl TaskRunner for ModelRunner {
                     Variant::Exact
                 };
                 sgd_reduced(&config, x0, task.seed, variant)
+            }
+            "flow-t1" => {
+                let x0 = init::reduced(&config.setting, task.seed)?;
+                at_t1(config, &x0)
+            }
+            "intervention" => {
+                let x0 = init::reduced(&config.setting, task.seed)?;
+                intervention(config, &x0)
             }
             "sgd" => {
                 let config = with_sgd_steps(config)?;
