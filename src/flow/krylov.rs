@@ -73,6 +73,7 @@ pub struct Krylov {
     g: Vec<f64>,
     tmp: Vec<f64>,
     tmp2: Vec<f64>,
+    row_scratch: Vec<f64>,
     /// Products `J v` (one dual pass each), GMRES iterations and stage solves so far.
     pub products: u64,
     /// GMRES iterations so far (each one product `J v` and one preconditioner solve).
@@ -118,6 +119,7 @@ impl Krylov {
             g: Vec::new(),
             tmp: vec![0.0; n],
             tmp2: vec![0.0; n],
+            row_scratch: vec![0.0; m],
             products: 0,
             iterations: 0,
             solves: 0,
@@ -192,16 +194,19 @@ impl Krylov {
     }
 
     /// `out = P^(-1) v` with `P = I/(gamma h) - J_EE` (eq. (K5)).
-    fn precondition(&self, v: &[f64], out: &mut [f64]) {
+    fn precondition(&mut self, v: &[f64], out: &mut [f64]) {
         for (o, x) in out[..self.head_from].iter_mut().zip(&v[..self.head_from]) {
             *o = x / self.inv_gh;
         }
+        let x = &mut self.row_scratch;
         for ((row, lu), piv) in self.rows.iter().zip(&self.factors).zip(&self.pivots) {
             let t = row.len();
-            let mut x: Vec<f64> = row.iter().map(|&(i, _)| v[i]).collect();
-            lu_solve(lu, piv, t, &mut x);
-            for (&(i, _), xi) in row.iter().zip(x) {
-                out[i] = xi;
+            for (xi, &(i, _)) in x.iter_mut().zip(row) {
+                *xi = v[i];
+            }
+            lu_solve(lu, piv, t, &mut x[..t]);
+            for (&(i, _), xi) in row.iter().zip(x.iter()) {
+                out[i] = *xi;
             }
         }
     }
