@@ -7,8 +7,10 @@
 //! - group `flow_frozen_rosenbrock_m`: the same with `--method rosenbrock`, so that every
 //!   step goes through the Jacobian and its factorization (`m = 16, 32, 64`: the compact
 //!   Jacobian and the block LU);
-//! - group `flow_offdiag_m`: the paper's head (`identity-offdiag`), `m = 4, 8`, on the dense
-//!   exact Jacobian (`m = 16` takes minutes: see `benches/README.md`).
+//! - group `flow_offdiag_m`: the paper's head (`identity-offdiag`), `m = 4, 8` on the dense
+//!   exact Jacobian; with `FLOW_BENCH_LARGE=1` also `m = 16, 32, 64` on the matrix-free
+//!   Rodas5 stages (`flow::krylov`, eqs. (K5)-(K8); minutes to hours per sample: see
+//!   `benches/README.md`).
 //!
 //! Run: `cargo bench --bench flow_large_m -- --warm-up-time 1 --measurement-time 3`. Before
 //! the timings it prints the steps, evaluations and Jacobians of each trajectory. Figures in
@@ -48,6 +50,8 @@ fn trajectory(c: &Config, method: Method) -> predhead::flow::Run {
 }
 
 fn bench(crit: &mut Criterion) {
+    let large = std::env::var("FLOW_BENCH_LARGE").is_ok_and(|v| v == "1");
+    let offdiag: &[usize] = if large { &[4, 8, 16, 32, 64] } else { &[4, 8] };
     let groups: [(&str, &str, Method, &[usize]); 3] = [
         ("flow_frozen_m", "frozen", Method::Auto, &[4, 8, 16, 32, 64]),
         (
@@ -56,14 +60,14 @@ fn bench(crit: &mut Criterion) {
             Method::Rosenbrock,
             &[16, 32, 64],
         ),
-        ("flow_offdiag_m", "identity-offdiag", Method::Auto, &[4, 8]),
+        ("flow_offdiag_m", "identity-offdiag", Method::Auto, offdiag),
     ];
     for (name, head, method, ms) in groups {
         for &m in ms {
             let run = trajectory(&config(head, m), method);
             let s = &run.summary;
             println!(
-                "{name} m = {m}: t1 = {:?}, t3 = {:?}, outcome = {}, steps = {} (rejected {}, Rosenbrock {}), rhs_evals = {}, jacobians = {}",
+                "{name} m = {m}: t1 = {:?}, t3 = {:?}, outcome = {}, steps = {} (rejected {}, Rosenbrock {}), rhs_evals = {}, jacobians = {}, matrix-free products/iterations/solves = {:?}",
                 s.t1,
                 s.t3,
                 s.outcome.name(),
@@ -72,6 +76,7 @@ fn bench(crit: &mut Criterion) {
                 run.steps_by_method[1],
                 s.rhs_evals.unwrap_or(0),
                 run.jacobians,
+                run.krylov_counts,
             );
         }
         let mut g = crit.benchmark_group(name);

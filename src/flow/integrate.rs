@@ -8,6 +8,7 @@ use crate::flow::control::{initial_step, predictive_factor, step_factor, Toleran
 use crate::flow::dense::Dense;
 use crate::flow::extended::{ExtendedPrecision, ExtendedStep};
 use crate::flow::jacobian::FlowScalar;
+use crate::flow::krylov;
 use crate::flow::problem::{to_f64, to_f64_into, Coordinates, Problem};
 use crate::flow::separable::Layout;
 use crate::flow::{dop853, dopri5, rodas5, rosenbrock};
@@ -219,6 +220,10 @@ pub struct Options {
     pub extended: bool,
     /// The precision of those steps (default double-double).
     pub extended_precision: ExtendedPrecision,
+    /// Whether the Rodas5 stages are solved matrix-free ([`crate::flow::krylov`],
+    /// `derivations/numerics.md`, (K5)-(K8)); `None`: for a trained head from
+    /// [`crate::flow::krylov::KRYLOV_FROM`] neurons on, in `f64`, with Rodas5.
+    pub matrix_free: Option<bool>,
 }
 
 impl Options {
@@ -278,6 +283,7 @@ impl Options {
             jacobian_reuse: Self::DEFAULT_JACOBIAN_REUSE,
             extended: true,
             extended_precision: ExtendedPrecision::DoubleDouble,
+            matrix_free: None,
         }
     }
 }
@@ -328,6 +334,12 @@ pub struct Run {
     /// The head's absolute tolerance of the run ([`Tolerance::atol_head`]), against which
     /// [`Run::unresolved`] is decided.
     pub atol_head: f64,
+    /// Whether the Rodas5 stages were solved matrix-free ([`Options::matrix_free`]); then
+    /// [`Run::jacobians`] counts the head blocks of (K5) and the stiffness checks.
+    pub matrix_free: bool,
+    /// The matrix-free products `J v` (dual passes, not in `summary.rhs_evals`), GMRES
+    /// iterations and stage solves ([`crate::flow::krylov`]).
+    pub krylov_counts: [u64; 3],
 }
 
 /// A head entry is resolved at `RESOLVED_HEAD_ENTRY` times the head's absolute tolerance
@@ -705,14 +717,24 @@ struct Buffers<S: Scalar> {
 impl<S: Scalar> Buffers<S> {
     /// Buffers for states of length `n`, with Jacobians in `layout` (separable flow) or
     /// dense.
-    fn new(n: usize, ctx: S::Ctx, layout: Option<&Layout>) -> Self {
+    /// With `matrix_free` no `n x n` buffer at all (the Rodas5 stages of
+    /// [`crate::flow::krylov`]; Shampine's method is then not used).
+    fn new(n: usize, ctx: S::Ctx, layout: Option<&Layout>, matrix_free: bool) -> Self {
         let z = || vec![S::zero(ctx); n];
-        let jac_len = layout.map_or(n * n, Layout::len);
+        let jac_len = if matrix_free {
+            0
+        } else {
+            layout.map_or(n * n, Layout::len)
+        };
         Buffers {
             dop853: dop853::Work::new(n, ctx),
             dopri5: dopri5::Work::new(n, ctx),
-            rodas5: rodas5::Work::with_layout(n, ctx, layout),
-            ros4: rosenbrock::Work::with_layout(n, ctx, layout),
+            rodas5: if matrix_free {
+                rodas5::Work::matrix_free(n, ctx)
+            } else {
+                rodas5::Work::with_layout(n, ctx, layout)
+            },
+            ros4: rosenbrock::Work::with_layout(if matrix_free { 0 } else { n }, ctx, layout),
             dense: Dense::new(n, ctx),
             f1: z(),
             mid: z(),
@@ -803,7 +825,19 @@ pub fn integrate<S: FlowScalar>(
     let layout: Option<Layout> = exact.as_ref().and_then(|e| e.layout().cloned());
     let layout = layout.as_ref();
     let mut jacobians = 0u64;
-    let mut b = Buffers::new(n, ctx, layout);
+    // The matrix-free Rodas5 stages (derivations/numerics.md, (K5)-(K8)): by default for a
+    // trained head from KRYLOV_FROM neurons on, in f64, under Rodas5.
+    let mut mf = if opts
+        .matrix_free
+        .unwrap_or_else(|| krylov::default_on(config, problem.neurons()))
+        && opts.stiff == Stiff::Rodas5
+        && layout.is_none()
+    {
+        S::matrix_free(config, x0, coordinates)
+    } else {
+        None
+    };
+    let mut b = Buffers::new(n, ctx, layout, mf.is_some());
     let mut y = problem.pack(x0);
     let mut t = 0.0f64;
     let mut clock = Clock::zero();
@@ -891,6 +925,8 @@ pub fn integrate<S: FlowScalar>(
                 t2_head_entry: tracker.substitution_entry(),
                 unresolved: unresolved(tracker.substitution_entry(), &opts.tol),
                 atol_head: opts.tol.atol_head,
+                matrix_free: mf.is_some(),
+                krylov_counts: mf.as_ref().map_or([0; 3], |k| k.counts()),
             });
         }};
     }
@@ -901,7 +937,7 @@ pub fn integrate<S: FlowScalar>(
     let seps = rosenbrock::sqrt_eps::<S>(ctx);
     let tol = opts.tol;
     let scale = move |i: usize| tol.atol_at(i) / tol.rtol;
-    let fused = exact.is_some() && opts.jacobian_reuse <= 1;
+    let fused = exact.is_some() && opts.jacobian_reuse <= 1 && mf.is_none();
     // `J(y)` into `jac` (and `f(y)` into `f`): one dual-number pass in f64 (its value part
     // is `f(y)` bit for bit), else forward differences from `f0` (`f` is then `f0`, or one
     // evaluation when `f0` is absent).
@@ -975,12 +1011,18 @@ pub fn integrate<S: FlowScalar>(
         } else {
             let j = if have_jac {
                 Ok(())
+            } else if let Some(k) = mf.as_mut() {
+                jacobians += 1;
+                k.set_point(&y, &mut b.f_scratch)
             } else {
                 jacobian!(&y, Some(&f0[..]), &mut b.f_scratch[..], &mut b.jac[..])
             };
             j.and_then(|()| {
                 have_jac = true;
                 let tol = opts.tol.scaled(stiff_method.tolerance_factor());
+                if let Some(k) = mf.as_mut() {
+                    return k.step(&mut rhs, &y, &f0, h, tol, &mut b.rodas5);
+                }
                 if extended_mode {
                     // Straight to the extended-precision attempt below.
                     return Ok(f64::NAN);
@@ -1026,6 +1068,7 @@ pub fn integrate<S: FlowScalar>(
         let attempt = if stiff
             && have_jac
             && layout.is_none()
+            && mf.is_none()
             && (extended_mode || (probe && !accepted(&attempt) && !spent))
         {
             if extended.is_none() {
@@ -1084,7 +1127,8 @@ pub fn integrate<S: FlowScalar>(
             window_attempts += 1;
             window_fails += u32::from(!accepted(&attempt));
             if window_attempts >= FALLBACK_WINDOW {
-                if stiff_method == Stiff::Rodas5 && window_fails >= FALLBACK_REJECTS {
+                if stiff_method == Stiff::Rodas5 && window_fails >= FALLBACK_REJECTS && mf.is_none()
+                {
                     stiff_method = Stiff::Ros4;
                     fallback_from.get_or_insert(t);
                     last_accepted = None;
@@ -1232,7 +1276,7 @@ pub fn integrate<S: FlowScalar>(
         // the next state's is in `b.jac_spare`: swap, so that `b.jac` is the current one
         // and `b.jac_spare` the last step's.
         let had_jac = stiff && have_jac;
-        if stiff && jac_age + 1 < opts.jacobian_reuse {
+        if stiff && jac_age + 1 < opts.jacobian_reuse && mf.is_none() {
             jac_age += 1;
         } else {
             jac_age = 0;
@@ -1262,14 +1306,24 @@ pub fn integrate<S: FlowScalar>(
                 since_check += 1;
                 if since_check >= CHECK_EVERY || after_reject {
                     since_check = 0;
-                    let ok =
-                        jacobian!(&y, Some(&f0[..]), &mut b.f_scratch[..], &mut b.jac[..]).is_ok();
-                    // The bound first (a 9 x 9 sum instead of 24 products): when
-                    // `h sqrt(||J||_1 ||J||_inf) <= 3` (with a margin for the rounding of
-                    // the estimate) the power iteration cannot report `h rho > 3`.
-                    let bounded = h * radius_bound(layout, &b.jac) * (1.0 + 1e-10) <= 3.0;
-                    if ok && !bounded && h * radius(layout, &b.jac, 30.0 / h) > 3.0 {
-                        have_jac = true;
+                    let turns_stiff = if let Some(k) = mf.as_mut() {
+                        // Matrix-free (eq. (K8)): the power iteration on products `J v`.
+                        jacobians += 1;
+                        k.spectral_radius_capped(&y, 30.0 / h)
+                            .is_ok_and(|rho| h * rho > 3.0)
+                    } else {
+                        let ok = jacobian!(&y, Some(&f0[..]), &mut b.f_scratch[..], &mut b.jac[..])
+                            .is_ok();
+                        // The bound first (a 9 x 9 sum instead of 24 products): when
+                        // `h sqrt(||J||_1 ||J||_inf) <= 3` (with a margin for the rounding
+                        // of the estimate) the power iteration cannot report `h rho > 3`.
+                        let bounded = h * radius_bound(layout, &b.jac) * (1.0 + 1e-10) <= 3.0;
+                        ok && !bounded && h * radius(layout, &b.jac, 30.0 / h) > 3.0
+                    };
+                    if turns_stiff {
+                        // The dense Jacobian at `y` is in `b.jac`; the matrix-free point
+                        // is set by the first attempt.
+                        have_jac = mf.is_none();
                         jac_age = 0;
                         stiff = true;
                         switches += 1;
@@ -1278,10 +1332,21 @@ pub fn integrate<S: FlowScalar>(
                         calm = 0;
                     }
                 }
-            } else if let Some(j) = last_jac.filter(|_| acc[1] % 5 == 0) {
+            } else if let Some(rho) = match (mf.as_mut(), last_jac) {
                 // Checked on every fifth Rosenbrock step: back to Dormand-Prince after four
-                // checks in a row with h rho < 1.
-                if h * radius(layout, j, 10.0 / h) < 1.0 {
+                // checks in a row with h rho < 1 (matrix-free: at the new state, eq. (K8)).
+                (Some(k), _) if acc[1] % 5 == 0 => {
+                    jacobians += 1;
+                    have_jac = false;
+                    Some(
+                        k.spectral_radius_capped(&y, 10.0 / h)
+                            .unwrap_or(f64::INFINITY),
+                    )
+                }
+                (None, Some(j)) if acc[1] % 5 == 0 => Some(radius(layout, j, 10.0 / h)),
+                _ => None,
+            } {
+                if h * rho < 1.0 {
                     calm += 1;
                     if calm >= 4 {
                         stiff = false;

@@ -7,10 +7,14 @@
 //! truncation error is ~1e-38, far below the reference's tolerance).
 
 use crate::error::Result;
+use crate::flow::control::Tolerance;
 use crate::flow::dual::Dual;
 use crate::flow::extended::{ExtendedPrecision, ExtendedRosenbrock, ExtendedStep, EXTENDED_BITS};
+use crate::flow::krylov::Krylov;
 use crate::flow::problem::{lift, Coordinates, Problem, Workspace};
+use crate::flow::rodas5;
 use crate::flow::separable::{Layout, SeparableJacobian};
+use crate::flow::Rhs;
 use crate::moments::population::Reduced;
 use crate::scalar::Scalar;
 use crate::setting::Config;
@@ -26,6 +30,14 @@ pub trait FlowScalar: Scalar {
         coordinates: Coordinates,
     ) -> Option<Box<dyn ExactJacobian<Self>>>;
 
+    /// The matrix-free Rodas5 stages for the flow of `config` through `x0`
+    /// ([`crate::flow::krylov`]), or `None` when this precision has none (MPFR).
+    fn matrix_free(
+        config: &Config,
+        x0: &Reduced<Self>,
+        coordinates: Coordinates,
+    ) -> Option<Box<dyn MatrixFree<Self>>>;
+
     /// The stepper of Rosenbrock steps at a higher precision for the same flow
     /// ([`crate::flow::extended`]), or `None` when this precision has none (MPFR).
     fn extended_stepper(
@@ -34,6 +46,54 @@ pub trait FlowScalar: Scalar {
         coordinates: Coordinates,
         precision: ExtendedPrecision,
     ) -> Option<Box<dyn ExtendedStep<Self>>>;
+}
+
+/// Matrix-free Rodas5 steps ([`crate::flow::krylov::Krylov`], `derivations/numerics.md`,
+/// eqs. (K5)-(K8)).
+pub trait MatrixFree<S: Scalar>: Send {
+    /// Sets the point `y` of the next steps (the head blocks of its Jacobian) and writes
+    /// `f(y)` into `f`.
+    fn set_point(&mut self, y: &[S], f: &mut [S]) -> Result<()>;
+    /// One Rodas5 step of size `h` from the point `y0` of the last [`MatrixFree::set_point`]
+    /// ([`crate::flow::rodas5::step_krylov`]).
+    fn step(
+        &mut self,
+        f: &mut Rhs<'_, S>,
+        y0: &[S],
+        f0: &[S],
+        h: f64,
+        tol: Tolerance,
+        w: &mut rodas5::Work<S>,
+    ) -> Result<f64>;
+    /// An estimate of the spectral radius of the Jacobian at `y` (power iteration on exact
+    /// products `J v`, returning early above `cap`). It moves the point: call
+    /// [`MatrixFree::set_point`] before the next step.
+    fn spectral_radius_capped(&mut self, y: &[S], cap: f64) -> Result<f64>;
+    /// Products `J v`, GMRES iterations and stage solves so far.
+    fn counts(&self) -> [u64; 3];
+}
+
+impl MatrixFree<f64> for Krylov {
+    fn set_point(&mut self, y: &[f64], f: &mut [f64]) -> Result<()> {
+        Krylov::set_point(self, y, f)
+    }
+    fn step(
+        &mut self,
+        f: &mut Rhs<'_, f64>,
+        y0: &[f64],
+        f0: &[f64],
+        h: f64,
+        tol: Tolerance,
+        w: &mut rodas5::Work<f64>,
+    ) -> Result<f64> {
+        rodas5::step_krylov(f, y0, f0, h, tol, w, self)
+    }
+    fn spectral_radius_capped(&mut self, y: &[f64], cap: f64) -> Result<f64> {
+        Krylov::spectral_radius_capped(self, y, cap)
+    }
+    fn counts(&self) -> [u64; 3] {
+        [self.products, self.iterations, self.solves]
+    }
 }
 
 /// An evaluator of the exact Jacobian `J_ij = d f_i / d y_j` of the right-hand side.
@@ -74,6 +134,14 @@ impl FlowScalar for f64 {
         })
     }
 
+    fn matrix_free(
+        config: &Config,
+        x0: &Reduced<f64>,
+        coordinates: Coordinates,
+    ) -> Option<Box<dyn MatrixFree<f64>>> {
+        Some(Box::new(Krylov::new(config, x0, coordinates)))
+    }
+
     fn extended_stepper(
         config: &Config,
         x0: &Reduced<f64>,
@@ -102,6 +170,14 @@ impl FlowScalar for rug::Float {
         _: &Reduced<rug::Float>,
         _: Coordinates,
     ) -> Option<Box<dyn ExactJacobian<rug::Float>>> {
+        None
+    }
+
+    fn matrix_free(
+        _: &Config,
+        _: &Reduced<rug::Float>,
+        _: Coordinates,
+    ) -> Option<Box<dyn MatrixFree<rug::Float>>> {
         None
     }
 

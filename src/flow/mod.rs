@@ -36,6 +36,7 @@ pub mod extended;
 pub mod global_error;
 pub mod integrate;
 pub mod jacobian;
+pub mod krylov;
 pub mod linear;
 pub mod problem;
 pub mod rodas5;

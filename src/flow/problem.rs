@@ -135,6 +135,12 @@ impl<S: Scalar> Problem<S> {
         self.neurons
     }
 
+    /// The trainable head entries `(j, r)` in the order of the state vector (from
+    /// [`Problem::head_from`] on).
+    pub fn trainable(&self) -> &[(usize, usize)] {
+        &self.trainable
+    }
+
     /// Length of the state vector.
     pub fn len(&self) -> usize {
         let m = self.neurons;

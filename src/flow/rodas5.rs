@@ -20,6 +20,7 @@
 use crate::error::Result;
 use crate::flow::control::{error_norm, Tolerance};
 use crate::flow::dense::{Dense, Kind};
+use crate::flow::krylov::Krylov;
 use crate::flow::linear::ScaledLu;
 use crate::flow::separable::Layout;
 use crate::flow::Rhs;
@@ -143,6 +144,18 @@ impl<S: Scalar> Work<S> {
         Self::with_layout(n, ctx, None)
     }
 
+    /// A work space for the matrix-free stages of [`step_krylov`] (no `n x n` buffer).
+    pub fn matrix_free(n: usize, ctx: S::Ctx) -> Self {
+        let mut w = Self::with_layout(0, ctx, None);
+        let z = || vec![S::zero(ctx); n];
+        w.k = std::array::from_fn(|_| z());
+        w.u = z();
+        w.w = z();
+        w.acc = z();
+        w.y1 = z();
+        w
+    }
+
     /// [`Work::new`] for Jacobians in the compact layout of the separable flow
     /// ([`crate::flow::separable::Layout`]) when `layout` is given.
     pub fn with_layout(n: usize, ctx: S::Ctx, layout: Option<&Layout>) -> Self {
@@ -172,7 +185,6 @@ pub fn step<S: Scalar>(
 ) -> Result<f64> {
     let ctx = y0[0].ctx();
     let c = |v: f64| S::from_f64(v, ctx);
-    let inv_h = S::one(ctx) / c(h);
     let Work {
         k,
         u,
@@ -182,7 +194,66 @@ pub fn step<S: Scalar>(
         y1,
     } = w;
     lu.factor(jac, &(S::one(ctx) / (c(GAMMA) * c(h))), y0, tol)?;
-    lu.solve_into(f0, &mut k[0]);
+    let mut solve = |w: &[S], g: &mut [S]| {
+        lu.solve_into(w, g);
+        Ok(())
+    };
+    stages(f, y0, f0, h, tol, (k, u, rhs, acc, y1), &mut solve)
+}
+
+/// [`step`] with the stage systems solved matrix-free ([`Krylov`], `derivations/
+/// numerics.md`, eqs. (K5)-(K7)) at the point of its last [`Krylov::set_point`], which must
+/// be `y0`: the same stages, each solved by preconditioned GMRES with exact products `J v`.
+pub fn step_krylov(
+    f: &mut Rhs<'_, f64>,
+    y0: &[f64],
+    f0: &[f64],
+    h: f64,
+    tol: Tolerance,
+    w: &mut Work<f64>,
+    krylov: &mut Krylov,
+) -> Result<f64> {
+    krylov.factor(1.0 / (GAMMA * h), tol)?;
+    let Work {
+        k,
+        u,
+        w: rhs,
+        acc,
+        y1,
+        ..
+    } = w;
+    let mut solve = |w: &[f64], g: &mut [f64]| krylov.solve(w, g);
+    stages(f, y0, f0, h, tol, (k, u, rhs, acc, y1), &mut solve)
+}
+
+/// The stage buffers of [`Work`]: `k_1..k_8`, `u`, the stage right-hand side, the sum of
+/// the `C` terms and `y1`.
+type Stages<'a, S> = (
+    &'a mut [Vec<S>; 8],
+    &'a mut Vec<S>,
+    &'a mut Vec<S>,
+    &'a mut Vec<S>,
+    &'a mut Vec<S>,
+);
+
+/// A solver of the stage systems: `solve(w, k)` writes `k = A^(-1) w`.
+type StageSolve<'a, S> = dyn FnMut(&[S], &mut [S]) -> Result<()> + 'a;
+
+/// The eight stages of [`step`] with the stage systems solved by `solve(w, k)` (`k = A^(-1)
+/// w`); returns the error norm.
+fn stages<S: Scalar>(
+    f: &mut Rhs<'_, S>,
+    y0: &[S],
+    f0: &[S],
+    h: f64,
+    tol: Tolerance,
+    (k, u, rhs, acc, y1): Stages<'_, S>,
+    solve: &mut StageSolve<'_, S>,
+) -> Result<f64> {
+    let ctx = y0[0].ctx();
+    let c = |v: f64| S::from_f64(v, ctx);
+    let inv_h = S::one(ctx) / c(h);
+    solve(f0, &mut k[0])?;
     u.clone_from_slice(y0);
     for stage in 1..8 {
         // u_i: a fresh combination for stages 2..6, then u_7 = u_6 + k_6, u_8 = u_7 + k_7.
@@ -218,7 +289,7 @@ pub fn step<S: Scalar>(
         for (wi, a) in rhs.iter_mut().zip(acc.iter()) {
             *wi = wi.clone() + a.clone() * inv_h.clone();
         }
-        lu.solve_into(rhs, &mut k[stage]);
+        solve(rhs, &mut k[stage])?;
     }
     for ((o, a), b) in y1.iter_mut().zip(u.iter()).zip(&k[7]) {
         *o = a.clone() + b.clone();
