@@ -680,6 +680,7 @@ impl Spec {
                 lr,
                 batch,
                 runner,
+                lr_batch,
                 lr_d
             );
         }

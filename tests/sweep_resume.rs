@@ -236,3 +236,27 @@ fn the_lr_d_axis_scales_lr_with_d() {
         assert!(e.contains(field), "{axes}: {e}");
     }
 }
+
+/// `[quick]` overrides `lr_batch` like every other axis (it was silently ignored before).
+#[test]
+fn the_quick_grid_overrides_lr_batch() {
+    let spec = Spec::parse(
+        "seeds = 1\n[axes]\nlr_batch = [[0.01, 256], [0.04, 1024]]\n[quick]\n\
+         lr_batch = [[0.04, 64]]\n[base.setting]\ndim = 8\npatches = 4\nfeature_patches = 2\n\
+         alpha = [4.0, 1.0]\nnoise_std = 1.0\nneurons = 2\n[base.model]\n\
+         head = \"identity-offdiag\"\nnormalization = \"batchnorm\"\nstop_gradient = true\n\
+         [base.training]\nlr = 0.001\n",
+        "quick_lr_batch",
+        Path::new("."),
+    )
+    .unwrap();
+    let pairs = |quick: bool| -> Vec<(f64, usize)> {
+        spec.tasks(quick)
+            .unwrap()
+            .iter()
+            .map(|t| (t.config.training.lr, t.config.training.batch))
+            .collect()
+    };
+    assert_eq!(pairs(false), vec![(0.01, 256), (0.04, 1024)]);
+    assert_eq!(pairs(true), vec![(0.04, 64)]);
+}
