@@ -182,7 +182,7 @@ impl Body {
     }
 
     /// Adds a table with its verdict and the rule behind it (no notes).
-    fn section(
+    pub(super) fn section(
         &mut self,
         heading: &str,
         table: Table,

@@ -6,8 +6,9 @@
 //! Records: runners `flow-ref`, `sgd-reduced-ref` and `sgd-reduced-ref-nowishart`
 //! ([`super::runner`]) over the axes `dim` and `lr_d` (`lr = lr_d / d`), one batch size.
 
-use super::claims::{dim_of, groups, Body, Context, Section};
+use super::claims::{dim_of, groups, Body, Context, CONFIDENCE};
 use super::runner::{REFERENCE_DIM, REFERENCE_SEED};
+use super::stats;
 use super::table::{num, Table, Verdict};
 use super::{field, summary_of};
 use crate::error::{Error, Result};
@@ -122,16 +123,9 @@ fn slope(cols: &[Column], lr_crit: &[Option<f64>]) -> Option<f64> {
         .zip(lr_crit)
         .map(|(c, l)| l.map(|l| ((c.d as f64).ln(), l.ln())))
         .collect();
-    let pts = pts?;
-    if pts.len() < 2 {
-        return None;
-    }
-    let n = pts.len() as f64;
-    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    Some(sxy / sxx)
+    let (x, y): (Vec<f64>, Vec<f64>) = pts?.into_iter().unzip();
+    // Fewer than two points, or one d only: no slope.
+    stats::ols(&x, &y, CONFIDENCE).ok().map(|f| f.slope)
 }
 
 /// The fitted exponent and its bootstrap: the point estimate, the percentile interval
@@ -362,13 +356,13 @@ pub fn lr_crit(ctx: &Context, recs: &[&Record]) -> Result<Body> {
          exponent 0) is the falsifier.\n\n",
         rule.tol, rule.expected
     ));
-    body.sections.push(section(
+    body.section(
         "The deviation of SGD from the flow, cell by cell",
         cells,
         None,
         "",
-    ));
-    body.sections.push(section("lr_crit(d)", crit_t, None, "the band is the 2.5% and 97.5% points of the bootstrap resamples' lr_crit (shown when at least 90% of them are uncensored)."));
+    );
+    body.section("lr_crit(d)", crit_t, None, "the band is the 2.5% and 97.5% points of the bootstrap resamples' lr_crit (shown when at least 90% of them are uncensored).");
     let rule_text = format!(
         "the exponent is the least-squares slope of ln lr_crit on ln d; its interval the \
          2.5% and 97.5% points of {} bootstrap resamples (seeds resampled with replacement \
@@ -388,23 +382,13 @@ pub fn lr_crit(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             "does not fail: broken check"
         },
     );
-    body.sections.push(section(
+    body.section(
         "The exponent of lr_crit(d)",
         fit_t,
         Some(verdict),
-        &rule_text,
-    ));
+        rule_text,
+    );
     Ok(body)
-}
-
-fn section(heading: &str, table: Table, verdict: Option<Verdict>, rule: &str) -> Section {
-    Section {
-        heading: heading.into(),
-        table,
-        verdict,
-        rule: rule.into(),
-        notes: String::new(),
-    }
 }
 
 #[cfg(test)]
