@@ -25,6 +25,8 @@
 //! report = "theorem41"      # which report reads the results
 //! runner = "flow"           # what a task runs (see `crate::report::runner`)
 //! seeds = 20                # seeds 0..20, or a list [3, 7]
+//! seed_streams = "per-dim"  # "shared" (default): seed s at every d; "per-dim": an
+//!                           # independent stream per d (`Spec::seed_for`)
 //! horizon_factor = 1e3      # flow horizon = horizon_factor * d^2
 //! [family]                  # "fixed" (default) or "paper" with its constants
 //! name = "paper"
@@ -310,6 +312,9 @@ pub struct Spec {
     pub horizon_factor: f64,
     /// Seeds.
     pub seeds: Vec<u64>,
+    /// Whether seed `s` is the same draw at every `d` ([`SeedStreams::Shared`]) or an
+    /// independent one per `d` ([`SeedStreams::PerDim`], [`Spec::seed_for`]).
+    pub seed_streams: SeedStreams,
     /// The grid.
     pub axes: Axes,
     /// The overrides of `--quick`: seeds and axes.
@@ -328,6 +333,7 @@ struct SpecFile {
     report: Option<String>,
     runner: Option<String>,
     seeds: SeedsFile,
+    seed_streams: Option<SeedStreams>,
     horizon_factor: Option<f64>,
     family: Option<FamilyFile>,
     axes: Option<AxesFile>,
@@ -336,6 +342,19 @@ struct SpecFile {
     base: Option<toml::Table>,
     base_config: Option<String>,
     results: Option<String>,
+}
+
+/// How a spec's seeds map to the runs' seeds across `d`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeedStreams {
+    /// Seed `s` at every `d`: the initial states at two `d` are the same standard normal
+    /// draw, scaled (paired on purpose; the report must then use paired statistics).
+    #[default]
+    Shared,
+    /// An independent seed per `(d, s)` ([`Spec::seed_for`]): replicates at different `d`
+    /// are independent, as a trend test in `d` needs.
+    PerDim,
 }
 
 #[derive(Deserialize)]
@@ -575,6 +594,7 @@ impl Spec {
             family,
             horizon_factor,
             seeds,
+            seed_streams: file.seed_streams.unwrap_or_default(),
             axes: file.axes.unwrap_or_default().resolve()?,
             quick,
             options: file.options.unwrap_or_default(),
@@ -730,6 +750,37 @@ impl Spec {
         Ok(c)
     }
 
+    /// The seed of the run for the spec's seed `seed` at dimension `d`: `seed` itself under
+    /// [`SeedStreams::Shared`]; under [`SeedStreams::PerDim`], the 64-bit FNV-1a hash of the
+    /// text `"<d>:<seed>"`, a distinct seed for every `(d, seed)` (its initial state is then
+    /// an independent draw, reproducible with `predhead flow --seed <that seed>`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use predhead::sweep::Spec;
+    ///
+    /// let base = "seeds = 2\n[axes]\ndim = [1e2, 1e3]\n[base.setting]\ndim = 100\n\
+    ///             patches = 8\nfeature_patches = 2\nalpha = [4.0, 1.0]\nnoise_std = 1.0\n\
+    ///             neurons = 2\n[base.model]\nhead = \"identity-offdiag\"\n\
+    ///             normalization = \"batchnorm\"\nstop_gradient = true\n\
+    ///             [base.training]\nlr = 1e-3\n";
+    /// let shared = Spec::parse(base, "t", std::path::Path::new("."))?;
+    /// assert_eq!(shared.seed_for(1000, 1), 1);
+    /// let text = format!("seed_streams = \"per-dim\"\n{base}");
+    /// let per_dim = Spec::parse(&text, "t", std::path::Path::new("."))?;
+    /// assert_ne!(per_dim.seed_for(100, 1), per_dim.seed_for(1000, 1));
+    /// let seeds: Vec<u64> = per_dim.tasks(false)?.iter().map(|t| t.seed).collect();
+    /// assert_eq!(seeds[0], per_dim.seed_for(100, 0));
+    /// # Ok::<(), predhead::Error>(())
+    /// ```
+    pub fn seed_for(&self, d: u64, seed: u64) -> u64 {
+        match self.seed_streams {
+            SeedStreams::Shared => seed,
+            SeedStreams::PerDim => fnv1a(format!("{d}:{seed}").as_bytes()),
+        }
+    }
+
     /// The tasks, in their fixed order: runner, d, m, head, normalization, stop-gradient,
     /// `lr_head/lr`, `lr`, batch, then seed innermost. Task ids are positions.
     pub fn tasks(&self, quick: bool) -> Result<Vec<Task>> {
@@ -767,6 +818,10 @@ impl Spec {
                                         let config = self.config_for(&point)?;
                                         let text = config.to_toml();
                                         for &seed in &seeds {
+                                            let seed = self.seed_for(
+                                                dim.unwrap_or(self.base.setting.dim),
+                                                seed,
+                                            );
                                             let h = fnv1a(
                                                 format!("{runner}\n{seed}\n{text}").as_bytes(),
                                             );
