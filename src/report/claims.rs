@@ -43,7 +43,7 @@ impl Context<'_> {
         };
         format!(
             "- Spec: `reports/{name}.toml` ({grid} grid); runner: {runners}; {n} seeds per grid \
-             point ({first}..).\n\
+             point ({first}..{streams}).\n\
              - Scaling family: {family}.{overrides}\n\
              - Base: d = {d}, P = {p}, P0 = {p0}, alpha = [{a1}, {a2}], s = {s_}, m = {m}; \
              head = {head}, normalization = {norm}, stop_gradient = {sg}; lr = {lr}, \
@@ -53,7 +53,8 @@ impl Context<'_> {
              steps), stopped at t_end unless the runner says otherwise; initialization \
              `predhead::init::reduced` (the law of W(0) ~ N(0, 1/d), E = I) unless the runner \
              says otherwise (`predhead::report::runner`).\n\
-             - Intervals: 95%, Clopper-Pearson for rates, t-based for fitted exponents. \
+             - Intervals: 95%, Clopper-Pearson for rates, t-based for fitted exponents, order \
+             statistics for medians (eq. (D7) of derivations/scaling.md). \
              `stopped early` counts runs that the integrator ended before t_end and the horizon \
              (step-size underflow, step limit, non-finite state); their summary is that of the \
              state where they stopped.\n\n",
@@ -61,6 +62,12 @@ impl Context<'_> {
             grid = if self.quick { "quick" } else { "full" },
             n = seeds.len(),
             first = seeds.first().copied().unwrap_or(0),
+            streams = match s.seed_streams {
+                crate::sweep::SeedStreams::Shared => "; the same draws at every d",
+                crate::sweep::SeedStreams::PerDim => {
+                    "; drawn independently at each d, `sweep::Spec::seed_for`"
+                }
+            },
             family = s.family.describe(),
             overrides = match s.family {
                 crate::sweep::Family::Paper(_) => {
@@ -455,6 +462,76 @@ fn exponent_rule(what: &str, exponent: f64, margin: f64) -> String {
 pub const THEOREM41_RATE: &str = "Both-features rate and decorrelation versus d";
 /// The section of Corollary 4.2's exponent rule.
 pub const COROLLARY42: &str = "Decorrelation exponent (Corollary 4.2)";
+/// The section of Theorem 4.1's trend rule.
+pub const THEOREM41_TREND: &str = "Failure rate against d (Theorem 4.1's 1 - o(1))";
+
+/// Theorem 4.1's trend rule over `(d, failures, runs)` in increasing `d`: the
+/// Cochran-Armitage test (D6) of the failure rate (runs not `both-features`) against `ln d`,
+/// over every `d` and over the top half of the grid (the largest `ceil(n/2)` values, where a
+/// rate that levels off shows). Holds when the rate falls significantly in both (one-sided
+/// `p < alpha` each: an intersection-union test needs no correction); fails when it grows
+/// significantly in either (Holm-adjusted one-sided `p < alpha`); else (or without
+/// variance: no failure, or nothing but failures) inconclusive. The table, the verdict and
+/// the rule text.
+fn failure_trend(cells: &[(u64, u64, u64)], alpha: f64) -> (Table, Verdict, String) {
+    let top = &cells[cells.len() / 2..];
+    let test = |cells: &[(u64, u64, u64)]| {
+        let groups: Vec<(f64, u64, u64)> = cells
+            .iter()
+            .map(|&(d, k, n)| ((d as f64).ln(), k, n))
+            .collect();
+        stats::cochran_armitage(&groups).ok()
+    };
+    let (all_t, top_t) = (test(cells), test(top));
+    let mut t = Table::new(&[
+        "d",
+        "runs",
+        "failures",
+        "failure rate, smallest d",
+        "failure rate, largest d",
+        "z (Cochran-Armitage, ln d)",
+        "p (rate falls)",
+        "p (rate grows), Holm",
+    ]);
+    let p_grows = stats::holm(&[
+        all_t.map_or(1.0, |t| t.p_increasing),
+        top_t.map_or(1.0, |t| t.p_increasing),
+    ]);
+    let rate = |c: Option<&(u64, u64, u64)>| c.map_or("-".into(), |c| num(c.1 as f64 / c.2 as f64));
+    for ((label, cs, tr), pg) in [("all d", cells, all_t), ("top half of d", top, top_t)]
+        .into_iter()
+        .zip(&p_grows)
+    {
+        let from = cs.first().map_or("-".into(), |c| c.0.to_string());
+        t.push(vec![
+            format!("{label} ({from} ..)"),
+            cs.iter().map(|c| c.2).sum::<u64>().to_string(),
+            cs.iter().map(|c| c.1).sum::<u64>().to_string(),
+            rate(cs.first()),
+            rate(cs.last()),
+            tr.map_or("-".into(), |t| num(t.z)),
+            tr.map_or("-".into(), |t| num(t.p_decreasing)),
+            tr.map_or("-".into(), |_| num(*pg)),
+        ]);
+    }
+    let falls = |t: Option<stats::Trend>| t.is_some_and(|t| t.p_decreasing < alpha);
+    let verdict = decide(
+        falls(all_t) && falls(top_t),
+        p_grows.iter().any(|&p| p < alpha),
+    );
+    let rule = format!(
+        "a failure is a run not classed `both-features`; the Cochran-Armitage test (eq. (D6) \
+         of derivations/scaling.md) of the failure rate against ln d, over replicates drawn \
+         independently at each d (the spec's `seed_streams = \"per-dim\"`), once over every d \
+         and once over the top half of the grid, where a rate that levels off shows. Holds \
+         when the rate falls significantly in both (one-sided p < {a} each), as `1 - o(1)` \
+         asks; fails when it grows significantly in either (one-sided p < {a} after Holm's \
+         adjustment over the two); inconclusive otherwise, or without variance (no failure at \
+         all, or only failures).",
+        a = num(alpha)
+    );
+    (t, verdict, rule)
+}
 
 /// Theorem 4.1 and Corollary 4.2.
 pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
@@ -470,6 +547,7 @@ pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         "rate",
         "95% CI",
         "median abs(corr) sqrt(d)",
+        "95% CI (median)",
         "max abs(corr) sqrt(d)",
         "median t_end",
         "stopped early",
@@ -483,6 +561,7 @@ pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     let mut last: Option<Interval> = None;
     let mut runs = Vec::new();
     let mut abs_corr = Vec::new();
+    let mut cells = Vec::new();
     let mut flagged = 0;
     let groups_d = groups(recs, |r| dim_of(ctx, r));
     for (d, rs) in &groups_d {
@@ -495,6 +574,7 @@ pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         let k = count(&rs, "both-features");
         let ci = cp(k, rs.len())?;
         last = Some(ci);
+        cells.push((d, (rs.len() - k) as u64, rs.len() as u64));
         let cs = values(&with_outcome(&rs, "both-features"), |r| corr_scaled(ctx, r));
         runs.extend(cs.iter().map(|v| (d as f64, *v)));
         let both = with_outcome(&rs, "both-features");
@@ -515,6 +595,7 @@ pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             num(k as f64 / rs.len() as f64),
             interval(ci),
             med(&cs)?,
+            stats::median_ci(&cs, CONFIDENCE)?.map_or("-".into(), interval),
             max(&cs),
             med_summary(&rs, "t_end")?,
             stopped_early(&rs).to_string(),
@@ -542,6 +623,14 @@ pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     );
     body.assume(
         THEOREM41_RATE,
+        flagged,
+        groups_d.len(),
+        "Theorem 4.1 asks `lr_head/lr <= 1/polylog(d)`, taken as `<= 1/ln d`".into(),
+    );
+    let (trend_t, trend_v, trend_rule) = failure_trend(&cells, ctx.rule("trend_alpha")?);
+    body.section(THEOREM41_TREND, trend_t, Some(trend_v), trend_rule);
+    body.assume(
+        THEOREM41_TREND,
         flagged,
         groups_d.len(),
         "Theorem 4.1 asks `lr_head/lr <= 1/polylog(d)`, taken as `<= 1/ln d`".into(),

@@ -71,7 +71,7 @@ pub struct Claim {
 use super::claims::{
     ABLATIONS, COROLLARY42, COROLLARY44, FIGURES23, FOOTNOTE3, HEAD_RATIO, LEMMA51_HEAD,
     LEMMA51_OTHERS, LEMMA51_T1, LEMMA52, LEMMA53_INTERVENTION, PROP54, SECTION53, THEOREM41_RATE,
-    THEOREM43_RATE,
+    THEOREM41_TREND, THEOREM43_RATE,
 };
 
 const fn claim(
@@ -104,7 +104,7 @@ const fn unchecked(claim: &'static str, report: &'static str, why: &'static str)
 }
 
 /// The registry, in paper order.
-pub const CLAIMS: [Claim; 16] = [
+pub const CLAIMS: [Claim; 17] = [
     claim(
         "Theorem 4.1 (both features w.p. 1 - o(1))",
         "theorem41",
@@ -112,6 +112,14 @@ pub const CLAIMS: [Claim; 16] = [
         THEOREM41_RATE,
         Falsifier::Rerun,
         "the head frozen at E = I (Theorem 4.3's setting), same family",
+    ),
+    claim(
+        "Theorem 4.1 (the failure rate falls with d)",
+        "theorem41",
+        "trend of the not-both-features rate against ln d (Cochran-Armitage)",
+        THEOREM41_TREND,
+        Falsifier::ReverseD,
+        "the runs' d mirrored (a falling failure rate grows)",
     ),
     claim(
         "Corollary 4.2 (abs(Corr) <= O(d^-1/2))",
