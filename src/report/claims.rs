@@ -1212,6 +1212,7 @@ pub fn lemma53(ctx: &Context, recs: &[&Record]) -> Result<Body> {
          acceleration.\n\n",
     );
     intervention_section(ctx, &mut body, recs)?;
+    intervention_arms_section(ctx, &mut body, recs)?;
     body.section(
         LEMMA53,
         t,
@@ -1328,6 +1329,82 @@ fn intervention_section(ctx: &Context, body: &mut Body, recs: &[&Record]) -> Res
             num(speedup),
             num(rate_min)
         ),
+    );
+    Ok(())
+}
+
+/// The section of the other intervention arms.
+pub const LEMMA53_ARMS: &str = "Intervention arms: stop-gradient off, batchnorm off, and from t1";
+
+/// Lemma 5.3's other arms (runner `intervention`), descriptive: per d, over the runs
+/// compared in [`intervention_section`], the median flow time until `abs(b_k) >= 0.5` (and
+/// how many never get there) with the head trained from `t2` under stop-gradient off and
+/// without batchnorm, how many of those arms end `both-features`, and from `t1` the trained
+/// head against `E` reset to `I` and frozen.
+fn intervention_arms_section(ctx: &Context, body: &mut Body, recs: &[&Record]) -> Result<()> {
+    let mut t = Table::new(&[
+        "d",
+        "compared",
+        "median time, sg off",
+        "sg off never",
+        "sg off ends in",
+        "median time, bn off",
+        "bn off never",
+        "bn off ends in",
+        "median time from t1, head",
+        "head never (t1)",
+        "median time from t1, reset to I",
+        "reset never (t1)",
+    ]);
+    let target = ctx.spec.base.phases.t1;
+    let time = |r: &Record, k: &str| field(&r.result, k);
+    for (d, rs) in groups(recs, |r| dim_of(ctx, r)) {
+        let compared: Vec<&Record> = rs
+            .iter()
+            .copied()
+            .filter(|r| r.result.get("weak_time_sg_off").is_some())
+            .filter(|r| !field(&r.result, "b_k").is_some_and(|b| b.abs() >= target))
+            .collect();
+        let never = |k: &str| compared.iter().filter(|r| time(r, k).is_none()).count();
+        // The end classes (E7) of an arm, most frequent first: "class n, class n".
+        let classes = |k: &str| {
+            let mut n: Vec<(String, usize)> = Vec::new();
+            for r in &compared {
+                let c = r.result.get(k).and_then(Value::as_str).unwrap_or("-");
+                match n.iter_mut().find(|(name, _)| name == c) {
+                    Some(e) => e.1 += 1,
+                    None => n.push((c.to_string(), 1)),
+                }
+            }
+            n.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let v: Vec<String> = n.iter().map(|(c, k)| format!("{c} {k}")).collect();
+            v.join(", ")
+        };
+        t.push(vec![
+            d.to_string(),
+            compared.len().to_string(),
+            med(&values(&compared, |r| time(r, "weak_time_sg_off")))?,
+            never("weak_time_sg_off").to_string(),
+            classes("class_sg_off"),
+            med(&values(&compared, |r| time(r, "weak_time_bn_off")))?,
+            never("weak_time_bn_off").to_string(),
+            classes("class_bn_off"),
+            med(&values(&compared, |r| time(r, "weak_time_head_t1")))?,
+            never("weak_time_head_t1").to_string(),
+            med(&values(&compared, |r| time(r, "weak_time_reset_t1")))?,
+            never("weak_time_reset_t1").to_string(),
+        ]);
+    }
+    body.section(
+        LEMMA53_ARMS,
+        t,
+        None,
+        "descriptive, no verdict. Over the same `compared` runs as above: from `t2`, the head \
+         trained with stop-gradient off (sg off) and without batchnorm (bn off), each to \
+         `t_end` or the horizon; from `t1`, before the substitution, the head trained and `E` \
+         reset to `I` and frozen. Times are flow times from the arm's start until \
+         `abs(b_k) >= 0.5` for the neuron `k` substituted at `t2`; medians are over the runs \
+         that got there, `never` counts the others.",
     );
     Ok(())
 }

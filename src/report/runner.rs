@@ -162,12 +162,16 @@ pub fn check_records(results: &std::path::Path, records: &[crate::sweep::Record]
 }
 
 /// Fields that are numbers or `null` where present (summary and runner measurements).
-const NUMBER_FIELDS: [&str; 24] = [
+const NUMBER_FIELDS: [&str; 28] = [
     "other_features_t1",
     "head_dev_t1",
     "weak_time_head",
     "weak_time_reset",
     "weak_time_frozen",
+    "weak_time_sg_off",
+    "weak_time_bn_off",
+    "weak_time_head_t1",
+    "weak_time_reset_t1",
     "t1",
     "t2",
     "t3",
@@ -389,8 +393,11 @@ fn weak_time(
 /// Lemma 5.3 as an intervention (issue 21, item 5): from each run's state at `t2`, the
 /// substituted neuron `k` (the `k != s` with the largest `abs(E_ks)`) continues under three
 /// arms for the rest of the horizon: (a) the head trained (stopped at `t_end`), (b) `E`
-/// reset to `I` and frozen, (c) `E` frozen where it is. Each arm reports the flow time from
-/// `t2` until `abs(b_k) >= t1`-threshold (`null`: not within the horizon) and its outcome
+/// reset to `I` and frozen, (c) `E` frozen where it is, (d) the head trained with
+/// stop-gradient off, (e) the head trained without batchnorm; and from the state at `t1`
+/// (before the substitution), (a) and (b) again (`weak_time_head_t1`,
+/// `weak_time_reset_t1`, times from `t1`). Each arm reports the flow time until
+/// `abs(b_k) >= t1`-threshold (`null`: not within the horizon) and, from `t2`, its outcome
 /// class (E7). The head accelerates the weak feature when (a) reaches it much sooner
 /// than (b).
 ///
@@ -414,6 +421,27 @@ pub fn intervention(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
     reset.e = Square::identity(x2.neurons(), ());
     let (reset_time, reset_run) = weak_time(&frozen_config, &reset, k, rest, false)?;
     let (frozen_time, frozen_run) = weak_time(&frozen_config, &x2, k, rest, false)?;
+    // (d), (e): the head trained, with stop-gradient off, or without batchnorm.
+    let mut sg_off = config.clone();
+    sg_off.model.stop_gradient = false;
+    let (sg_time, sg_run) = weak_time(&sg_off, &x2, k, rest, true)?;
+    let mut bn_off = config.clone();
+    bn_off.model.normalization = crate::setting::Normalization::None;
+    let (bn_time, bn_run) = weak_time(&bn_off, &x2, k, rest, true)?;
+    // From t1 (before the substitution): the head trained, and reset to I and frozen.
+    let (t1_head, t1_reset) = match first.t1 {
+        Some(t1) => {
+            let x1 = state_at(config, x0, t1)?;
+            let rest1 = (config.training.horizon - t1).max(0.0);
+            let mut reset1 = x1.clone();
+            reset1.e = Square::identity(x1.neurons(), ());
+            (
+                weak_time(config, &x1, k, rest1, true)?.0,
+                weak_time(&frozen_config, &reset1, k, rest1, false)?.0,
+            )
+        }
+        None => (None, None),
+    };
     let r = acceleration_rates(config, &x2, k)?;
     Ok(json!({
         "summary": to_value(&first)?,
@@ -427,6 +455,12 @@ pub fn intervention(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
         "class_head": head_run.outcome_class.name(),
         "class_reset": reset_run.outcome_class.name(),
         "class_frozen": frozen_run.outcome_class.name(),
+        "weak_time_sg_off": sg_time,
+        "weak_time_bn_off": bn_time,
+        "class_sg_off": sg_run.outcome_class.name(),
+        "class_bn_off": bn_run.outcome_class.name(),
+        "weak_time_head_t1": t1_head,
+        "weak_time_reset_t1": t1_reset,
         "a_k": x2.a[k],
         "e_ks": x2.e.at(k, s),
         "weak_head": r.weak_head,
