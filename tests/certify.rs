@@ -191,6 +191,7 @@ fn enclosures_contain_the_mpfr_value_and_shrink_with_precision() {
     assert!(cases.len() >= 200);
     let (mut rel53, mut rel106) = (Vec::new(), Vec::new());
     let mut f64_outside = 0usize;
+    let mut worst = (0.0f64, String::new());
     for (s, model, st, label) in &cases {
         let r = reference(s, model, st);
         let input = ExactInput::from_f64(s, st);
@@ -219,6 +220,9 @@ fn enclosures_contain_the_mpfr_value_and_shrink_with_precision() {
                 dist <= w53,
                 "{label} {name}: f64 {x:e} is {dist:e} from [{lo:e}, {hi:e}]"
             );
+            if a.rel_width_f64() > worst.0 {
+                worst = (a.rel_width_f64(), format!("{label} {name}"));
+            }
             rel53.push(a.rel_width_f64());
             rel106.push(b.rel_width_f64());
         }
@@ -228,12 +232,13 @@ fn enclosures_contain_the_mpfr_value_and_shrink_with_precision() {
     eprintln!(
         "{} states, {n} numbers: relative width at 53 bits median {:.2e} max {:.2e}; \
          at 106 bits median {:.2e} max {:.2e}; f64 value outside the 53-bit enclosure \
-         (within its width) for {f64_outside}",
+         (within its width) for {f64_outside}; widest at 53 bits: {}",
         cases.len(),
         median(rel53.clone()),
         max(&rel53),
         median(rel106.clone()),
-        max(&rel106)
+        max(&rel106),
+        worst.1
     );
 }
 
