@@ -68,6 +68,25 @@ impl ExactInput {
     /// [`crate::config::parse_config`] and [`State::parse`]). A number whose text cannot be
     /// recovered keeps its exact `f64` value.
     ///
+    /// # Examples
+    /// ```
+    /// use predhead::certify::ExactInput;
+    /// use predhead::config::parse_config;
+    /// use predhead::state::State;
+    /// use rug::Rational;
+    /// let config = "[setting]\ndim = 3\npatches = 4\nfeature_patches = 2\n\
+    ///               alpha = [2.5, 1.1]\nnoise_std = 0.3\nneurons = 1\n\n\
+    ///               [model]\nhead = \"frozen\"\nnormalization = \"none\"\n\
+    ///               stop_gradient = true\n";
+    /// let state = r#"{"w": [[0.1, -0.2, 0.7]], "e": [[1.0]]}"#;
+    /// let c = parse_config(config).unwrap();
+    /// let st = State::parse(state, &c.setting).unwrap();
+    /// let exact = ExactInput::from_text(config, &c.setting, state, &st).unwrap();
+    /// assert_eq!(exact.w[0][0], Rational::from((1, 10))); // not the f64 0.1
+    /// assert_eq!(exact.alpha[1], Rational::from((11, 10)));
+    /// assert_eq!(exact.noise_std, Rational::from((3, 10)));
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Invalid`] naming the entry whose text is not a decimal number.
@@ -321,8 +340,29 @@ pub fn certify_eval(
     bits: u32,
 ) -> Result<ExplicitEvaluation<Interval>> {
     check_bits(bits)?;
+    check_shape(setting, input)?;
     let k = constants::<Interval>(setting, input, bits);
     certify_with(&k, model, input, bits)
+}
+
+/// Errors unless `input` has the shape of `setting`: `m >= 1` rows of `w` of length
+/// `d >= 3` and an `m x m` head.
+fn check_shape(setting: &Setting, input: &ExactInput) -> Result<()> {
+    let m = setting.neurons;
+    let d = usize::try_from(setting.dim).unwrap_or(usize::MAX);
+    if m == 0 || d < 3 || input.w.len() != m || input.w.iter().any(|r| r.len() != d) {
+        return Err(Error::invalid(
+            "state.w",
+            format!("expected {m} rows of {d} numbers (m >= 1, d >= 3)"),
+        ));
+    }
+    if input.e.len() != m || input.e.iter().any(|r| r.len() != m) {
+        return Err(Error::invalid(
+            "state.e",
+            format!("expected {m} rows of {m} numbers"),
+        ));
+    }
+    Ok(())
 }
 
 /// Errors unless `bits` is a supported working precision.

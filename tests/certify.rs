@@ -543,3 +543,64 @@ fn eval_certify_command() {
     ]);
     assert!(line.starts_with("predhead: --certify"), "{line}");
 }
+
+/// Extreme but valid inputs through the command in-process: never a panic; either an
+/// output whose enclosures are ordered, or one error line naming a field. Falsifier of the
+/// one-line check: the planted two-line text fails it.
+#[test]
+fn extreme_inputs_never_panic_and_fail_with_one_line() {
+    let one_line = |line: &str| !line.contains('\n') && line.contains(": ");
+    assert!(!one_line("state: a\nb"));
+    let dir = tempfile::tempdir().unwrap();
+    let s = setting(4, 2, [4.0, 1.0], 1.0);
+    let mut checked = 0;
+    for normalization in Normalization::ALL {
+        let model = Model {
+            head: HeadMode::Linear,
+            normalization,
+            stop_gradient: false,
+        };
+        let cfg = write(dir.path(), "c.toml", &config_text(&s, &model));
+        for x in [
+            "1e300",
+            "1e-300",
+            "5e-324",
+            "-0.0",
+            "0",
+            "1.5E+2",
+            "123456789.123456789e-5",
+        ] {
+            for bits in ["53", "64", "300"] {
+                let text = format!(
+                    r#"{{"w": [[{x}, 0.5, 0.25, -0.5], [0.125, {x}, 1, 2]], "e": [[1, {x}], [0.5, 1]]}}"#
+                );
+                let st = write(dir.path(), "s.json", &text);
+                let argv = [
+                    "predhead",
+                    "eval",
+                    "--config",
+                    &cfg,
+                    "--state",
+                    &st,
+                    "--certify",
+                    "--certify-bits",
+                    bits,
+                ];
+                let out = std::panic::catch_unwind(|| predhead::cli::execute(argv))
+                    .unwrap_or_else(|_| panic!("panic on {x} at {bits} bits"));
+                match out {
+                    Ok(json) => {
+                        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+                        assert!(v["loss"].is_array() && v["certify"]["bits"].is_number());
+                    }
+                    Err(predhead::cli::Failure::Message(line)) => {
+                        assert!(one_line(&line), "{x} {bits}: {line}")
+                    }
+                    Err(predhead::cli::Failure::Display(_)) => panic!("help?"),
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 42);
+}
