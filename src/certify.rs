@@ -390,18 +390,7 @@ pub fn certify_with<const O: bool>(
     bits: u32,
 ) -> Result<ExplicitEvaluation<Ival<O>>> {
     let (ev, failure) = certified(|| evaluate_exact(k, model, input, bits));
-    let ev = ev.map_err(|e| match e {
-        Error::Numerical { quantity, .. } if quantity.starts_with("population variance") => {
-            Error::numerical(
-                "state",
-                format!(
-                    "not certified: the enclosure of the {quantity} is not positive \
-                     (batchnorm needs a positive variance)"
-                ),
-            )
-        }
-        other => other,
-    })?;
+    let ev = ev.map_err(not_certified_variance)?;
     if let Some(why) = failure {
         return Err(Error::numerical("state", format!("not certified: {why}")));
     }
@@ -424,6 +413,136 @@ pub fn certify_with<const O: bool>(
         ));
     }
     Ok(ev)
+}
+
+/// Enclosures of the population loss and gradient in reduced coordinates over a **box**
+/// `x` of reduced states (every coordinate an interval, possibly wide): each returned
+/// interval contains the value at every state of the box (eqs. (V6), (V10)). The building
+/// block of a validated flow (`derivations/interval.md`, "Plan").
+///
+/// # Examples
+/// ```
+/// use predhead::certify::certify_reduced;
+/// use predhead::interval::Interval;
+/// use predhead::moments::population::{Constants, Reduced};
+/// use predhead::scalar::Scalar;
+/// use predhead::setting::{HeadMode, Model, Normalization, Setting};
+/// use predhead::square::Square;
+/// let s = Setting { dim: 10, patches: 4, feature_patches: 2, alpha: [4.0, 1.0],
+///                   noise_std: 1.0, neurons: 2 };
+/// let model = Model { head: HeadMode::IdentityOffdiag, normalization: Normalization::None,
+///                     stop_gradient: true };
+/// let iv = |lo: f64, hi: f64| Interval::from_f64(lo, 53).hull(&Interval::from_f64(hi, 53));
+/// let x = Reduced {
+///     a: vec![iv(0.30, 0.31), iv(-0.01, 0.01)],
+///     b: vec![iv(0.10, 0.11), iv(0.20, 0.21)],
+///     gram: Square::from_fn(2, |j, k| if j == k { iv(0.9, 1.0) } else { iv(-0.05, 0.05) }),
+///     e: Square::from_fn(2, |j, r| if j == r { Interval::one(53) } else { iv(0.0, 0.01) }),
+/// };
+/// let ev = certify_reduced(&Constants::<Interval>::new(&s, 53), &model, &x).unwrap();
+/// assert!(ev.loss.lo() < ev.loss.hi());
+/// ```
+///
+/// # Errors
+///
+/// As [`certify_eval`] ("not certified" naming `state`).
+pub fn certify_reduced<const O: bool>(
+    k: &Constants<Ival<O>>,
+    model: &Model,
+    x: &Reduced<Ival<O>>,
+) -> Result<crate::moments::population::Evaluation<Ival<O>>> {
+    let (ev, failure) = certified(|| evaluate(k, model, x));
+    let ev = ev.map_err(not_certified_variance)?;
+    if let Some(why) = failure {
+        return Err(Error::numerical("state", format!("not certified: {why}")));
+    }
+    let finite = ev.loss.is_finite()
+        && ev.grad_a.iter().chain(&ev.grad_b).all(Scalar::is_finite)
+        && ev.noise_coef.entries().iter().all(Scalar::is_finite)
+        && ev.grad_e.entries().iter().all(Scalar::is_finite);
+    if !finite {
+        return Err(Error::numerical(
+            "state",
+            "not certified: an enclosure of the population gradient is not finite",
+        ));
+    }
+    Ok(ev)
+}
+
+/// The right-hand side of the gradient flow in the reduced coordinates `(a, b, G, E)`
+/// (`derivations/numerics.md`, eq. (F1); `derivations/interval.md`, eq. (V10)).
+#[derive(Clone, Debug)]
+pub struct ReducedRhs<S: Scalar> {
+    /// `da_j/dtau = -g_a[j]`.
+    pub a: Vec<S>,
+    /// `db_j/dtau = -g_b[j]`.
+    pub b: Vec<S>,
+    /// `dG/dtau = -(Sigma G + G Sigma)`.
+    pub gram: Square<S>,
+    /// `dE_jr/dtau = -(lr_head/lr) dL/dE_jr` (0 where not trainable).
+    pub e: Square<S>,
+}
+
+/// Eq. (F1) from an evaluation `ev` at the reduced state `x`, with `head_ratio = lr_head /
+/// lr`, in any [`Scalar`]; with [`Interval`]s from [`certify_reduced`] it encloses the
+/// exact right-hand side over the box (eq. (V10)).
+///
+/// # Examples
+/// ```
+/// use predhead::certify::reduced_rhs;
+/// use predhead::moments::population::{evaluate, Constants, Reduced};
+/// use predhead::setting::{HeadMode, Model, Normalization, Setting};
+/// use predhead::square::Square;
+/// let s = Setting { dim: 10, patches: 4, feature_patches: 2, alpha: [4.0, 1.0],
+///                   noise_std: 1.0, neurons: 2 };
+/// let model = Model { head: HeadMode::IdentityOffdiag, normalization: Normalization::None,
+///                     stop_gradient: true };
+/// let x = Reduced { a: vec![0.3, 0.1], b: vec![0.1, 0.2],
+///                   gram: Square::from_fn(2, |j, k| if j == k { 1.0 } else { 0.0 }),
+///                   e: Square::from_fn(2, |j, r| if j == r { 1.0 } else { 0.0 }) };
+/// let ev = evaluate(&Constants::<f64>::new(&s, ()), &model, &x).unwrap();
+/// let f = reduced_rhs(&x, &ev, &1.0);
+/// assert_eq!(f.a[0], -ev.grad_a[0]);
+/// ```
+pub fn reduced_rhs<S: Scalar>(
+    x: &Reduced<S>,
+    ev: &crate::moments::population::Evaluation<S>,
+    head_ratio: &S,
+) -> ReducedRhs<S> {
+    let m = x.neurons();
+    let zero = S::zero(x.ctx());
+    let sigma = &ev.noise_coef;
+    let gram = Square::from_fn(m, |j, kk| {
+        let mut acc = zero.clone();
+        for l in 0..m {
+            acc = acc
+                + sigma.at(j, l).clone() * x.gram.at(l, kk).clone()
+                + x.gram.at(j, l).clone() * sigma.at(l, kk).clone();
+        }
+        -acc
+    });
+    ReducedRhs {
+        a: ev.grad_a.iter().map(|g| -g.clone()).collect(),
+        b: ev.grad_b.iter().map(|g| -g.clone()).collect(),
+        gram,
+        e: Square::from_fn(m, |j, r| -(head_ratio.clone() * ev.grad_e.at(j, r).clone())),
+    }
+}
+
+/// A batch-norm variance error of `evaluate` on enclosures, as "not certified".
+fn not_certified_variance(e: Error) -> Error {
+    match e {
+        Error::Numerical { quantity, .. } if quantity.starts_with("population variance") => {
+            Error::numerical(
+                "state",
+                format!(
+                    "not certified: the enclosure of the {quantity} is not positive \
+                     (batchnorm needs a positive variance)"
+                ),
+            )
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -604,3 +604,271 @@ fn extreme_inputs_never_panic_and_fail_with_one_line() {
     }
     assert_eq!(checked, 42);
 }
+
+/// Every value of a reduced evaluation and its right-hand side (F1) with its name: loss,
+/// `grad_a`, `grad_b`, `Sigma`, `grad_e`, then `da`, `db`, `dG`, `dE`.
+fn reduced_entries<S: Scalar>(
+    x: &predhead::moments::population::Reduced<S>,
+    ev: &predhead::moments::population::Evaluation<S>,
+    ratio: &S,
+) -> Vec<(String, S)> {
+    let f = predhead::certify::reduced_rhs(x, ev, ratio);
+    let mut out = vec![("loss".to_string(), ev.loss.clone())];
+    let vecs = [
+        ("grad_a", &ev.grad_a),
+        ("grad_b", &ev.grad_b),
+        ("da", &f.a),
+        ("db", &f.b),
+    ];
+    for (name, v) in vecs {
+        out.extend(
+            v.iter()
+                .enumerate()
+                .map(|(j, g)| (format!("{name}[{j}]"), g.clone())),
+        );
+    }
+    let mats = [
+        ("sigma", &ev.noise_coef),
+        ("grad_e", &ev.grad_e),
+        ("dG", &f.gram),
+        ("dE", &f.e),
+    ];
+    for (name, sq) in mats {
+        out.extend(
+            sq.entries()
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (format!("{name}[{i}]"), g.clone())),
+        );
+    }
+    out
+}
+
+/// A box around the reduced state of `st`: every coordinate `x +- rel (abs(x) + 0.01)`, and
+/// with `straddle` the box of `a_1` is `[-0.01, 0.01]` (mixed-sign intervals in (V3)).
+/// Returns the box (53-bit intervals) and its lower and upper corners.
+fn reduced_box(
+    st: &State,
+    rel: f64,
+    straddle: bool,
+) -> (
+    predhead::moments::population::Reduced<Interval>,
+    predhead::moments::population::Reduced<f64>,
+    predhead::moments::population::Reduced<f64>,
+) {
+    use predhead::square::Square;
+    let x = predhead::reduced::reduce::<f64>(st, ());
+    let r = |v: f64| rel * (v.abs() + 0.01);
+    let mut lo = x.clone();
+    let mut hi = x.clone();
+    for (j, (l, h)) in lo.a.iter_mut().zip(hi.a.iter_mut()).enumerate() {
+        if straddle && j == 1 {
+            (*l, *h) = (-0.01, 0.01);
+        } else {
+            (*l, *h) = (*l - r(*l), *h + r(*h));
+        }
+    }
+    for (l, h) in lo.b.iter_mut().zip(hi.b.iter_mut()) {
+        (*l, *h) = (*l - r(*l), *h + r(*h));
+    }
+    let m = x.neurons();
+    let spread = |c: &Square<f64>, sign: f64| {
+        Square::from_fn(m, |j, k| {
+            let v = *c.at(j, k);
+            v + sign * r(v)
+        })
+    };
+    lo.gram = spread(&x.gram, -1.0);
+    hi.gram = spread(&x.gram, 1.0);
+    // The head: the diagonal stays exact (identity-offdiag) when it is 1.
+    lo.e = Square::from_fn(m, |j, r_| {
+        let v = *x.e.at(j, r_);
+        if j == r_ && v == 1.0 {
+            v
+        } else {
+            v - r(v)
+        }
+    });
+    hi.e = Square::from_fn(m, |j, r_| {
+        let v = *x.e.at(j, r_);
+        if j == r_ && v == 1.0 {
+            v
+        } else {
+            v + r(v)
+        }
+    });
+    let iv = |l: f64, h: f64| Interval::from_f64(l, 53).hull(&Interval::from_f64(h, 53));
+    let zip_v = |l: &[f64], h: &[f64]| l.iter().zip(h).map(|(a, b)| iv(*a, *b)).collect();
+    let zip_s =
+        |l: &Square<f64>, h: &Square<f64>| Square::from_fn(m, |j, k| iv(*l.at(j, k), *h.at(j, k)));
+    let bx = predhead::moments::population::Reduced {
+        a: zip_v(&lo.a, &hi.a),
+        b: zip_v(&lo.b, &hi.b),
+        gram: zip_s(&lo.gram, &hi.gram),
+        e: zip_s(&lo.e, &hi.e),
+    };
+    (bx, lo, hi)
+}
+
+/// A point of the box with fractions `t` (one per coordinate, in [0, 1]), symmetric Gram.
+fn box_point(
+    lo: &predhead::moments::population::Reduced<f64>,
+    hi: &predhead::moments::population::Reduced<f64>,
+    t: &mut impl FnMut() -> f64,
+) -> predhead::moments::population::Reduced<Float> {
+    use predhead::square::Square;
+    let m = lo.neurons();
+    let mut pick = |l: f64, h: f64| Float::with_val(REF_BITS, l + (h - l) * t());
+    let a = lo.a.iter().zip(&hi.a).map(|(l, h)| pick(*l, *h)).collect();
+    let b = lo.b.iter().zip(&hi.b).map(|(l, h)| pick(*l, *h)).collect();
+    let mut g = vec![Float::new(REF_BITS); m * m];
+    for j in 0..m {
+        for k in j..m {
+            let v = pick(*lo.gram.at(j, k), *hi.gram.at(j, k));
+            g[j * m + k] = v.clone();
+            g[k * m + j] = v;
+        }
+    }
+    let e = Square::from_fn(m, |j, r| pick(*lo.e.at(j, r), *hi.e.at(j, r)));
+    predhead::moments::population::Reduced {
+        a,
+        b,
+        gram: Square::from_entries(m, g),
+        e,
+    }
+}
+
+/// (V10): over boxes of reduced states (relative half-widths `1e-3` and `1e-2`, and boxes in
+/// which `a_1` changes sign), the box enclosure of the loss, gradient, `Sigma` and the
+/// right-hand side (F1) contains the 256-bit value at 16 random points of each box and
+/// at both corners. Falsifier: the enclosure at the box's midpoint only (a point
+/// evaluation, ignoring the box) fails the same check on every certified box.
+#[test]
+fn box_enclosures_contain_every_sampled_state() {
+    use predhead::certify::certify_reduced;
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(24);
+    let (mut boxes, mut midpoint_caught) = (0usize, 0usize);
+    for (s, model, st, label) in cases().iter().step_by(5) {
+        for (rel, straddle) in [(1e-3, false), (1e-2, false), (1e-3, true)] {
+            let (bx, lo, hi) = reduced_box(st, rel, straddle);
+            let k = Constants::<Interval>::new(s, 53);
+            let ratio = Interval::from_f64(0.5, 53);
+            let Ok(enc) = certify_reduced(&k, model, &bx) else {
+                continue; // not certified (a box too wide for a branch): no claim made
+            };
+            let enc_entries = reduced_entries(&bx, &enc, &ratio);
+            let mid = predhead::reduced::reduce::<f64>(st, ());
+            let mid_box = predhead::moments::population::Reduced {
+                a: mid.a.iter().map(|v| Interval::from_f64(*v, 53)).collect(),
+                b: mid.b.iter().map(|v| Interval::from_f64(*v, 53)).collect(),
+                gram: predhead::square::Square::from_fn(mid.neurons(), |j, kk| {
+                    Interval::from_f64(*mid.gram.at(j, kk), 53)
+                }),
+                e: predhead::square::Square::from_fn(mid.neurons(), |j, r| {
+                    Interval::from_f64(*mid.e.at(j, r), 53)
+                }),
+            };
+            let mid_enc = certify_reduced(&k, model, &mid_box).unwrap();
+            let mid_entries = reduced_entries(&mid_box, &mid_enc, &ratio);
+            let kf = Constants::<Float>::new(s, REF_BITS);
+            let rf = Float::with_val(REF_BITS, 0.5);
+            let mut mid_missed = false;
+            for sample in 0..18 {
+                let mut t = || match sample {
+                    0 => 0.0,
+                    1 => 1.0,
+                    _ => rng.random::<f64>(),
+                };
+                let p = box_point(&lo, &hi, &mut t);
+                let Ok(ev) = predhead::moments::population::evaluate(&kf, model, &p) else {
+                    panic!("{label}: the point evaluation failed inside a certified box");
+                };
+                for ((name, x), (_, v)) in enc_entries.iter().zip(reduced_entries(&p, &ev, &rf)) {
+                    assert!(
+                        x.contains(&v),
+                        "{label} rel {rel} straddle {straddle}: {name} {} not in {}",
+                        v.to_f64(),
+                        x.to_decimal()
+                    );
+                }
+                mid_missed |= mid_entries
+                    .iter()
+                    .zip(reduced_entries(&p, &ev, &rf))
+                    .any(|((_, x), (_, v))| !x.contains(&v));
+            }
+            boxes += 1;
+            midpoint_caught += usize::from(mid_missed);
+        }
+    }
+    eprintln!("{boxes} boxes certified; the midpoint-only enclosure failed on {midpoint_caught}");
+    assert!(boxes >= 60, "only {boxes} boxes certified");
+    assert_eq!(midpoint_caught, boxes);
+}
+
+/// (F1) as computed by `reduced_rhs` is the explicit gradient flow: `da_j = -grad_w[j][0]`,
+/// `db_j = -grad_w[j][1]`, `dG_jk = <du_j, u_k> + <u_j, du_k>` with `du_j = -(grad_w[j])_{i>=2}`,
+/// `dE = -(lr_head/lr) grad_e`, to `1e-12` relative per block in `f64` on every case.
+/// Falsifier: the planted `dG = -(Sigma G - G Sigma)` fails the same check.
+#[test]
+fn reduced_rhs_is_the_explicit_gradient_flow() {
+    let block = |x: &[f64], y: &[f64]| {
+        let scale = y
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()))
+            .max(f64::MIN_POSITIVE);
+        x.iter()
+            .zip(y)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
+            / scale
+    };
+    let mut planted_caught = 0usize;
+    let cases = cases();
+    for (s, model, st, label) in &cases {
+        let x = predhead::reduced::reduce::<f64>(st, ());
+        let k = Constants::<f64>::new(s, ());
+        let ev = predhead::moments::population::evaluate(&k, model, &x).unwrap();
+        let f = predhead::certify::reduced_rhs(&x, &ev, &0.5);
+        let ex = evaluate_explicit::<f64>(&k, model, st, ()).unwrap();
+        let m = s.neurons;
+        let da: Vec<f64> = ex.grad_w.iter().map(|g| -g[0]).collect();
+        let db: Vec<f64> = ex.grad_w.iter().map(|g| -g[1]).collect();
+        let dot = |u: &[f64], v: &[f64]| u.iter().zip(v).map(|(p, q)| p * q).sum::<f64>();
+        let du: Vec<Vec<f64>> = ex
+            .grad_w
+            .iter()
+            .map(|g| g[2..].iter().map(|v| -v).collect())
+            .collect();
+        let u: Vec<Vec<f64>> = st.w.iter().map(|w| w[2..].to_vec()).collect();
+        let dg: Vec<f64> = (0..m * m)
+            .map(|i| {
+                let (j, kk) = (i / m, i % m);
+                dot(&du[j], &u[kk]) + dot(&u[j], &du[kk])
+            })
+            .collect();
+        let de: Vec<f64> = ex.grad_e.iter().flatten().map(|g| -0.5 * g).collect();
+        let errs = [
+            block(&f.a, &da),
+            block(&f.b, &db),
+            block(f.gram.entries(), &dg),
+            block(f.e.entries(), &de),
+        ];
+        assert!(errs.iter().all(|e| *e <= 1e-12), "{label}: {errs:?}");
+        // The planted sign error in (F1).
+        let planted: Vec<f64> = (0..m * m)
+            .map(|i| {
+                let (j, kk) = (i / m, i % m);
+                -(0..m)
+                    .map(|l| {
+                        ev.noise_coef.at(j, l) * x.gram.at(l, kk)
+                            - x.gram.at(j, l) * ev.noise_coef.at(l, kk)
+                    })
+                    .sum::<f64>()
+            })
+            .collect();
+        if block(&planted, &dg) > 1e-3 {
+            planted_caught += 1;
+        }
+    }
+    assert_eq!(planted_caught, cases.len());
+}
