@@ -34,6 +34,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod batch;
+pub mod certify;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -43,6 +44,7 @@ pub mod error;
 pub mod flow;
 pub mod init;
 pub mod input;
+pub mod interval;
 pub mod moments;
 pub mod network;
 pub mod observe;

@@ -38,10 +38,21 @@ pub struct Args {
     /// number as a decimal string with all its digits. Not with --batch.
     #[arg(long)]
     pub precision: Option<u32>,
+    /// Print certified enclosures `[lo, hi]` of every number, computed in interval
+    /// arithmetic with outward rounding from the exact decimal inputs (population only;
+    /// `docs/cli.md`, "eval --certify").
+    #[arg(long)]
+    pub certify: bool,
+    /// The working precision of --certify in bits (53..=100000; default 53).
+    #[arg(long)]
+    pub certify_bits: Option<u32>,
 }
 
 /// Runs `predhead eval`: returns the JSON line for stdout.
 pub fn run(args: &Args) -> Result<String> {
+    if args.certify || args.certify_bits.is_some() {
+        return super::eval_certify::run(args);
+    }
     if let Some(bits) = args.precision {
         if args.batch.is_some() {
             return Err(Error::invalid(

@@ -2,6 +2,7 @@
 //! returns the text for stdout, or an [`crate::Error`].
 
 pub mod eval;
+pub mod eval_certify;
 pub mod flow;
 pub mod report;
 pub mod sgd;
