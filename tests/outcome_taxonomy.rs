@@ -103,3 +103,62 @@ fn without_normalization_the_network_vanishes() {
     let (e5, e7, _, _) = run("identity-offdiag", "none", 0);
     assert_eq!((e5.as_str(), e7.as_str()), ("undecided", "vanished"));
 }
+
+/// The cutoff table's reclassification (`report::taxonomy::class_at`) reproduces, at the
+/// runs' own cutoff 0.9, the class every one of the 8000 committed Theorem 4.1 runs
+/// recorded, and classes fewer runs `both-features` at 0.99 and 0.999 (never more: the
+/// rule only tightens). The negative control: the same records with their noise parts
+/// `G_jj` scaled by 100 (the noise then dominates) lose most of their both-features class
+/// at 0.9, so the reclassification reads the final state and does not echo the label.
+#[test]
+fn reclassification_at_the_cutoff_reproduces_the_recorded_class() {
+    use predhead::outcome::OutcomeClass;
+    use predhead::report::taxonomy::class_at;
+    use predhead::sweep::Record;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/results/theorem41.jsonl");
+    let text = std::fs::read_to_string(path).unwrap();
+    let records: Vec<Record> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("sha256");
+            serde_json::from_value(v).unwrap()
+        })
+        .collect();
+    assert_eq!(records.len(), 8000);
+    let both = |c: f64, rs: &[Record]| {
+        rs.iter()
+            .filter(|r| class_at(r, c) == Some(OutcomeClass::BothFeatures))
+            .count()
+    };
+    for r in &records {
+        let recorded = r.result["outcome_class"].as_str().unwrap();
+        assert_eq!(
+            class_at(r, 0.9).unwrap().name(),
+            recorded,
+            "task {}",
+            r.task
+        );
+    }
+    let (b9, b99, b999) = (
+        both(0.9, &records),
+        both(0.99, &records),
+        both(0.999, &records),
+    );
+    assert!(b999 < b99 && b99 < b9, "{b9} {b99} {b999}");
+    let noisy: Vec<Record> = records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            let g = r.result["gram_final"].as_array_mut().unwrap();
+            for (j, row) in g.iter_mut().enumerate() {
+                let x = row[j].as_f64().unwrap();
+                row[j] = serde_json::json!(x * 100.0);
+            }
+            r
+        })
+        .collect();
+    assert!(both(0.9, &noisy) < b9 / 2, "{} of {b9}", both(0.9, &noisy));
+}

@@ -659,6 +659,16 @@ pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         None,
         taxonomy::RULE,
     );
+    let by_d_label: Vec<(String, Vec<&Record>)> = by_d
+        .iter()
+        .map(|(l, rs)| (format!("d = {}", l[0]), rs.clone()))
+        .collect();
+    body.section(
+        "Outcome against the cosine cutoff",
+        taxonomy::cutoff_table(&by_d_label),
+        None,
+        taxonomy::CUTOFF_RULE,
+    );
     let rate_pts: Vec<(f64, f64)> = medians_by_dim(ctx, recs, |r| corr_scaled(ctx, r))?;
     body.loglog_figure(
         ctx,
