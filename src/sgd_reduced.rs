@@ -27,6 +27,7 @@ use crate::moments::population::{Constants, Reduced};
 use crate::observe::{Event, EventTracker, Summary, Termination, TrajectoryRecorder};
 use crate::setting::Config;
 use crate::sgd::RunOptions;
+use crate::sized::with_neurons;
 use crate::square::Square;
 use crate::state::State;
 use rand::distr::Distribution;
@@ -225,13 +226,7 @@ impl ReducedSgd {
         let project_block = |b: usize| {
             let range = b * size..((b + 1) * size).min(n);
             let stream = (self.seed, self.step);
-            match m {
-                1 => project::<1>(config, x, &r, rho, stream, range),
-                2 => project::<2>(config, x, &r, rho, stream, range),
-                3 => project::<3>(config, x, &r, rho, stream, range),
-                4 => project::<4>(config, x, &r, rho, stream, range),
-                _ => project::<0>(config, x, &r, rho, stream, range),
-            }
+            with_neurons!(m, |M| project::<M>(config, x, &r, rho, stream, range))
         };
         let nblocks = n.div_ceil(size);
         let blocks: Vec<Block> = if parallel {
@@ -249,13 +244,8 @@ impl ReducedSgd {
         }
         let e_rows = x.e.to_rows_f64();
         let up = crate::sgd::upstream(&config.model, &e_rows, &f1, &f2, n)?;
-        let accumulate_block = |block: &Block| match m {
-            1 => accumulate::<1>(config, block, &up.u, rho),
-            2 => accumulate::<2>(config, block, &up.u, rho),
-            3 => accumulate::<3>(config, block, &up.u, rho),
-            4 => accumulate::<4>(config, block, &up.u, rho),
-            _ => accumulate::<0>(config, block, &up.u, rho),
-        };
+        let accumulate_block =
+            |block: &Block| with_neurons!(m, |M| accumulate::<M>(config, block, &up.u, rho));
         let partial: Vec<Accumulated> = if parallel {
             blocks.par_iter().map(accumulate_block).collect()
         } else {

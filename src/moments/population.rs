@@ -17,6 +17,7 @@ use crate::moments::noise::{cube_moment, cube_moment_from};
 use crate::moments::overlap::OverlapMoments;
 use crate::scalar::Scalar;
 use crate::setting::{Model, Normalization, Setting};
+use crate::sized::with_neurons;
 use crate::square::Square;
 
 /// The constants of a setting at the working precision: overlap moments rounded once,
@@ -414,13 +415,7 @@ pub fn evaluate_into<S: Scalar>(
     // One code path for every m; for the small m of the flow it is instantiated with m a
     // compile-time constant, so that the loops over neurons are unrolled and their bounds
     // checks dropped (same operations, same order, same values).
-    match m {
-        1 => evaluate_sized::<S, 1>(k, model, x, out),
-        2 => evaluate_sized::<S, 2>(k, model, x, out),
-        3 => evaluate_sized::<S, 3>(k, model, x, out),
-        4 => evaluate_sized::<S, 4>(k, model, x, out),
-        _ => evaluate_sized::<S, 0>(k, model, x, out),
-    }
+    with_neurons!(m, |M| evaluate_sized::<S, M>(k, model, x, out))
 }
 
 /// The body of [`evaluate_into`] for `m = M` neurons (`M = 0`: `m` read from `x`), with
