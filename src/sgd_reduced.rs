@@ -207,9 +207,48 @@ impl ReducedSgd {
     /// One step of the exact reduced transition (eqs. (R1)-(R11)). Returns the batch loss
     /// before the update.
     ///
+    /// # Examples
+    /// The batch loss (3.3) is a sum of squares, and a step is a function of the state,
+    /// the data seed and the step count alone:
+    /// ```
+    /// use predhead::config::parse_config;
+    /// use predhead::sgd_reduced::ReducedSgd;
+    /// let config = parse_config(
+    ///     "[setting]\ndim = 100\npatches = 4\nfeature_patches = 2\nalpha = [3.0, 2.0]\n\
+    ///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+    ///      normalization = \"batchnorm\"\nstop_gradient = true\n\
+    ///      [training]\nlr = 0.02\nbatch = 64\nsteps = 50\n",
+    /// )?;
+    /// let mut a = ReducedSgd::from_seed(&config, 4, 1)?;
+    /// let mut b = a.clone();
+    /// let loss = a.step()?;
+    /// assert!(loss >= 0.0 && loss.is_finite());
+    /// assert_eq!(loss.to_bits(), b.step()?.to_bits());
+    /// assert_eq!(a.state.gram, b.state.gram);
+    /// assert_eq!(a.flow_time(), 0.02);
+    /// # Ok::<(), predhead::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Numerical`] when a batch-norm variance vanishes or the new state is not
-    /// finite; the state is then unchanged.
+    /// finite; the state is then unchanged. Too large a learning rate overflows:
+    /// ```
+    /// # use predhead::config::parse_config;
+    /// # use predhead::sgd_reduced::ReducedSgd;
+    /// let config = parse_config(
+    ///     "[setting]\ndim = 100\npatches = 4\nfeature_patches = 2\nalpha = [3.0, 2.0]\n\
+    ///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+    ///      normalization = \"none\"\nstop_gradient = true\n\
+    ///      [training]\nlr = 1e300\nbatch = 64\nsteps = 50\n",
+    /// )?;
+    /// let mut sgd = ReducedSgd::from_seed(&config, 4, 1)?;
+    /// let before = sgd.state.clone();
+    /// let err = sgd.step().unwrap_err();
+    /// assert!(err.to_string().contains("not finite"), "{err}");
+    /// assert_eq!(sgd.state, before);
+    /// assert_eq!(sgd.step, 0);
+    /// # Ok::<(), predhead::Error>(())
+    /// ```
     pub fn step(&mut self) -> Result<f64> {
         let config = &self.config;
         let (s, t) = (&config.setting, &config.training);

@@ -387,8 +387,60 @@ fn variance_error(of: String, value: f64) -> Error {
 /// `m OPT + 2 kappa sum_j (1 - beta_j)` with `1 - beta_j` from a sum of non-negative
 /// terms, and the feature and head gradients through the antisymmetric products
 /// `omega_sr = p_s1 p_r2 - p_s2 p_r1`, so that the gradient vanishes exactly at pure-feature
-/// states and is accurate to a few ulps (relative, per block) near them. Errors when a
-/// normalization variance is not positive (`batchnorm`).
+/// states and is accurate to a few ulps (relative, per block) near them.
+///
+/// # Examples
+/// At the pure-feature state `w_1 = v1`, `w_2 = v2`, `E = I` (what Theorem 4.1's flow
+/// reaches), the loss is the optimum `m OPT` of eq. (P12) and the gradient vanishes
+/// exactly; a generic state has a larger loss and a non-zero gradient.
+/// ```
+/// use predhead::config::parse_config;
+/// use predhead::moments::population::{evaluate, opt, Constants};
+/// use predhead::reduced::reduce;
+/// use predhead::state::State;
+/// let config = parse_config(
+///     "[setting]\ndim = 6\npatches = 4\nfeature_patches = 2\nalpha = [4.0, 1.0]\n\
+///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+///      normalization = \"batchnorm\"\nstop_gradient = true\n",
+/// )?;
+/// let k = Constants::<f64>::new(&config.setting, ());
+/// let pure = State::with_identity_head(vec![
+///     vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+///     vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+/// ]);
+/// let ev = evaluate(&k, &config.model, &reduce(&pure, ()))?;
+/// let best = opt(&k, 2, ());
+/// assert!((ev.loss - best).abs() <= 1e-15 * best);
+/// assert!(ev.grad_a.iter().chain(&ev.grad_b).all(|g| *g == 0.0));
+/// let generic = State::with_identity_head(vec![
+///     vec![0.5, 0.2, 0.3, -0.1, 0.0, 0.2],
+///     vec![0.1, 0.4, -0.2, 0.3, 0.1, 0.0],
+/// ]);
+/// let ev = evaluate(&k, &config.model, &reduce(&generic, ()))?;
+/// assert!(ev.loss > best);
+/// assert!(ev.grad_a.iter().any(|g| *g != 0.0));
+/// # Ok::<(), predhead::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Numerical`] when a normalization variance is not positive (`batchnorm`), e.g.
+/// at `W = 0`, naming the neuron:
+/// ```
+/// # use predhead::config::parse_config;
+/// # use predhead::moments::population::{evaluate, Constants};
+/// # use predhead::reduced::reduce;
+/// # use predhead::state::State;
+/// # let config = parse_config(
+/// #     "[setting]\ndim = 6\npatches = 4\nfeature_patches = 2\nalpha = [4.0, 1.0]\n\
+/// #      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+/// #      normalization = \"batchnorm\"\nstop_gradient = true\n",
+/// # )?;
+/// # let k = Constants::<f64>::new(&config.setting, ());
+/// let zero = State::with_identity_head(vec![vec![0.0; 6], vec![0.0; 6]]);
+/// let err = evaluate(&k, &config.model, &reduce(&zero, ())).unwrap_err();
+/// assert!(err.to_string().contains("F_0(X^(1))"));
+/// # Ok::<(), predhead::Error>(())
+/// ```
 pub fn evaluate<S: Scalar>(
     k: &Constants<S>,
     model: &Model,
