@@ -55,6 +55,7 @@ pub mod scalar;
 pub mod setting;
 pub mod sgd;
 pub mod sgd_reduced;
+mod sized;
 pub mod square;
 pub mod state;
 pub mod sweep;

@@ -490,6 +490,60 @@ fn substitution_margin(
 /// Watches a run: consumes samples `(tau, x)` in increasing flow time, records the first
 /// time each event's condition holds at or after its start, the strong neuron and the
 /// peak off-diagonal size, and builds the [`Summary`].
+///
+/// # Examples
+/// `t1` (eq. (E1)) happens at the first sample with some `|a_j| >= 0.5` (the default
+/// threshold), and that neuron is the strong one; `t2` and `t3` start from `t1`:
+/// ```
+/// use predhead::config::parse_config;
+/// use predhead::moments::population::Constants;
+/// use predhead::observe::{Event, EventTracker, Termination};
+/// use predhead::reduced::reduce;
+/// use predhead::state::State;
+/// let config = parse_config(
+///     "[setting]\ndim = 6\npatches = 4\nfeature_patches = 2\nalpha = [4.0, 1.0]\n\
+///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+///      normalization = \"batchnorm\"\nstop_gradient = true\n",
+/// )?;
+/// let k = Constants::<f64>::new(&config.setting, ());
+/// let mut tracker = EventTracker::new(k, config.model, config.phases.clone());
+/// let at = |a0: f64, a1: f64| {
+///     reduce::<f64>(&State::with_identity_head(vec![
+///         vec![a0, 0.1, 0.2, 0.0, 0.1, 0.0],
+///         vec![a1, 0.2, 0.0, 0.3, 0.0, 0.1],
+///     ]), ())
+/// };
+/// assert!(tracker.observe(0.0, &at(0.1, 0.2)).is_empty());
+/// assert_eq!(tracker.observe(1.0, &at(0.3, 0.6)), vec![Event::T1]);
+/// assert_eq!(tracker.time(Event::T1), Some(1.0));
+/// assert_eq!(tracker.strong_neuron(), Some(1));
+/// // A later sample that meets t1 again does not move it.
+/// assert!(tracker.observe(2.0, &at(0.9, 0.9)).is_empty());
+/// let summary = tracker.finish(2.0, &at(0.9, 0.9), Termination::Horizon, 2, None, None)?;
+/// assert_eq!((summary.t1, summary.t2), (Some(1.0), None));
+/// # Ok::<(), predhead::Error>(())
+/// ```
+///
+/// # Errors
+/// [`EventTracker::finish`] errors when the population loss at the final state cannot be
+/// evaluated (a batch-norm variance of zero) and the run did not end as `non-finite`:
+/// ```
+/// # use predhead::config::parse_config;
+/// # use predhead::moments::population::Constants;
+/// # use predhead::observe::{EventTracker, Termination};
+/// # use predhead::reduced::reduce;
+/// # use predhead::state::State;
+/// # let config = parse_config(
+/// #     "[setting]\ndim = 6\npatches = 4\nfeature_patches = 2\nalpha = [4.0, 1.0]\n\
+/// #      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+/// #      normalization = \"batchnorm\"\nstop_gradient = true\n",
+/// # )?;
+/// # let k = Constants::<f64>::new(&config.setting, ());
+/// let tracker = EventTracker::new(k, config.model, config.phases.clone());
+/// let zero = reduce::<f64>(&State::with_identity_head(vec![vec![0.0; 6]; 2]), ());
+/// assert!(tracker.finish(0.0, &zero, Termination::Horizon, 0, None, None).is_err());
+/// # Ok::<(), predhead::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct EventTracker {
     constants: Constants<f64>,

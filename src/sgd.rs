@@ -1066,6 +1066,50 @@ pub fn population_overflow(
 /// an initial state whose population loss overflows, is an error. `Corr` in the summary is
 /// the closed form `population::correlation` at the current `W`, not a batch estimate.
 /// `on_step(t)` is called after each step (progress bars).
+///
+/// # Examples
+/// Twenty steps from the paper's initialization: the run uses its step budget, the
+/// population loss at the end is at least the optimum `OPT`, and the same seeds give the
+/// same summary.
+/// ```
+/// use predhead::config::parse_config;
+/// use predhead::sgd::{run, RunOptions, Sgd};
+/// let config = parse_config(
+///     "[setting]\ndim = 6\npatches = 4\nfeature_patches = 2\nalpha = [4.0, 1.0]\n\
+///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+///      normalization = \"batchnorm\"\nstop_gradient = true\n\
+///      [training]\nlr = 0.01\nbatch = 64\nsteps = 20\n",
+/// )?;
+/// let options = RunOptions { record_every: u64::MAX, stop_at_t_end: false };
+/// let summary = |seed| -> predhead::Result<_> {
+///     let w0 = predhead::init::explicit(&config.setting, seed)?;
+///     let mut sgd = Sgd::new(&config, w0, seed)?;
+///     run::<std::io::Sink>(&mut sgd, options, None, |_| {})
+/// };
+/// let s = summary(3)?;
+/// assert_eq!(s.steps, 20);
+/// assert!(s.loss_final >= s.opt * (1.0 - 1e-12));
+/// assert_eq!(format!("{s:?}"), format!("{:?}", summary(3)?));
+/// # Ok::<(), predhead::Error>(())
+/// ```
+///
+/// # Errors
+/// A vanishing batch variance at the first step, an initial state whose population loss
+/// overflows, or writing the trajectory. A state of the wrong shape is refused before, by
+/// [`Sgd::new`]:
+/// ```
+/// # use predhead::config::parse_config;
+/// # use predhead::sgd::Sgd;
+/// # let config = parse_config(
+/// #     "[setting]\ndim = 6\npatches = 4\nfeature_patches = 2\nalpha = [4.0, 1.0]\n\
+/// #      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+/// #      normalization = \"batchnorm\"\nstop_gradient = true\n\
+/// #      [training]\nlr = 0.01\nbatch = 64\nsteps = 20\n",
+/// # )?;
+/// let three_neurons = predhead::state::State::with_identity_head(vec![vec![0.1; 6]; 3]);
+/// assert!(Sgd::new(&config, three_neurons, 0).is_err());
+/// # Ok::<(), predhead::Error>(())
+/// ```
 pub fn run<W: std::io::Write>(
     sgd: &mut Sgd,
     options: RunOptions,

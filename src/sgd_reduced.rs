@@ -27,6 +27,7 @@ use crate::moments::population::{Constants, Reduced};
 use crate::observe::{Event, EventTracker, Summary, Termination, TrajectoryRecorder};
 use crate::setting::Config;
 use crate::sgd::RunOptions;
+use crate::sized::with_neurons;
 use crate::square::Square;
 use crate::state::State;
 use rand::distr::Distribution;
@@ -206,9 +207,48 @@ impl ReducedSgd {
     /// One step of the exact reduced transition (eqs. (R1)-(R11)). Returns the batch loss
     /// before the update.
     ///
+    /// # Examples
+    /// The batch loss (3.3) is a sum of squares, and a step is a function of the state,
+    /// the data seed and the step count alone:
+    /// ```
+    /// use predhead::config::parse_config;
+    /// use predhead::sgd_reduced::ReducedSgd;
+    /// let config = parse_config(
+    ///     "[setting]\ndim = 100\npatches = 4\nfeature_patches = 2\nalpha = [3.0, 2.0]\n\
+    ///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+    ///      normalization = \"batchnorm\"\nstop_gradient = true\n\
+    ///      [training]\nlr = 0.02\nbatch = 64\nsteps = 50\n",
+    /// )?;
+    /// let mut a = ReducedSgd::from_seed(&config, 4, 1)?;
+    /// let mut b = a.clone();
+    /// let loss = a.step()?;
+    /// assert!(loss >= 0.0 && loss.is_finite());
+    /// assert_eq!(loss.to_bits(), b.step()?.to_bits());
+    /// assert_eq!(a.state.gram, b.state.gram);
+    /// assert_eq!(a.flow_time(), 0.02);
+    /// # Ok::<(), predhead::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Numerical`] when a batch-norm variance vanishes or the new state is not
-    /// finite; the state is then unchanged.
+    /// finite; the state is then unchanged. Too large a learning rate overflows:
+    /// ```
+    /// # use predhead::config::parse_config;
+    /// # use predhead::sgd_reduced::ReducedSgd;
+    /// let config = parse_config(
+    ///     "[setting]\ndim = 100\npatches = 4\nfeature_patches = 2\nalpha = [3.0, 2.0]\n\
+    ///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+    ///      normalization = \"none\"\nstop_gradient = true\n\
+    ///      [training]\nlr = 1e300\nbatch = 64\nsteps = 50\n",
+    /// )?;
+    /// let mut sgd = ReducedSgd::from_seed(&config, 4, 1)?;
+    /// let before = sgd.state.clone();
+    /// let err = sgd.step().unwrap_err();
+    /// assert!(err.to_string().contains("not finite"), "{err}");
+    /// assert_eq!(sgd.state, before);
+    /// assert_eq!(sgd.step, 0);
+    /// # Ok::<(), predhead::Error>(())
+    /// ```
     pub fn step(&mut self) -> Result<f64> {
         let config = &self.config;
         let (s, t) = (&config.setting, &config.training);
@@ -225,13 +265,7 @@ impl ReducedSgd {
         let project_block = |b: usize| {
             let range = b * size..((b + 1) * size).min(n);
             let stream = (self.seed, self.step);
-            match m {
-                1 => project::<1>(config, x, &r, rho, stream, range),
-                2 => project::<2>(config, x, &r, rho, stream, range),
-                3 => project::<3>(config, x, &r, rho, stream, range),
-                4 => project::<4>(config, x, &r, rho, stream, range),
-                _ => project::<0>(config, x, &r, rho, stream, range),
-            }
+            with_neurons!(m, |M| project::<M>(config, x, &r, rho, stream, range))
         };
         let nblocks = n.div_ceil(size);
         let blocks: Vec<Block> = if parallel {
@@ -249,13 +283,8 @@ impl ReducedSgd {
         }
         let e_rows = x.e.to_rows_f64();
         let up = crate::sgd::upstream(&config.model, &e_rows, &f1, &f2, n)?;
-        let accumulate_block = |block: &Block| match m {
-            1 => accumulate::<1>(config, block, &up.u, rho),
-            2 => accumulate::<2>(config, block, &up.u, rho),
-            3 => accumulate::<3>(config, block, &up.u, rho),
-            4 => accumulate::<4>(config, block, &up.u, rho),
-            _ => accumulate::<0>(config, block, &up.u, rho),
-        };
+        let accumulate_block =
+            |block: &Block| with_neurons!(m, |M| accumulate::<M>(config, block, &up.u, rho));
         let partial: Vec<Accumulated> = if parallel {
             blocks.par_iter().map(accumulate_block).collect()
         } else {

@@ -1111,9 +1111,72 @@ fn progress_bar(show: bool, len: usize, name: &str) -> indicatif::ProgressBar {
 /// (deterministic, so a re-run would fail the same way). When no task of the shard
 /// remains, the file is rewritten sorted by task id (without the `partial` mark).
 ///
+/// # Examples
+/// Two seeds at two `d`: the first run runs the four tasks, a second run finds them done,
+/// and the file holds each result once, by task id.
+/// ```
+/// use predhead::sweep::{read_results, run, RunOptions, Shard, Spec};
+/// let spec = Spec::parse(
+///     "report = \"theorem41\"\nseeds = 2\n[axes]\ndim = [1e2, 1e3]\n\
+///      [base.setting]\ndim = 100\npatches = 8\nfeature_patches = 2\n\
+///      alpha = [4.0, 1.0]\nnoise_std = 1.0\nneurons = 2\n\
+///      [base.model]\nhead = \"identity-offdiag\"\nnormalization = \"batchnorm\"\n\
+///      stop_gradient = true\n[base.training]\nlr = 1e-3\n",
+///     "doc",
+///     std::path::Path::new("."),
+/// )?;
+/// let dir = std::env::temp_dir().join(format!("predhead-doc-sweep-{}", std::process::id()));
+/// let options = RunOptions {
+///     results: dir.join("doc.jsonl"),
+///     shard: Shard::parse("0/1")?,
+///     quick: false,
+///     max_tasks: None,
+///     progress: false,
+/// };
+/// // A runner that reports the task's seed and d instead of integrating a flow.
+/// let runner = |t: &predhead::sweep::Task| {
+///     Ok(serde_json::json!({ "seed": t.seed, "dim": t.config.setting.dim }))
+/// };
+/// let first = run(&spec, &runner, &options)?;
+/// assert_eq!((first.total, first.ran, first.remaining), (4, 4, 0));
+/// let again = run(&spec, &runner, &options)?;
+/// assert_eq!((again.skipped, again.ran), (4, 0));
+/// let results = read_results(&options.results, false)?;
+/// let tasks: Vec<u64> = results.records().iter().map(|r| r.task).collect();
+/// assert_eq!(tasks, [0, 1, 2, 3]);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), predhead::Error>(())
+/// ```
+///
 /// # Errors
 /// A results file of another spec or shard, a line that fails its checks, a file locked by
-/// another sweep, an I/O error.
+/// another sweep, an I/O error. A results file of another spec is refused and left as it
+/// was:
+/// ```
+/// # use predhead::sweep::{run, RunOptions, Shard, Spec};
+/// # let text = |seeds: u32| format!(
+/// #     "report = \"theorem41\"\nseeds = {seeds}\n[base.setting]\ndim = 100\npatches = 8\n\
+/// #      feature_patches = 2\nalpha = [4.0, 1.0]\nnoise_std = 1.0\nneurons = 2\n\
+/// #      [base.model]\nhead = \"identity-offdiag\"\nnormalization = \"batchnorm\"\n\
+/// #      stop_gradient = true\n[base.training]\nlr = 1e-3\n");
+/// # let here = std::path::Path::new(".");
+/// let (two, three) = (Spec::parse(&text(2), "doc", here)?, Spec::parse(&text(3), "doc", here)?);
+/// let dir = std::env::temp_dir().join(format!("predhead-doc-sweep-err-{}", std::process::id()));
+/// let options = RunOptions {
+///     results: dir.join("doc.jsonl"),
+///     shard: Shard::parse("0/1")?,
+///     quick: false,
+///     max_tasks: None,
+///     progress: false,
+/// };
+/// let runner = |_: &predhead::sweep::Task| Ok(serde_json::json!({}));
+/// run(&two, &runner, &options)?;
+/// let before = std::fs::read(&options.results).unwrap();
+/// assert!(run(&three, &runner, &options).is_err());
+/// assert_eq!(std::fs::read(&options.results).unwrap(), before);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), predhead::Error>(())
+/// ```
 pub fn run(spec: &Spec, runner: &dyn TaskRunner, options: &RunOptions) -> Result<RunStats> {
     let all = spec.tasks(options.quick)?;
     let shard = options.shard;

@@ -17,6 +17,7 @@ use crate::moments::noise::{cube_moment, cube_moment_from};
 use crate::moments::overlap::OverlapMoments;
 use crate::scalar::Scalar;
 use crate::setting::{Model, Normalization, Setting};
+use crate::sized::with_neurons;
 use crate::square::Square;
 
 /// The constants of a setting at the working precision: overlap moments rounded once,
@@ -386,8 +387,60 @@ fn variance_error(of: String, value: f64) -> Error {
 /// `m OPT + 2 kappa sum_j (1 - beta_j)` with `1 - beta_j` from a sum of non-negative
 /// terms, and the feature and head gradients through the antisymmetric products
 /// `omega_sr = p_s1 p_r2 - p_s2 p_r1`, so that the gradient vanishes exactly at pure-feature
-/// states and is accurate to a few ulps (relative, per block) near them. Errors when a
-/// normalization variance is not positive (`batchnorm`).
+/// states and is accurate to a few ulps (relative, per block) near them.
+///
+/// # Examples
+/// At the pure-feature state `w_1 = v1`, `w_2 = v2`, `E = I` (what Theorem 4.1's flow
+/// reaches), the loss is the optimum `m OPT` of eq. (P12) and the gradient vanishes
+/// exactly; a generic state has a larger loss and a non-zero gradient.
+/// ```
+/// use predhead::config::parse_config;
+/// use predhead::moments::population::{evaluate, opt, Constants};
+/// use predhead::reduced::reduce;
+/// use predhead::state::State;
+/// let config = parse_config(
+///     "[setting]\ndim = 6\npatches = 4\nfeature_patches = 2\nalpha = [4.0, 1.0]\n\
+///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+///      normalization = \"batchnorm\"\nstop_gradient = true\n",
+/// )?;
+/// let k = Constants::<f64>::new(&config.setting, ());
+/// let pure = State::with_identity_head(vec![
+///     vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+///     vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+/// ]);
+/// let ev = evaluate(&k, &config.model, &reduce(&pure, ()))?;
+/// let best = opt(&k, 2, ());
+/// assert!((ev.loss - best).abs() <= 1e-15 * best);
+/// assert!(ev.grad_a.iter().chain(&ev.grad_b).all(|g| *g == 0.0));
+/// let generic = State::with_identity_head(vec![
+///     vec![0.5, 0.2, 0.3, -0.1, 0.0, 0.2],
+///     vec![0.1, 0.4, -0.2, 0.3, 0.1, 0.0],
+/// ]);
+/// let ev = evaluate(&k, &config.model, &reduce(&generic, ()))?;
+/// assert!(ev.loss > best);
+/// assert!(ev.grad_a.iter().any(|g| *g != 0.0));
+/// # Ok::<(), predhead::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Numerical`] when a normalization variance is not positive (`batchnorm`), e.g.
+/// at `W = 0`, naming the neuron:
+/// ```
+/// # use predhead::config::parse_config;
+/// # use predhead::moments::population::{evaluate, Constants};
+/// # use predhead::reduced::reduce;
+/// # use predhead::state::State;
+/// # let config = parse_config(
+/// #     "[setting]\ndim = 6\npatches = 4\nfeature_patches = 2\nalpha = [4.0, 1.0]\n\
+/// #      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+/// #      normalization = \"batchnorm\"\nstop_gradient = true\n",
+/// # )?;
+/// # let k = Constants::<f64>::new(&config.setting, ());
+/// let zero = State::with_identity_head(vec![vec![0.0; 6], vec![0.0; 6]]);
+/// let err = evaluate(&k, &config.model, &reduce(&zero, ())).unwrap_err();
+/// assert!(err.to_string().contains("F_0(X^(1))"));
+/// # Ok::<(), predhead::Error>(())
+/// ```
 pub fn evaluate<S: Scalar>(
     k: &Constants<S>,
     model: &Model,
@@ -414,18 +467,16 @@ pub fn evaluate_into<S: Scalar>(
     // One code path for every m; for the small m of the flow it is instantiated with m a
     // compile-time constant, so that the loops over neurons are unrolled and their bounds
     // checks dropped (same operations, same order, same values).
-    match m {
-        1 => evaluate_sized::<S, 1>(k, model, x, out),
-        2 => evaluate_sized::<S, 2>(k, model, x, out),
-        3 => evaluate_sized::<S, 3>(k, model, x, out),
-        4 => evaluate_sized::<S, 4>(k, model, x, out),
-        _ => evaluate_sized::<S, 0>(k, model, x, out),
-    }
+    with_neurons!(m, |M| evaluate_sized::<S, M>(k, model, x, out))
 }
 
 /// The body of [`evaluate_into`] for `m = M` neurons (`M = 0`: `m` read from `x`), with
 /// `out` sized for `m`. Matrices are read and written as flat row-major slices of length
 /// `m * m`, entry `(i, j)` at `i * m + j`.
+///
+/// The parts ([`fill_omega`], [`batchnorm_rows`] or [`plain_rows`], [`feature_gradients`],
+/// [`noise_coefficients`]) are inlined here, so that with `M > 0` their loops over neurons
+/// are unrolled as one function.
 fn evaluate_sized<S: Scalar, const M: usize>(
     k: &Constants<S>,
     model: &Model,
@@ -462,214 +513,407 @@ fn evaluate_sized<S: Scalar, const M: usize>(
     }
     fill_moments(k, x, m, p, hp, g9, mo);
     let (p, hp, g9) = (&p[..m], &hp[..m], &g9[..m]);
-    let (phi, psi) = (&mo.phi.entries()[..mm], &mo.psi.entries()[..mm]);
-    let e = &x.e.entries()[..mm];
-    let (grad_a, grad_b) = (&mut grad_a[..m], &mut grad_b[..m]);
-    let (g_phi, g_both) = (&mut g_phi[..m], &mut g_both[..m]);
-    let (delta, psi_delta) = (&mut delta[..m], &mut psi_delta[..m]);
-    let m_bar = &mut m_bar.entries_mut()[..mm];
-    let grad_e = &mut grad_e.entries_mut()[..mm];
     let c = Common {
         zero: S::zero(ctx),
         one: S::one(ctx),
         two: S::from_f64(2.0, ctx),
     };
-    let (zero, one, two) = (&c.zero, &c.one, &c.two);
-    let h = &k.h;
-    let stop_gradient = model.stop_gradient;
-
-    // omega_sr = p_s1 p_r2 - p_s2 p_r1 (eq. (P8)), stored by columns: omega_t row r is
-    // column r of omega. Antisymmetric; the diagonal is never read (omega_rr = 0).
     let omega_t = &mut omega_t.entries_mut()[..mm];
+    fill_omega(m, p, omega_t);
+    let blocks = Blocks {
+        k,
+        model,
+        m,
+        p,
+        hp,
+        phi: &mo.phi.entries()[..mm],
+        psi: &mo.psi.entries()[..mm],
+        e: &x.e.entries()[..mm],
+        omega_t: &*omega_t,
+        c: &c,
+        ctx,
+    };
+    let mut adj = Adjoints {
+        g_phi: &mut g_phi[..m],
+        g_both: &mut g_both[..m],
+        m_bar: &mut m_bar.entries_mut()[..mm],
+        grad_e: &mut grad_e.entries_mut()[..mm],
+        delta: &mut delta[..m],
+        psi_delta: &mut psi_delta[..m],
+    };
+    // m_bar: adjoint of Psi (online and target), without the factor n (eq. (P10c)).
+    for v in adj.m_bar.iter_mut().chain(adj.grad_e.iter_mut()) {
+        *v = c.zero.clone();
+    }
+    let loss = if model.normalization == Normalization::Batchnorm {
+        batchnorm_rows(&blocks, &mut adj)?
+    } else {
+        plain_rows(&blocks, &mut adj)
+    };
+    feature_gradients(
+        &blocks,
+        (xa, xb),
+        (&*adj.g_phi, &*adj.g_both),
+        (&mut grad_a[..m], &mut grad_b[..m]),
+    );
+    let sigma = &mut noise_coef.entries_mut()[..mm];
+    noise_coefficients(&blocks, &x.gram.entries()[..mm], g9, &*adj.m_bar, sigma);
+    *out_loss = loss;
+    Ok(())
+}
+
+/// `omega_sr = p_s1 p_r2 - p_s2 p_r1` (eq. (P8)), stored by columns: `omega_t` row `r` is
+/// column `r` of omega. Antisymmetric; the diagonal is never read (`omega_rr = 0`).
+#[inline(always)]
+fn fill_omega<S: Scalar>(m: usize, p: &[[S; 2]], omega_t: &mut [S]) {
+    let (p, omega_t) = (&p[..m], &mut omega_t[..m * m]);
     for r in 0..m {
         for s in 0..m {
             omega_t[r * m + s] =
                 p[s][0].clone() * p[r][1].clone() - p[s][1].clone() * p[r][0].clone();
         }
     }
-    let omega_t = &*omega_t;
+}
 
-    let mut loss = zero.clone();
-    // g_phi: adjoints of the online feature mixtures phi_{j,l}; g_both[j][l] = g_phi + the
-    // target adjoint of p_{j,l}, in a form free of the cancellation between the online and
-    // the target branch near pure-feature states (eq. (P10a)); g_phi is set for every j,
-    // g_both for every j without stop-gradient (the only case that reads it).
-    // m_bar: adjoint of Psi (online and target), without the factor n (eq. (P10c)).
-    for v in m_bar.iter_mut().chain(grad_e.iter_mut()) {
-        *v = zero.clone();
+/// What the row loops of [`evaluate_sized`] read: the constants, the model, the feature
+/// cubes `p` and `h_l p` (eq. (P1)), and the flat row-major `m x m` blocks `Phi`, `Psi`,
+/// `E` and `omega` transposed (eq. (P8)).
+struct Blocks<'a, S: Scalar> {
+    k: &'a Constants<S>,
+    model: &'a Model,
+    m: usize,
+    p: &'a [[S; 2]],
+    hp: &'a [[S; 2]],
+    phi: &'a [S],
+    psi: &'a [S],
+    e: &'a [S],
+    omega_t: &'a [S],
+    c: &'a Common<S>,
+    ctx: S::Ctx,
+}
+
+/// What the row loops of [`evaluate_sized`] write (eq. (P10)): `g_phi`, the adjoints of the
+/// online feature mixtures `phi_{j,l}`; `g_both[j][l]`, `g_phi` plus the target adjoint of
+/// `p_{j,l}` in a form free of the cancellation between the online and the target branch
+/// near pure-feature states (set, and read, only without stop-gradient); `m_bar`, the
+/// adjoint of `Psi` without the factor `n`; `grad_e`; and the row work space `delta`,
+/// `psi_delta` of [`row`].
+struct Adjoints<'a, S> {
+    g_phi: &'a mut [[S; 2]],
+    g_both: &'a mut [[S; 2]],
+    m_bar: &'a mut [S],
+    grad_e: &'a mut [S],
+    delta: &'a mut [S],
+    psi_delta: &'a mut [S],
+}
+
+/// Products of constants shared by all batch-norm rows, grouped as in the row formulas.
+struct BatchnormConstants<S> {
+    /// `E[K^2]^2 h_1 h_2`.
+    ek2_sq_hh: S,
+    /// `E[K^2] n`.
+    ek2_n: S,
+    /// `n^2`.
+    n_sq: S,
+    /// `2 kappa`.
+    two_kappa: S,
+    /// `-2 E[K K']`.
+    minus_two_ekk: S,
+    /// `E[K^2] (h_1 h_2)`.
+    ek2_hh: S,
+}
+
+/// The scalars of one batch-norm row that its gradients share (eqs. (P8)-(P10)).
+struct BatchnormRow<S> {
+    /// `q = E[K^2] A + n B`, the online variance.
+    q: S,
+    /// `t = E[K^2] Phi_jj + n Psi_jj`, the target variance.
+    t: S,
+    /// `q t`.
+    qt: S,
+    /// `sqrt(q t)`.
+    sq: S,
+    /// `Delta_j = (E omega)_jj`.
+    dj: S,
+    /// `E[K^2] Delta_j h_l`.
+    kd_h: [S; 2],
+    /// `B - Psi_jj = 2 (Psi delta)_j + delta^T Psi delta`.
+    nd: S,
+    /// `c_on = -2 E[KK'] / (sqrt(q t) q)`.
+    c_on: S,
+}
+
+/// The batch-norm loss and adjoints, row by row (eqs. (P8)-(P10)); returns the loss.
+/// Errors when a variance is not positive.
+#[inline(always)]
+fn batchnorm_rows<S: Scalar>(b: &Blocks<S>, adj: &mut Adjoints<S>) -> Result<S> {
+    let (k, h, two) = (b.k, &b.k.h, &b.c.two);
+    let bn = BatchnormConstants {
+        ek2_sq_hh: k.ek2.sq() * h[0].clone() * h[1].clone(),
+        ek2_n: k.ek2.clone() * k.n.clone(),
+        n_sq: k.n.sq(),
+        two_kappa: two.clone() * k.kappa.clone(),
+        minus_two_ekk: -(two.clone() * k.ekk.clone()),
+        ek2_hh: k.ek2.clone() * (h[0].clone() * h[1].clone()),
+    };
+    let mut loss = b.c.zero.clone();
+    for j in 0..b.m {
+        let one_minus_beta = batchnorm_row(j, b, &bn, adj)?;
+        loss = loss + k.opt_neuron.clone() + bn.two_kappa.clone() * one_minus_beta;
     }
-    if model.normalization == Normalization::Batchnorm {
-        // Products of constants shared by all rows, grouped as in the row formulas below.
-        let ek2_sq_hh = k.ek2.sq() * h[0].clone() * h[1].clone();
-        let ek2_n = k.ek2.clone() * k.n.clone();
-        let n_sq = k.n.sq();
-        let two_kappa = two.clone() * k.kappa.clone();
-        let minus_two_ekk = -(two.clone() * k.ekk.clone());
-        let ek2_hh = k.ek2.clone() * (h[0].clone() * h[1].clone());
-        for j in 0..m {
-            let e_j = &e[j * m..][..m];
-            let Row {
-                phi: phi_j,
-                dphi,
-                b: b_j,
-                x: x_j,
-                psi_jj,
-                phi_jj,
-                two_psi_delta_j,
-                dpd,
-            } = row(j, m, e_j, p, h, phi, psi, &c, delta, psi_delta);
-            // (P8): A = (E Phi E^T)_jj, q = E[K^2] A + n B, t = E[K^2] Phi_jj + n Psi_jj.
-            let a_j = h[0].clone() * phi_j[0].sq() + h[1].clone() * phi_j[1].sq();
-            let q = k.ek2.clone() * a_j.clone() + k.n.clone() * b_j.clone();
-            let t = k.ek2.clone() * phi_jj.clone() + k.n.clone() * psi_jj.clone();
-            check_variances(j, &q, &t)?;
-            // Delta_j = (E omega)_jj = phi_1 p_j2 - phi_2 p_j1 without the cancelling s = j term.
-            let dj = e_omega(e_j, &omega_t[j * m..][..m], j, zero);
-            let qt = q.clone() * t.clone();
-            let sq = qt.clone().sqrt();
-            let kx = k.ek2.clone() * x_j.clone();
-            // (P9): 1 - beta_j with q t - (E[K^2] x)^2 as a sum of non-negative terms.
-            let one_minus_beta = if kx > *zero {
-                let gap = ek2_sq_hh.clone() * dj.sq()
-                    + ek2_n.clone() * (a_j.clone() * psi_jj.clone() + b_j.clone() * phi_jj.clone())
-                    + n_sq.clone() * b_j.clone() * psi_jj.clone();
-                gap / (sq.clone() * (sq.clone() + kx))
-            } else {
-                one.clone() - kx / sq.clone()
-            };
-            loss = loss + k.opt_neuron.clone() + two_kappa.clone() * one_minus_beta;
-            let rho = k.ekk.clone() * x_j.clone() / sq.clone();
-            // (P10a): online adjoint of phi_{j,l}; c_on = -2 E[KK'] / (sqrt(q t) q).
-            let c_on = minus_two_ekk.clone() / (sq.clone() * q.clone());
-            let kd = k.ek2.clone() * dj.clone();
-            let (kd_h0, kd_h1) = (kd.clone() * h[0].clone(), kd * h[1].clone());
-            let nb = k.n.clone() * b_j.clone();
-            g_phi[j][0] = c_on.clone()
-                * h[0].clone()
-                * (-(kd_h1.clone() * phi_j[1].clone()) + nb.clone() * p[j][0].clone());
-            g_phi[j][1] = c_on.clone()
-                * h[1].clone()
-                * (kd_h0.clone() * phi_j[0].clone() + nb * p[j][1].clone());
-            // 2 (Psi delta)_j + delta^T Psi delta = B - Psi_jj (eqs. (P10a), (P10b)).
-            let nd = two_psi_delta_j + dpd;
-            if !stop_gradient {
-                // Online + target (eq. (P10a)): c h_l [+-kd h_l' gamma_l' / (q t)
-                // + n (B p_jl / q + Psi_jj phi_l / t)], c = -2 E[KK'] / sqrt(q t), with
-                // gamma_l = p_jl q - phi_l t expanded around e_j.
-                let c = minus_two_ekk.clone() / sq;
-                let hd = h[0].clone()
-                    * (two.clone() * p[j][0].clone() + dphi[0].clone())
-                    * dphi[0].clone()
-                    + h[1].clone()
-                        * (two.clone() * p[j][1].clone() + dphi[1].clone())
-                        * dphi[1].clone();
-                let gamma = |l: usize| {
-                    k.ek2.clone()
-                        * (p[j][l].clone() * hd.clone() - dphi[l].clone() * phi_jj.clone())
-                        + k.n.clone()
-                            * (p[j][l].clone() * nd.clone() - dphi[l].clone() * psi_jj.clone())
-                };
-                let noise_part = |l: usize| {
-                    k.n.clone()
-                        * (b_j.clone() * p[j][l].clone() / q.clone()
-                            + psi_jj.clone() * phi_j[l].clone() / t.clone())
-                };
-                g_both[j][0] =
-                    c.clone() * h[0].clone() * (kd_h1 * gamma(1) / qt.clone() + noise_part(0));
-                g_both[j][1] = c * h[1].clone() * (-(kd_h0 * gamma(0)) / qt + noise_part(1));
-            }
-            // (P10c): Psi adjoints rho/q e e^T (online) and rho/t at (j, j) (target).
-            let rq = rho.clone() / q;
-            for r in 0..m {
-                let w_r = rq.clone() * e_j[r].clone();
-                for s in 0..m {
-                    m_bar[r * m + s] = m_bar[r * m + s].clone() + w_r.clone() * e_j[s].clone();
-                }
-            }
-            if !stop_gradient {
-                m_bar[j * m + j] = m_bar[j * m + j].clone() + rho / t;
-            }
-            // (P10b): dL/dE_jr = c_on [E[K^2] h_1 h_2 Delta_j (E omega)_jr + n N_r],
-            // N_r = (Phi e_j)_r B - x (Psi e)_r in the expansion around e_j.
-            if (0..m).any(|r| model.head.trainable(j, r)) {
-                let phi_d_j =
-                    hp[j][0].clone() * dphi[0].clone() + hp[j][1].clone() * dphi[1].clone();
-                let ek2_hh_dj = ek2_hh.clone() * dj.clone();
-                for r in 0..m {
-                    if !model.head.trainable(j, r) {
-                        continue;
-                    }
-                    let phi_rj = phi[r * m + j].clone();
-                    let psi_rj = psi[r * m + j].clone();
-                    let lead = phi_rj.clone() * psi_jj.clone() - phi_jj.clone() * psi_rj.clone();
-                    let nr = lead + phi_rj * nd.clone()
-                        - phi_jj.clone() * psi_delta[r].clone()
-                        - phi_d_j.clone() * (psi_rj + psi_delta[r].clone());
-                    let er = if r == j {
-                        dj.clone()
-                    } else {
-                        e_omega(e_j, &omega_t[r * m..][..m], r, zero)
-                    };
-                    grad_e[j * m + r] = c_on.clone() * (ek2_hh_dj.clone() * er + k.n.clone() * nr);
-                }
-            }
-        }
+    Ok(loss)
+}
+
+/// Row `j` of [`batchnorm_rows`]: writes its adjoints into `adj` and returns `1 - beta_j`
+/// (eq. (P9)).
+#[inline(always)]
+fn batchnorm_row<S: Scalar>(
+    j: usize,
+    b: &Blocks<S>,
+    bn: &BatchnormConstants<S>,
+    adj: &mut Adjoints<S>,
+) -> Result<S> {
+    let (k, m, h) = (b.k, b.m, &b.k.h);
+    let (zero, one) = (&b.c.zero, &b.c.one);
+    let e_j = &b.e[j * m..][..m];
+    let row = row(
+        j,
+        m,
+        e_j,
+        b.p,
+        h,
+        b.phi,
+        b.psi,
+        b.c,
+        adj.delta,
+        adj.psi_delta,
+    );
+    let Row {
+        phi: phi_j,
+        b: b_j,
+        x: x_j,
+        psi_jj,
+        phi_jj,
+        ..
+    } = &row;
+    // (P8): A = (E Phi E^T)_jj, q = E[K^2] A + n B, t = E[K^2] Phi_jj + n Psi_jj.
+    let a_j = h[0].clone() * phi_j[0].sq() + h[1].clone() * phi_j[1].sq();
+    let q = k.ek2.clone() * a_j.clone() + k.n.clone() * b_j.clone();
+    let t = k.ek2.clone() * phi_jj.clone() + k.n.clone() * psi_jj.clone();
+    check_variances(j, &q, &t)?;
+    // Delta_j = (E omega)_jj = phi_1 p_j2 - phi_2 p_j1 without the cancelling s = j term.
+    let dj = e_omega(e_j, &b.omega_t[j * m..][..m], j, zero);
+    let qt = q.clone() * t.clone();
+    let sq = qt.clone().sqrt();
+    let kx = k.ek2.clone() * x_j.clone();
+    // (P9): 1 - beta_j with q t - (E[K^2] x)^2 as a sum of non-negative terms.
+    let one_minus_beta = if kx > *zero {
+        let gap = bn.ek2_sq_hh.clone() * dj.sq()
+            + bn.ek2_n.clone() * (a_j.clone() * psi_jj.clone() + b_j.clone() * phi_jj.clone())
+            + bn.n_sq.clone() * b_j.clone() * psi_jj.clone();
+        gap / (sq.clone() * (sq.clone() + kx))
     } else {
-        let g = &k.ek2_minus_ekk;
-        let two_g = two.clone() * g.clone();
-        let two_h = [two.clone() * h[0].clone(), two.clone() * h[1].clone()];
-        let two_h_g = [two_h[0].clone() * g.clone(), two_h[1].clone() * g.clone()];
-        for j in 0..m {
-            let e_j = &e[j * m..][..m];
-            let Row {
-                phi: phi_j,
-                dphi,
-                b: b_j,
-                x: x_j,
-                psi_jj,
-                ..
-            } = row(j, m, e_j, p, h, phi, psi, &c, delta, psi_delta);
-            // (P9): L_j = E[K^2] sum_l h_l dphi_l^2 + n (B + Psi_jj) + 2 (E[K^2] - E[KK']) x.
-            loss = loss
-                + k.ek2.clone() * (h[0].clone() * dphi[0].sq() + h[1].clone() * dphi[1].sq())
-                + k.n.clone() * (b_j + psi_jj)
-                + two_g.clone() * x_j;
-            // (P10a).
-            for l in 0..2 {
-                g_phi[j][l] = two_h[l].clone()
-                    * (k.ek2.clone() * dphi[l].clone() + g.clone() * p[j][l].clone());
-                if !stop_gradient {
-                    // Online + target: the E[K^2] dphi terms cancel exactly.
-                    g_both[j][l] = two_h_g[l].clone() * (p[j][l].clone() + phi_j[l].clone());
-                }
-            }
-            // (P10c): Psi adjoints E^T E (online) and I (target).
-            for r in 0..m {
-                for s in 0..m {
-                    m_bar[r * m + s] = m_bar[r * m + s].clone() + e_j[r].clone() * e_j[s].clone();
-                }
-            }
-            if !stop_gradient {
-                m_bar[j * m + j] = m_bar[j * m + j].clone() + one.clone();
-            }
-            // (P10b): dL/dE_jr = 2 [E[K^2] (Phi delta)_r + (E[K^2] - E[KK']) Phi_rj + n (Psi e)_r].
-            for r in 0..m {
-                if !model.head.trainable(j, r) {
-                    continue;
-                }
-                let phi_d_r =
-                    hp[r][0].clone() * dphi[0].clone() + hp[r][1].clone() * dphi[1].clone();
-                let psi_e_r = psi[r * m + j].clone() + psi_delta[r].clone();
-                grad_e[j * m + r] = two.clone()
-                    * (k.ek2.clone() * phi_d_r
-                        + g.clone() * phi[r * m + j].clone()
-                        + k.n.clone() * psi_e_r);
-            }
+        one.clone() - kx / sq.clone()
+    };
+    let rho = k.ekk.clone() * x_j.clone() / sq.clone();
+    // (P10a): online adjoint of phi_{j,l}; c_on = -2 E[KK'] / (sqrt(q t) q).
+    let c_on = bn.minus_two_ekk.clone() / (sq.clone() * q.clone());
+    let kd = k.ek2.clone() * dj.clone();
+    let kd_h = [kd.clone() * h[0].clone(), kd * h[1].clone()];
+    let nb = k.n.clone() * b_j.clone();
+    let p = b.p;
+    adj.g_phi[j][0] = c_on.clone()
+        * h[0].clone()
+        * (-(kd_h[1].clone() * phi_j[1].clone()) + nb.clone() * p[j][0].clone());
+    adj.g_phi[j][1] =
+        c_on.clone() * h[1].clone() * (kd_h[0].clone() * phi_j[0].clone() + nb * p[j][1].clone());
+    // 2 (Psi delta)_j + delta^T Psi delta = B - Psi_jj (eqs. (P10a), (P10b)).
+    let nd = row.two_psi_delta_j.clone() + row.dpd.clone();
+    let v = BatchnormRow {
+        q,
+        t,
+        qt,
+        sq,
+        dj,
+        kd_h,
+        nd,
+        c_on,
+    };
+    if !b.model.stop_gradient {
+        adj.g_both[j] = batchnorm_both(j, b, bn, &row, &v);
+    }
+    // (P10c): Psi adjoints rho/q e e^T (online) and rho/t at (j, j) (target).
+    let rq = rho.clone() / v.q.clone();
+    let m_bar = &mut adj.m_bar[..m * m];
+    for r in 0..m {
+        let w_r = rq.clone() * e_j[r].clone();
+        for s in 0..m {
+            m_bar[r * m + s] = m_bar[r * m + s].clone() + w_r.clone() * e_j[s].clone();
         }
     }
+    if !b.model.stop_gradient {
+        m_bar[j * m + j] = m_bar[j * m + j].clone() + rho / v.t.clone();
+    }
+    if (0..m).any(|r| b.model.head.trainable(j, r)) {
+        batchnorm_grad_e(j, b, bn, &row, &v, adj);
+    }
+    Ok(one_minus_beta)
+}
 
-    // (P10a): dL/dc_il = 3 c_il^2 (sum_j E_ji g_phi[j][l] + [no stop-gradient] g_tg[i][l]).
-    let three = S::from_f64(3.0, ctx);
+/// `g_both[j]` of a batch-norm row (eq. (P10a)), online + target:
+/// `c h_l [+-kd h_l' gamma_l' / (q t) + n (B p_jl / q + Psi_jj phi_l / t)]`,
+/// `c = -2 E[KK'] / sqrt(q t)`, with `gamma_l = p_jl q - phi_l t` expanded around `e_j`.
+#[inline(always)]
+fn batchnorm_both<S: Scalar>(
+    j: usize,
+    b: &Blocks<S>,
+    bn: &BatchnormConstants<S>,
+    row: &Row<S>,
+    v: &BatchnormRow<S>,
+) -> [S; 2] {
+    let (k, h, two, p) = (b.k, &b.k.h, &b.c.two, b.p);
+    let Row {
+        phi: phi_j,
+        dphi,
+        b: b_j,
+        psi_jj,
+        phi_jj,
+        ..
+    } = row;
+    let c = bn.minus_two_ekk.clone() / v.sq.clone();
+    let hd = h[0].clone() * (two.clone() * p[j][0].clone() + dphi[0].clone()) * dphi[0].clone()
+        + h[1].clone() * (two.clone() * p[j][1].clone() + dphi[1].clone()) * dphi[1].clone();
+    let gamma = |l: usize| {
+        k.ek2.clone() * (p[j][l].clone() * hd.clone() - dphi[l].clone() * phi_jj.clone())
+            + k.n.clone() * (p[j][l].clone() * v.nd.clone() - dphi[l].clone() * psi_jj.clone())
+    };
+    let noise_part = |l: usize| {
+        k.n.clone()
+            * (b_j.clone() * p[j][l].clone() / v.q.clone()
+                + psi_jj.clone() * phi_j[l].clone() / v.t.clone())
+    };
+    [
+        c.clone() * h[0].clone() * (v.kd_h[1].clone() * gamma(1) / v.qt.clone() + noise_part(0)),
+        c * h[1].clone() * (-(v.kd_h[0].clone() * gamma(0)) / v.qt.clone() + noise_part(1)),
+    ]
+}
+
+/// Row `j` of `dL/dE` under batch norm (eq. (P10b)):
+/// `dL/dE_jr = c_on [E[K^2] h_1 h_2 Delta_j (E omega)_jr + n N_r]`,
+/// `N_r = (Phi e_j)_r B - x (Psi e)_r` in the expansion around `e_j`.
+#[inline(always)]
+fn batchnorm_grad_e<S: Scalar>(
+    j: usize,
+    b: &Blocks<S>,
+    bn: &BatchnormConstants<S>,
+    row: &Row<S>,
+    v: &BatchnormRow<S>,
+    adj: &mut Adjoints<S>,
+) {
+    let (k, m, hp) = (b.k, b.m, b.hp);
+    let (phi, psi) = (&b.phi[..m * m], &b.psi[..m * m]);
+    let e_j = &b.e[j * m..][..m];
+    let (dphi, psi_jj, phi_jj) = (&row.dphi, &row.psi_jj, &row.phi_jj);
+    let (psi_delta, grad_e) = (&adj.psi_delta[..m], &mut adj.grad_e[..m * m]);
+    let phi_d_j = hp[j][0].clone() * dphi[0].clone() + hp[j][1].clone() * dphi[1].clone();
+    let ek2_hh_dj = bn.ek2_hh.clone() * v.dj.clone();
+    for r in 0..m {
+        if !b.model.head.trainable(j, r) {
+            continue;
+        }
+        let phi_rj = phi[r * m + j].clone();
+        let psi_rj = psi[r * m + j].clone();
+        let lead = phi_rj.clone() * psi_jj.clone() - phi_jj.clone() * psi_rj.clone();
+        let nr = lead + phi_rj * v.nd.clone()
+            - phi_jj.clone() * psi_delta[r].clone()
+            - phi_d_j.clone() * (psi_rj + psi_delta[r].clone());
+        let er = if r == j {
+            v.dj.clone()
+        } else {
+            e_omega(e_j, &b.omega_t[r * m..][..m], r, &b.c.zero)
+        };
+        grad_e[j * m + r] = v.c_on.clone() * (ek2_hh_dj.clone() * er + k.n.clone() * nr);
+    }
+}
+
+/// The loss and adjoints without normalization, row by row (eqs. (P9), (P10)); returns the
+/// loss.
+#[inline(always)]
+fn plain_rows<S: Scalar>(b: &Blocks<S>, adj: &mut Adjoints<S>) -> S {
+    let (k, m, h, p) = (b.k, b.m, &b.k.h, b.p);
+    let (phi, psi, hp) = (&b.phi[..m * m], &b.psi[..m * m], b.hp);
+    let (two, one) = (&b.c.two, &b.c.one);
+    let stop_gradient = b.model.stop_gradient;
+    let g = &k.ek2_minus_ekk;
+    let two_g = two.clone() * g.clone();
+    let two_h = [two.clone() * h[0].clone(), two.clone() * h[1].clone()];
+    let two_h_g = [two_h[0].clone() * g.clone(), two_h[1].clone() * g.clone()];
+    let mut loss = b.c.zero.clone();
+    for j in 0..m {
+        let e_j = &b.e[j * m..][..m];
+        let Row {
+            phi: phi_j,
+            dphi,
+            b: b_j,
+            x: x_j,
+            psi_jj,
+            ..
+        } = row(j, m, e_j, p, h, phi, psi, b.c, adj.delta, adj.psi_delta);
+        // (P9): L_j = E[K^2] sum_l h_l dphi_l^2 + n (B + Psi_jj) + 2 (E[K^2] - E[KK']) x.
+        loss = loss
+            + k.ek2.clone() * (h[0].clone() * dphi[0].sq() + h[1].clone() * dphi[1].sq())
+            + k.n.clone() * (b_j + psi_jj)
+            + two_g.clone() * x_j;
+        // (P10a).
+        for l in 0..2 {
+            adj.g_phi[j][l] =
+                two_h[l].clone() * (k.ek2.clone() * dphi[l].clone() + g.clone() * p[j][l].clone());
+            if !stop_gradient {
+                // Online + target: the E[K^2] dphi terms cancel exactly.
+                adj.g_both[j][l] = two_h_g[l].clone() * (p[j][l].clone() + phi_j[l].clone());
+            }
+        }
+        // (P10c): Psi adjoints E^T E (online) and I (target).
+        let m_bar = &mut adj.m_bar[..m * m];
+        for r in 0..m {
+            for s in 0..m {
+                m_bar[r * m + s] = m_bar[r * m + s].clone() + e_j[r].clone() * e_j[s].clone();
+            }
+        }
+        if !stop_gradient {
+            m_bar[j * m + j] = m_bar[j * m + j].clone() + one.clone();
+        }
+        // (P10b): dL/dE_jr = 2 [E[K^2] (Phi delta)_r + (E[K^2] - E[KK']) Phi_rj + n (Psi e)_r].
+        let (psi_delta, grad_e) = (&adj.psi_delta[..m], &mut adj.grad_e[..m * m]);
+        for r in 0..m {
+            if !b.model.head.trainable(j, r) {
+                continue;
+            }
+            let phi_d_r = hp[r][0].clone() * dphi[0].clone() + hp[r][1].clone() * dphi[1].clone();
+            let psi_e_r = psi[r * m + j].clone() + psi_delta[r].clone();
+            grad_e[j * m + r] = two.clone()
+                * (k.ek2.clone() * phi_d_r
+                    + g.clone() * phi[r * m + j].clone()
+                    + k.n.clone() * psi_e_r);
+        }
+    }
+    loss
+}
+
+/// (P10a): `dL/dc_il = 3 c_il^2 (sum_j E_ji g_phi[j][l] + [no stop-gradient] g_tg[i][l])`
+/// for `c = a, b`, from the row adjoints `(g_phi, g_both)`.
+#[inline(always)]
+fn feature_gradients<S: Scalar>(
+    b: &Blocks<S>,
+    (xa, xb): (&[S], &[S]),
+    (g_phi, g_both): (&[[S; 2]], &[[S; 2]]),
+    (grad_a, grad_b): (&mut [S], &mut [S]),
+) {
+    let (m, e, zero, one) = (b.m, &b.e[..b.m * b.m], &b.c.zero, &b.c.one);
+    let (xa, xb, g_phi, g_both) = (&xa[..m], &xb[..m], &g_phi[..m], &g_both[..m]);
+    let (grad_a, grad_b) = (&mut grad_a[..m], &mut grad_b[..m]);
+    let stop_gradient = b.model.stop_gradient;
+    let three = S::from_f64(3.0, b.ctx);
     for i in 0..m {
         let mut acc = [zero.clone(), zero.clone()];
         for j in 0..m {
@@ -690,21 +934,25 @@ fn evaluate_sized<S: Scalar, const M: usize>(
         grad_a[i] = three.clone() * xa[i].sq() * acc_a;
         grad_b[i] = three.clone() * xb[i].sq() * acc_b;
     }
+}
 
-    // (P10c): Sigma = 2 n s^6 (diag(D) + T), D_r = 18 sum_s Mb_rs G_ss G_rs,
-    // T_rs = Mb_rs (9 G_rr G_ss + 18 G_rs^2).
-    let g = &x.gram.entries()[..mm];
-    let pre = two.clone() * k.n.clone() * k.s6.clone();
-    let eighteen = S::from_f64(18.0, ctx);
-    let m_bar = &*m_bar;
-    let sigma = &mut noise_coef.entries_mut()[..mm];
+/// (P10c): `Sigma = 2 n s^6 (diag(D) + T)`, `D_r = 18 sum_s Mb_rs G_ss G_rs`,
+/// `T_rs = Mb_rs (9 G_rr G_ss + 18 G_rs^2)`, from the Gram block `g`, `g9 = 9 G_jj` and
+/// `m_bar` (flat `m x m`), into `sigma`.
+#[inline(always)]
+fn noise_coefficients<S: Scalar>(b: &Blocks<S>, g: &[S], g9: &[S], m_bar: &[S], sigma: &mut [S]) {
+    let (k, c, m) = (b.k, b.c, b.m);
+    let mm = m * m;
+    let (g, g9, m_bar, sigma) = (&g[..mm], &g9[..m], &m_bar[..mm], &mut sigma[..mm]);
+    let pre = c.two.clone() * k.n.clone() * k.s6.clone();
+    let eighteen = S::from_f64(18.0, b.ctx);
     for r in 0..m {
         for s in 0..m {
             let rs = r * m + s;
             let mut v = m_bar[rs].clone()
                 * (g9[r].clone() * g[s * m + s].clone() + eighteen.clone() * g[rs].sq());
             if r == s {
-                let mut d = zero.clone();
+                let mut d = c.zero.clone();
                 for u in 0..m {
                     d = d + m_bar[r * m + u].clone() * g[u * m + u].clone() * g[r * m + u].clone();
                 }
@@ -713,9 +961,6 @@ fn evaluate_sized<S: Scalar, const M: usize>(
             sigma[rs] = pre.clone() * v;
         }
     }
-
-    *out_loss = loss;
-    Ok(())
 }
 
 /// The constants `0, 1, 2` at the context of the state.

@@ -533,8 +533,30 @@ fn failure_trend(cells: &[(u64, u64, u64)], alpha: f64) -> (Table, Verdict, Stri
     (t, verdict, rule)
 }
 
-/// Theorem 4.1 and Corollary 4.2.
-pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
+/// The rows of Theorem 4.1's table, one per d, and the points of its fits.
+struct Theorem41Rows {
+    /// The table of [`THEOREM41_RATE`].
+    table: Table,
+    /// The Clopper-Pearson interval of the both-features rate at the largest d.
+    last: Option<Interval>,
+    /// `(d, abs(corr_final) sqrt(d))` of every both-features run.
+    runs: Vec<(f64, f64)>,
+    /// `(d, abs(corr_final))` of every both-features run.
+    abs_corr: Vec<(f64, f64)>,
+    /// How many d lie outside Theorem 4.1's learning-rate hypothesis.
+    flagged: usize,
+    /// `(d, failures, runs)` per d, for the trend rule ([`failure_trend`]).
+    cells: Vec<(u64, u64, u64)>,
+}
+
+/// `abs(corr_final) sqrt(d)` of a run.
+fn corr_scaled(ctx: &Context, r: &Record) -> Option<f64> {
+    let d = dim_of(ctx, r) as f64;
+    field(summary_of(r), "corr_final").map(|c| c.abs() * d.sqrt())
+}
+
+/// The table of Theorem 4.1's rate rule over the groups of runs by d.
+fn theorem41_rows(ctx: &Context, groups_d: &[(u64, Vec<&Record>)]) -> Result<Theorem41Rows> {
     let mut t = Table::new(&[
         "d",
         "P",
@@ -552,19 +574,12 @@ pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         "median t_end",
         "stopped early",
     ]);
-    let corr_scaled = |ctx: &Context, r: &Record| {
-        let d = dim_of(ctx, r) as f64;
-        field(summary_of(r), "corr_final").map(|c| c.abs() * d.sqrt())
-    };
-    let rate_min = ctx.rule("rate_min")?;
-    let (exponent, margin) = (ctx.rule("corr_exponent")?, ctx.rule("exponent_margin")?);
     let mut last: Option<Interval> = None;
     let mut runs = Vec::new();
     let mut abs_corr = Vec::new();
     let mut cells = Vec::new();
     let mut flagged = 0;
-    let groups_d = groups(recs, |r| dim_of(ctx, r));
-    for (d, rs) in &groups_d {
+    for (d, rs) in groups_d {
         let (d, rs) = (*d, rs.clone());
         let c = ctx.config(rs[0])?;
         // Theorem 4.1's learning rates: eta_E <= eta / polylog(d), taken as 1 / ln d.
@@ -601,6 +616,29 @@ pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             stopped_early(&rs).to_string(),
         ]);
     }
+    Ok(Theorem41Rows {
+        table: t,
+        last,
+        runs,
+        abs_corr,
+        flagged,
+        cells,
+    })
+}
+
+/// Theorem 4.1 and Corollary 4.2.
+pub fn theorem41(ctx: &Context, recs: &[&Record]) -> Result<Body> {
+    let rate_min = ctx.rule("rate_min")?;
+    let (exponent, margin) = (ctx.rule("corr_exponent")?, ctx.rule("exponent_margin")?);
+    let groups_d = groups(recs, |r| dim_of(ctx, r));
+    let Theorem41Rows {
+        table: t,
+        last,
+        runs,
+        abs_corr,
+        flagged,
+        cells,
+    } = theorem41_rows(ctx, &groups_d)?;
     let f = fit(&runs)?;
     let f_corr = fit(&abs_corr)?;
     let verdict = last.map_or(Verdict::Inconclusive, |ci| rate_verdict(ci, rate_min));
@@ -692,6 +730,72 @@ fn class_count(rs: &[&Record], class: &str) -> usize {
         .count()
 }
 
+/// What [`theorem43_cells`] gathers over the d of one m.
+struct Theorem43Cells {
+    /// The Clopper-Pearson interval of the collapse-v1 rate at the largest d.
+    last: Option<Interval>,
+    /// `(d, 1 - abs(Corr))` of every collapse run.
+    runs: Vec<(f64, f64)>,
+    /// `(d, median (1 - abs(Corr)) sqrt(d))`.
+    pts: Vec<(f64, f64)>,
+    /// How many cells lie outside Theorem 4.3's hypothesis on `alpha1/alpha2`.
+    outside: usize,
+    /// How many cells there are.
+    cells: usize,
+}
+
+/// The rows of Theorem 4.3's table for the runs `rs_m` of `m` neurons, one per d, pushed
+/// onto `t`; a cell is inside the hypothesis when `alpha1/alpha2 >= ratio_min m`.
+fn theorem43_cells(
+    ctx: &Context,
+    m: usize,
+    rs_m: &[&Record],
+    ratio_min: f64,
+    t: &mut Table,
+) -> Result<Theorem43Cells> {
+    // `1 - |Corr|` of the final state in MPFR (runner `flow-corr`): in `f64`,
+    // `1 - |corr_final|` is rounding (0 or a few 1e-16) at the collapsed states of d >= 1e4.
+    let gap = |r: &Record| field(&r.result, "corr_gap_final");
+    let mut out = Theorem43Cells {
+        last: None,
+        runs: Vec::new(),
+        pts: Vec::new(),
+        outside: 0,
+        cells: 0,
+    };
+    for (d, rs) in groups(rs_m, |r| dim_of(ctx, r)) {
+        let c = ctx.config(rs[0])?;
+        let ratio = c.setting.alpha[0] / c.setting.alpha[1];
+        let inside = ratio >= ratio_min * m as f64;
+        out.cells += 1;
+        out.outside += usize::from(!inside);
+        let k = class_count(&rs, "collapse-v1");
+        let ci = cp(k, rs.len())?;
+        out.last = Some(ci);
+        let g = values(&with_outcome(&rs, "collapse"), gap);
+        out.runs.extend(g.iter().map(|v| (d as f64, *v)));
+        let scaled: Vec<f64> = g.iter().map(|v| v * (d as f64).sqrt()).collect();
+        if let Some(md) = stats::median(&scaled)? {
+            out.pts.push((d as f64, md));
+        }
+        t.push(vec![
+            m.to_string(),
+            d.to_string(),
+            num(ratio),
+            if inside { "yes" } else { "no" }.into(),
+            rs.len().to_string(),
+            count(&rs, "collapse").to_string(),
+            k.to_string(),
+            num(k as f64 / rs.len() as f64),
+            interval(ci),
+            med(&scaled)?,
+            max(&scaled),
+            stopped_early(&rs).to_string(),
+        ]);
+    }
+    Ok(out)
+}
+
 /// Theorem 4.3 and Corollary 4.4 (frozen head).
 pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     let mut t = Table::new(&[
@@ -708,9 +812,6 @@ pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         "max (1 - abs(corr)) sqrt(d)",
         "stopped early",
     ]);
-    // `1 - |Corr|` of the final state in MPFR (runner `flow-corr`): in `f64`,
-    // `1 - |corr_final|` is rounding (0 or a few 1e-16) at the collapsed states of d >= 1e4.
-    let gap = |r: &Record| field(&r.result, "corr_gap_final");
     let rate_min = ctx.rule("rate_min")?;
     let ratio_min = ctx.rule("alpha_ratio_per_neuron")?;
     let (exponent, margin) = (ctx.rule("gap_exponent")?, ctx.rule("exponent_margin")?);
@@ -718,39 +819,15 @@ pub fn theorem43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     let (mut verdicts, mut gap_verdicts, mut fits, mut series) = (vec![], vec![], vec![], vec![]);
     let (mut flagged, mut cells) = (0, 0);
     for (m, rs_m) in groups(recs, m_of) {
-        let mut last = None;
-        let mut runs = Vec::new();
-        let mut pts = Vec::new();
-        for (d, rs) in groups(&rs_m, |r| dim_of(ctx, r)) {
-            let c = ctx.config(rs[0])?;
-            let ratio = c.setting.alpha[0] / c.setting.alpha[1];
-            let inside = ratio >= ratio_min * m as f64;
-            cells += 1;
-            flagged += usize::from(!inside);
-            let k = class_count(&rs, "collapse-v1");
-            let ci = cp(k, rs.len())?;
-            last = Some(ci);
-            let g = values(&with_outcome(&rs, "collapse"), gap);
-            runs.extend(g.iter().map(|v| (d as f64, *v)));
-            let scaled: Vec<f64> = g.iter().map(|v| v * (d as f64).sqrt()).collect();
-            if let Some(md) = stats::median(&scaled)? {
-                pts.push((d as f64, md));
-            }
-            t.push(vec![
-                m.to_string(),
-                d.to_string(),
-                num(ratio),
-                if inside { "yes" } else { "no" }.into(),
-                rs.len().to_string(),
-                count(&rs, "collapse").to_string(),
-                k.to_string(),
-                num(k as f64 / rs.len() as f64),
-                interval(ci),
-                med(&scaled)?,
-                max(&scaled),
-                stopped_early(&rs).to_string(),
-            ]);
-        }
+        let Theorem43Cells {
+            last,
+            runs,
+            pts,
+            outside,
+            cells: n,
+        } = theorem43_cells(ctx, m, &rs_m, ratio_min, &mut t)?;
+        cells += n;
+        flagged += outside;
         let f = fit(&runs)?;
         verdicts.push(last.map_or(Verdict::Inconclusive, |ci| rate_verdict(ci, rate_min)));
         gap_verdicts.push(exponent_verdict(&f, exponent, margin));
@@ -1500,6 +1577,52 @@ pub const FIGURES23: &str = "Rise and fall of the off-diagonal head";
 /// The section of Proposition 5.4's rule (the loss at the end of the run).
 pub const PROP54: &str = "Convergence at the end of the run (Proposition 5.4)";
 
+/// The runs whose peak `||E - diag(E)||_F` is at least `peak_min` and whose final value is
+/// at most the peak divided by `fall_factor` (the Figures 2-3 rule of [`prop54`]).
+fn rise_and_fall(rs: &[&Record], peak_min: f64, fall_factor: f64) -> usize {
+    rs.iter()
+        .filter(|r| {
+            let s = summary_of(r);
+            match (field(s, "offdiag_peak"), field(s, "offdiag_final")) {
+                (Some(p), Some(f)) => p >= peak_min && f <= p / fall_factor,
+                _ => false,
+            }
+        })
+        .count()
+}
+
+/// The row of Proposition 5.4's convergence table for the runs `rs` at `d`, pushed onto
+/// `c`, and its verdict: a run has converged when `loss_final - OPT <= tol OPT`.
+fn prop54_convergence(
+    ctx: &Context,
+    d: u64,
+    rs: &[&Record],
+    (tol, rate_min): (f64, f64),
+    c: &mut Table,
+) -> Result<Verdict> {
+    let opt = OverlapMoments::new(&ctx.config(rs[0])?.setting)
+        .opt_per_neuron()
+        .to_f64()
+        * ctx.config(rs[0])?.setting.neurons as f64;
+    let excess = |r: &Record| Some(field(summary_of(r), "loss_final")? - opt);
+    let ex = values(rs, excess);
+    let converged = rs
+        .iter()
+        .filter(|r| excess(r).is_some_and(|e| e <= tol * opt))
+        .count();
+    let cci = cp(converged, rs.len())?;
+    c.push(vec![
+        d.to_string(),
+        rs.len().to_string(),
+        num(opt),
+        med(&ex)?,
+        max(&ex),
+        converged.to_string(),
+        interval(cci),
+    ]);
+    Ok(rate_verdict(cci, rate_min))
+}
+
 /// Proposition 5.4 and Figures 2-3: the rise and fall of the head.
 pub fn prop54(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     let mut t = Table::new(&[
@@ -1542,39 +1665,10 @@ pub fn prop54(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             .iter()
             .filter(|r| field(summary_of(r), "t_end").is_some())
             .count();
-        let rise = rs
-            .iter()
-            .filter(|r| {
-                let s = summary_of(r);
-                match (field(s, "offdiag_peak"), field(s, "offdiag_final")) {
-                    (Some(p), Some(f)) => p >= rise_factor * te && f <= p / fall_factor,
-                    _ => false,
-                }
-            })
-            .count();
+        let rise = rise_and_fall(&rs, rise_factor * te, fall_factor);
         let ci = cp(rise, rs.len())?;
         verdicts.push(rate_verdict(ci, rate_min));
-        let opt = OverlapMoments::new(&ctx.config(rs[0])?.setting)
-            .opt_per_neuron()
-            .to_f64()
-            * ctx.config(rs[0])?.setting.neurons as f64;
-        let excess = |r: &Record| Some(field(summary_of(r), "loss_final")? - opt);
-        let ex = values(&rs, excess);
-        let converged = rs
-            .iter()
-            .filter(|r| excess(r).is_some_and(|e| e <= tol * opt))
-            .count();
-        let cci = cp(converged, rs.len())?;
-        conv_verdicts.push(rate_verdict(cci, rate_min));
-        c.push(vec![
-            d.to_string(),
-            rs.len().to_string(),
-            num(opt),
-            med(&ex)?,
-            max(&ex),
-            converged.to_string(),
-            interval(cci),
-        ]);
+        conv_verdicts.push(prop54_convergence(ctx, d, &rs, (tol, rate_min), &mut c)?);
         t.push(vec![
             d.to_string(),
             rs.len().to_string(),
@@ -1633,28 +1727,35 @@ pub fn prop54(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         ),
     );
     if !off_bands.is_empty() {
-        body.figure(
-            ctx,
-            "",
-            plots::band_plot(
-                "||E - diag(E)||_F over flow time (median, min-max over seeds)",
-                &Axis::log("flow time tau"),
-                &Axis::log("||E - diag(E)||_F"),
-                &off_bands,
-            )?,
-        );
-        body.figure(
-            ctx,
-            "_asymmetry",
-            plots::band_plot(
-                "||E - E^T||_F over flow time (median, min-max over seeds)",
-                &Axis::log("flow time tau"),
-                &Axis::log("||E - E^T||_F"),
-                &asym_bands,
-            )?,
-        );
+        prop54_figures(ctx, &mut body, &off_bands, &asym_bands)?;
     }
     Ok(body)
+}
+
+/// The two band figures of [`prop54`]: `||E - diag(E)||_F` and `||E - E^T||_F` over flow
+/// time.
+fn prop54_figures(ctx: &Context, body: &mut Body, off: &[Band], asym: &[Band]) -> Result<()> {
+    body.figure(
+        ctx,
+        "",
+        plots::band_plot(
+            "||E - diag(E)||_F over flow time (median, min-max over seeds)",
+            &Axis::log("flow time tau"),
+            &Axis::log("||E - diag(E)||_F"),
+            off,
+        )?,
+    );
+    body.figure(
+        ctx,
+        "_asymmetry",
+        plots::band_plot(
+            "||E - E^T||_F over flow time (median, min-max over seeds)",
+            &Axis::log("flow time tau"),
+            &Axis::log("||E - E^T||_F"),
+            asym,
+        )?,
+    );
+    Ok(())
 }
 
 /// The section of the Figure 1 ablations' rule.
@@ -1689,6 +1790,25 @@ fn agreement(pred: &str, both: Interval, collapse: Interval, v1: Interval, min: 
         _ => v1,
     };
     rate_verdict(ci, min)
+}
+
+/// The row of the Section 5.3 table for one group of runs whose predicted class is
+/// `collapse-v1`: its class counts, the interval `vci` of its `collapse-v1` rate and the
+/// verdict `v`.
+fn section53_row(c: &Config, rs: &[&Record], vci: Interval, v: Verdict) -> Vec<String> {
+    let n = rs.len();
+    let v1 = class_count(rs, "collapse-v1");
+    let (v2, gone) = (class_count(rs, "collapse-v2"), class_count(rs, "vanished"));
+    vec![
+        c.setting.dim.to_string(),
+        n.to_string(),
+        v1.to_string(),
+        v2.to_string(),
+        gone.to_string(),
+        (n - v1 - v2 - gone).to_string(),
+        interval(vci),
+        v.name().into(),
+    ]
 }
 
 /// Ablations over head x normalization x stop-gradient.
@@ -1742,20 +1862,7 @@ pub fn ablations(ctx: &Context, recs: &[&Record]) -> Result<Body> {
                 verdicts.push(v);
                 if p == "collapse-v1" {
                     v53.push(v);
-                    let (v2, gone) = (
-                        class_count(&rs, "collapse-v2"),
-                        class_count(&rs, "vanished"),
-                    );
-                    n53.push(vec![
-                        c.setting.dim.to_string(),
-                        n.to_string(),
-                        v1.to_string(),
-                        v2.to_string(),
-                        gone.to_string(),
-                        (n - v1 - v2 - gone).to_string(),
-                        interval(vci),
-                        v.name().into(),
-                    ]);
+                    n53.push(section53_row(&c, &rs, vci, v));
                 }
                 (format!("{p} ({src})"), v.name().to_string())
             }
@@ -1813,8 +1920,19 @@ pub fn ablations(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             num(rate_min)
         ),
     );
+    ablations_taxonomy(ctx, &mut body, groups(recs, key))?;
+    Ok(body)
+}
+
+/// The outcome-taxonomy section of [`ablations`], one row per group of runs by
+/// `(d, head, normalization, stop_gradient)`.
+fn ablations_taxonomy<K>(
+    ctx: &Context,
+    body: &mut Body,
+    groups: Vec<(K, Vec<&Record>)>,
+) -> Result<()> {
     let mut by_model = Vec::new();
-    for (_, rs) in groups(recs, key) {
+    for (_, rs) in groups {
         let m = ctx.config(rs[0])?.model;
         let label = vec![
             dim_of(ctx, rs[0]).to_string(),
@@ -1830,7 +1948,7 @@ pub fn ablations(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         None,
         taxonomy::RULE,
     );
-    Ok(body)
+    Ok(())
 }
 
 /// The section of the `lr_head / lr` rule.
@@ -2086,7 +2204,37 @@ pub fn flow_vs_sgd(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             med_summary(&rs, "t_end")?,
         ]);
     }
-    // Seed by seed: the same W(0) under both solvers.
+    let (p, verdicts) = flow_vs_sgd_pairs(ctx, recs)?;
+    let mut body = Body::claim(
+        "The flow is the small-learning-rate, large-batch limit of SGD (the paper's \
+         `eta <= 1/poly(d)`, `N >= poly(d)`). Both start from the same explicit \
+         `W(0)` (`predhead::init::explicit`, seed = the run's seed; the flow starts from its \
+         reduced coordinates, runner `flow-explicit`), and SGD runs `horizon/lr` steps \
+         with data seed = the run's seed, both stopped at t_end or the horizon. Event \
+         times are flow times `tau = lr t`; SGD's are multiples of lr. SGD is the \
+         expensive part of `predhead report`, so d, the horizon and the seeds are small.\n\n",
+    );
+    body.section(
+        "Event times and outcomes: flow and SGD side by side",
+        t,
+        None,
+        "",
+    );
+    body.section(
+        "Seed by seed, from the same W(0)",
+        p,
+        Some(combine(&verdicts)),
+        "a seed agrees when both solvers reach the same outcome and their t1 differ by at \
+         most 25% of the flow's plus one SGD step (lr); for each (lr, N), holds when every \
+         seed agrees, fails when more than half of the seeds reach different outcomes, \
+         else inconclusive; the report holds if every (lr, N) holds, fails if one fails.",
+    );
+    Ok(body)
+}
+
+/// The seed-by-seed table of [`flow_vs_sgd`] (the same `W(0)` under both solvers) and its
+/// verdict per `(d, lr, N)`.
+fn flow_vs_sgd_pairs(ctx: &Context, recs: &[&Record]) -> Result<(Table, Vec<Verdict>)> {
     let mut p = Table::new(&[
         "lr",
         "N",
@@ -2141,31 +2289,7 @@ pub fn flow_vs_sgd(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         }
         verdicts.push(decide(n > 0 && agree == n, 2 * mismatch > n));
     }
-    let mut body = Body::claim(
-        "The flow is the small-learning-rate, large-batch limit of SGD (the paper's \
-         `eta <= 1/poly(d)`, `N >= poly(d)`). Both start from the same explicit \
-         `W(0)` (`predhead::init::explicit`, seed = the run's seed; the flow starts from its \
-         reduced coordinates, runner `flow-explicit`), and SGD runs `horizon/lr` steps \
-         with data seed = the run's seed, both stopped at t_end or the horizon. Event \
-         times are flow times `tau = lr t`; SGD's are multiples of lr. SGD is the \
-         expensive part of `predhead report`, so d, the horizon and the seeds are small.\n\n",
-    );
-    body.section(
-        "Event times and outcomes: flow and SGD side by side",
-        t,
-        None,
-        "",
-    );
-    body.section(
-        "Seed by seed, from the same W(0)",
-        p,
-        Some(combine(&verdicts)),
-        "a seed agrees when both solvers reach the same outcome and their t1 differ by at \
-         most 25% of the flow's plus one SGD step (lr); for each (lr, N), holds when every \
-         seed agrees, fails when more than half of the seeds reach different outcomes, \
-         else inconclusive; the report holds if every (lr, N) holds, fails if one fails.",
-    );
-    Ok(body)
+    Ok((p, verdicts))
 }
 
 #[cfg(test)]

@@ -480,6 +480,61 @@ fn thin<T: Clone>(v: &[T], n: usize) -> Vec<T> {
         .collect()
 }
 
+/// Runner `trajectory`: the flow's summary and `||E - diag(E)||_F`, `||E - E^T||_F` at
+/// [`TRAJECTORY_POINTS`] of its accepted steps.
+fn trajectory(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
+    let mut samples: Vec<(f64, f64, f64)> = Vec::new();
+    let summary = flow(config, x0, &mut |tau, x| {
+        samples.push((tau, offdiag_norm(x), asymmetry(x)));
+        Ok(())
+    })?;
+    let kept = thin(&samples, TRAJECTORY_POINTS);
+    Ok(json!({
+        "summary": to_value(&summary)?,
+        "tau": kept.iter().map(|s| s.0).collect::<Vec<_>>(),
+        "offdiag": kept.iter().map(|s| s.1).collect::<Vec<_>>(),
+        "asym": kept.iter().map(|s| s.2).collect::<Vec<_>>(),
+    }))
+}
+
+/// Runner `acceleration`: the flow's summary and, at `t2`, the growth rates of the
+/// substituted neuron's features ([`acceleration_rates`]).
+fn acceleration(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
+    let first = flow(config, x0, &mut |_, _| Ok(()))?;
+    let (Some(t2), Some(s)) = (first.t2, first.strong_neuron) else {
+        return Ok(json!({ "summary": to_value(&first)?, "reached_t2": false }));
+    };
+    // The state at t2: the flow samples every event, so the first sample at
+    // t2 is the state there.
+    let mut at_t2: Option<Reduced<f64>> = None;
+    flow(config, x0, &mut |tau, x| {
+        if at_t2.is_none() && tau >= t2 {
+            at_t2 = Some(x.clone());
+        }
+        Ok(())
+    })?;
+    let x2 = at_t2.ok_or_else(|| Error::numerical("acceleration", "no sample at t2"))?;
+    // The substituted neuron: the k != s with the largest carried feature E_ks^2.
+    let k = (0..x2.neurons())
+        .filter(|&j| j != s)
+        .max_by(|&i, &j| x2.e.at(i, s).abs().total_cmp(&x2.e.at(j, s).abs()))
+        .ok_or_else(|| Error::invalid("setting.neurons", "needs 2 neurons"))?;
+    let r = acceleration_rates(config, &x2, k)?;
+    Ok(json!({
+        "summary": to_value(&first)?,
+        "reached_t2": true,
+        "t2": t2,
+        "neuron": k,
+        "a_k": x2.a[k],
+        "b_k": x2.b[k],
+        "e_ks": x2.e.at(k, s),
+        "weak_head": r.weak_head,
+        "weak_identity": r.weak_identity,
+        "strong_head": r.strong_head,
+        "strong_identity": r.strong_identity,
+    }))
+}
+
 impl TaskRunner for ModelRunner {
     fn run(&self, task: &Task) -> Result<Value> {
         let config = &task.config;
@@ -508,55 +563,11 @@ impl TaskRunner for ModelRunner {
             }
             "trajectory" => {
                 let x0 = init::reduced(&config.setting, task.seed)?;
-                let mut samples: Vec<(f64, f64, f64)> = Vec::new();
-                let summary = flow(config, &x0, &mut |tau, x| {
-                    samples.push((tau, offdiag_norm(x), asymmetry(x)));
-                    Ok(())
-                })?;
-                let kept = thin(&samples, TRAJECTORY_POINTS);
-                Ok(json!({
-                    "summary": to_value(&summary)?,
-                    "tau": kept.iter().map(|s| s.0).collect::<Vec<_>>(),
-                    "offdiag": kept.iter().map(|s| s.1).collect::<Vec<_>>(),
-                    "asym": kept.iter().map(|s| s.2).collect::<Vec<_>>(),
-                }))
+                trajectory(config, &x0)
             }
             "acceleration" => {
                 let x0 = init::reduced(&config.setting, task.seed)?;
-                let first = flow(config, &x0, &mut none)?;
-                let (Some(t2), Some(s)) = (first.t2, first.strong_neuron) else {
-                    return Ok(json!({ "summary": to_value(&first)?, "reached_t2": false }));
-                };
-                // The state at t2: the flow samples every event, so the first sample at
-                // t2 is the state there.
-                let mut at_t2: Option<Reduced<f64>> = None;
-                flow(config, &x0, &mut |tau, x| {
-                    if at_t2.is_none() && tau >= t2 {
-                        at_t2 = Some(x.clone());
-                    }
-                    Ok(())
-                })?;
-                let x2 =
-                    at_t2.ok_or_else(|| Error::numerical("acceleration", "no sample at t2"))?;
-                // The substituted neuron: the k != s with the largest carried feature E_ks^2.
-                let k = (0..x2.neurons())
-                    .filter(|&j| j != s)
-                    .max_by(|&i, &j| x2.e.at(i, s).abs().total_cmp(&x2.e.at(j, s).abs()))
-                    .ok_or_else(|| Error::invalid("setting.neurons", "needs 2 neurons"))?;
-                let r = acceleration_rates(config, &x2, k)?;
-                Ok(json!({
-                    "summary": to_value(&first)?,
-                    "reached_t2": true,
-                    "t2": t2,
-                    "neuron": k,
-                    "a_k": x2.a[k],
-                    "b_k": x2.b[k],
-                    "e_ks": x2.e.at(k, s),
-                    "weak_head": r.weak_head,
-                    "weak_identity": r.weak_identity,
-                    "strong_head": r.strong_head,
-                    "strong_identity": r.strong_identity,
-                }))
+                acceleration(config, &x0)
             }
             "sgd-reduced" => {
                 let x0 = init::reduced(&config.setting, task.seed)?;
