@@ -260,7 +260,7 @@ pub(super) fn dim_of(ctx: &Context, r: &Record) -> u64 {
     r.point.dim.unwrap_or(ctx.spec.base.setting.dim)
 }
 
-fn interval(i: Interval) -> String {
+pub(super) fn interval(i: Interval) -> String {
     format!("[{}, {}]", num(i.lo), num(i.hi))
 }
 
@@ -319,7 +319,7 @@ fn min(v: &[f64]) -> String {
 }
 
 /// A log-log fit through `(x, y)` points, `None` with fewer than 3 usable points.
-fn fit(points: &[(f64, f64)]) -> Result<Option<stats::LineFit>> {
+pub(super) fn fit(points: &[(f64, f64)]) -> Result<Option<stats::LineFit>> {
     let pts: Vec<(f64, f64)> = points
         .iter()
         .copied()
@@ -416,7 +416,7 @@ fn rate_verdict(ci: Interval, min: f64) -> Verdict {
 /// slope exceeds `exponent` (the quantity decays significantly slower than claimed); else
 /// holds when the upper bound is at most `exponent + margin`; else (or without a fit)
 /// inconclusive. Any decreasing series does not pass: one decaying like `d^-0.3` fails.
-fn exponent_verdict(f: &Option<stats::LineFit>, exponent: f64, margin: f64) -> Verdict {
+pub(super) fn exponent_verdict(f: &Option<stats::LineFit>, exponent: f64, margin: f64) -> Verdict {
     match f {
         Some(f) if f.slope_ci.lo > exponent => Verdict::Fails,
         Some(f) if f.slope_ci.hi <= exponent + margin => Verdict::Holds,
@@ -446,7 +446,7 @@ fn exponent_table(label: &str, fits: &[(String, Option<stats::LineFit>)], paper:
 }
 
 /// The rule text of [`exponent_verdict`].
-fn exponent_rule(what: &str, exponent: f64, margin: f64) -> String {
+pub(super) fn exponent_rule(what: &str, exponent: f64, margin: f64) -> String {
     format!(
         "the exponent is the least-squares slope of ln({what}) against ln d over every run \
          (a point per run); fails when its 95% lower bound exceeds the paper's exponent {} \
@@ -983,7 +983,7 @@ fn race_law(ctx: &Context, body: &mut Body, cells: &[((usize, u64), Vec<&Record>
 
 /// The verdict of a report made of parts: holds if every part holds, fails if one fails
 /// (the two cannot both be true).
-fn combine(v: &[Verdict]) -> Verdict {
+pub(super) fn combine(v: &[Verdict]) -> Verdict {
     decide(
         !v.is_empty() && v.iter().all(|x| *x == Verdict::Holds),
         v.contains(&Verdict::Fails),

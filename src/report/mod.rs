@@ -11,6 +11,7 @@ pub mod lr_crit;
 pub mod plots;
 pub mod registry;
 pub mod runner;
+pub mod scaled;
 pub mod stats;
 pub mod table;
 pub mod taxonomy;
@@ -64,7 +65,7 @@ pub fn mark_partial(out: &mut Output, have: usize, total: usize) {
 }
 
 /// The report kinds, in index order: `(spec key, title)`.
-pub const KINDS: [(&str, &str); 11] = [
+pub const KINDS: [(&str, &str); 12] = [
     (
         "theorem41",
         "Theorem 4.1 / Corollary 4.2: both features, no collapse",
@@ -82,6 +83,10 @@ pub const KINDS: [(&str, &str); 11] = [
     (
         "prop54",
         "Proposition 5.4 and Figures 2-3: rise and fall of the head",
+    ),
+    (
+        "scaled_times",
+        "Corollary 4.2 and Proposition 5.4 at T = c d^2",
     ),
     (
         "ablations",
@@ -140,6 +145,7 @@ fn body(spec: &Spec, recs: &[&Record], quick: bool) -> Result<claims::Body> {
         "lemma52" => claims::lemma52(&ctx, &recs)?,
         "lemma53" => claims::lemma53(&ctx, &recs)?,
         "prop54" => claims::prop54(&ctx, &recs)?,
+        "scaled_times" => scaled::scaled_times(&ctx, &recs)?,
         "ablations" => claims::ablations(&ctx, &recs)?,
         "head_ratio" => claims::head_ratio(&ctx, &recs)?,
         "footnote3" => claims::footnote3(&ctx, &recs)?,

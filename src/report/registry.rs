@@ -28,6 +28,7 @@
 //! ```
 
 use super::claims::{Body, Section};
+use super::scaled::COROLLARY42_SCALED;
 use super::table::{Table, Verdict};
 use crate::error::{Error, Result};
 use crate::setting::HeadMode;
@@ -104,7 +105,7 @@ const fn unchecked(claim: &'static str, report: &'static str, why: &'static str)
 }
 
 /// The registry, in paper order.
-pub const CLAIMS: [Claim; 17] = [
+pub const CLAIMS: [Claim; 18] = [
     claim(
         "Theorem 4.1 (both features w.p. 1 - o(1))",
         "theorem41",
@@ -128,6 +129,14 @@ pub const CLAIMS: [Claim; 17] = [
         COROLLARY42,
         Falsifier::ReverseD,
         "the runs' d mirrored (the series read backwards in d)",
+    ),
+    claim(
+        "Corollary 4.2 at T = c d^2",
+        "scaled_times",
+        "exponent of abs(Corr) against d at flow times c d^2, both-features runs, per c",
+        COROLLARY42_SCALED,
+        Falsifier::ReverseD,
+        "the runs' d mirrored",
     ),
     claim(
         "Theorem 4.3 (frozen head: collapse onto v1 w.p. 1 - o(1))",

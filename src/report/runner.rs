@@ -6,6 +6,9 @@
 //!   seed `seed`, stopped at `t_end` or the horizon; the result is the [`Summary`].
 //! - `flow-t1`: `flow`, plus the clauses (ii) and (iii) of Lemma 5.1 at the state at `t1`
 //!   (see [`at_t1`]): `{"summary", "other_features_t1", "head_dev_t1"}`.
+//! - `flow-at`: the flow integrated to each flow time `T = c d^2`, `c` in [`SCALED_TIMES`]
+//!   (not stopped at `t_end`), with the state's observables there (see [`flow_at`]):
+//!   `{"summary", "at": [{"c", "class", "corr", "head", "noise", "leak"}, ...]}`.
 //! - `flow-converge`: the same, integrated on to `2 t_end` (capped at the horizon) so that
 //!   the encoder converges too (the head converges first).
 //! - `flow-corr`: `flow`, plus `corr_gap_final`, `1 - |Corr(f_0, f_1)|` at the final state
@@ -47,8 +50,9 @@ use crate::sweep::{Task, TaskRunner};
 use serde_json::{json, Value};
 
 /// The runner names [`ModelRunner`] knows.
-pub const RUNNERS: [&str; 13] = [
+pub const RUNNERS: [&str; 14] = [
     "flow",
+    "flow-at",
     "flow-t1",
     "flow-converge",
     "flow-corr",
@@ -279,6 +283,44 @@ fn flow_converge(config: &Config, x0: &Reduced<f64>) -> Result<Summary> {
     o.stop_at_t_end = false;
     o.horizon = (CONVERGE_FACTOR * t_end).min(config.training.horizon);
     Ok(integrate::<f64>(config, x0, &o, &mut |_, _| Ok(()))?.summary)
+}
+
+/// The multiples `c` of `d^2` at which `flow-at` reads the state (issue 21, item 5).
+pub const SCALED_TIMES: [f64; 4] = [0.1, 1.0, 10.0, 100.0];
+
+/// The observables of Corollary 4.2 and Proposition 5.4 at the flow times `T = c d^2`,
+/// `c` in [`SCALED_TIMES`] (capped at the horizon): for each, the flow of `config` from `x0`
+/// integrated to `T` (a run of its own, not stopped at `t_end`), and at its final state the
+/// class (E7), `abs(Corr(f_1, f_2))` (`corr`), `||E - I||_F` (`head`), the largest noise
+/// fraction `||u_j|| / ||w_j||` (`noise`) and the largest smaller feature cosine
+/// `min(abs(a_j), abs(b_j)) / ||w_j||` (`leak`) over the neurons.
+///
+/// # Errors
+/// A flow error.
+pub fn flow_at(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
+    let first = flow(config, x0, &mut |_, _| Ok(()))?;
+    let d = config.setting.dim as f64;
+    let mut at = Vec::new();
+    for c in SCALED_TIMES {
+        let mut o = flow_options(config);
+        o.stop_at_t_end = false;
+        o.horizon = (c * d * d).min(config.training.horizon);
+        let run = integrate::<f64>(config, x0, &o, &mut |_, _| Ok(()))?;
+        let x = &run.final_state;
+        let per_neuron = |f: &dyn Fn(usize) -> f64| (0..x.neurons()).map(f).fold(0.0, f64::max);
+        let norm = |j: usize| x.norm_sq(j).sqrt();
+        let noise = per_neuron(&|j| x.gram.at(j, j).max(0.0).sqrt() / norm(j));
+        let leak = per_neuron(&|j| x.a[j].abs().min(x.b[j].abs()) / norm(j));
+        at.push(json!({
+            "c": c,
+            "class": run.summary.outcome_class.name(),
+            "corr": run.summary.corr_final.map(f64::abs),
+            "head": run.summary.head_distance_final,
+            "noise": noise,
+            "leak": leak,
+        }));
+    }
+    Ok(json!({ "summary": to_value(&first)?, "at": at }))
 }
 
 /// `flow-converge` integrates to this multiple of `t_end`.
@@ -593,6 +635,10 @@ impl TaskRunner for ModelRunner {
             "intervention" => {
                 let x0 = init::reduced(&config.setting, task.seed)?;
                 intervention(config, &x0)
+            }
+            "flow-at" => {
+                let x0 = init::reduced(&config.setting, task.seed)?;
+                flow_at(config, &x0)
             }
             "sgd" => {
                 let config = with_sgd_steps(config)?;
