@@ -214,47 +214,8 @@ pub fn run(args: &Args) -> Result<String> {
         }
     };
     let opts = opts_at(args.rtol, 1.0);
-    let tol = opts.tol;
-    for (name, v) in [
-        ("--rtol", tol.rtol),
-        ("--atol", tol.atol),
-        ("--atol-head", tol.atol_head),
-    ] {
-        if !(v.is_finite() && v >= 0.0) {
-            return Err(Error::invalid(
-                name,
-                format!("must be finite and >= 0, got {v}"),
-            ));
-        }
-    }
-    if !(tol.rtol > 0.0 || tol.atol > 0.0) {
-        return Err(Error::invalid("--rtol", "rtol and atol cannot both be 0"));
-    }
-    if !(args.event_rtol.is_finite() && args.event_rtol > 0.0) {
-        return Err(Error::invalid(
-            "--event-rtol",
-            format!("must be finite and > 0, got {}", args.event_rtol),
-        ));
-    }
-    let (x0, init): (Reduced<f64>, String) = match (&args.state, args.seed) {
-        (Some(_), Some(_)) => {
-            return Err(Error::invalid(
-                "--state",
-                "give either --seed or --state, not both",
-            ));
-        }
-        (Some(path), None) => {
-            let state = State::load(path, setting)?;
-            state.check_model(&config.model)?;
-            let x0 = crate::reduced::reduce::<f64>(&state, ());
-            check_initial(&config, &x0)?;
-            (x0, format!("state {}", path.display()))
-        }
-        (None, seed) => {
-            let seed = seed.unwrap_or(0);
-            (crate::init::reduced(setting, seed)?, format!("seed {seed}"))
-        }
-    };
+    check_tolerances(&opts.tol, args.event_rtol)?;
+    let (x0, init) = initial_state(args, &config)?;
     let check = Check {
         target: args.event_rtol,
         max_refinements: args.max_refinements,
@@ -336,6 +297,56 @@ pub fn run(args: &Args) -> Result<String> {
             out += &estimate_text(&checked, &check);
         }
         Ok(out)
+    }
+}
+
+/// Refuses tolerances that are negative or not finite, `rtol = atol = 0`, and an
+/// `--event-rtol` that is not finite and positive, naming the flag.
+fn check_tolerances(tol: &Tolerance, event_rtol: f64) -> Result<()> {
+    for (name, v) in [
+        ("--rtol", tol.rtol),
+        ("--atol", tol.atol),
+        ("--atol-head", tol.atol_head),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(Error::invalid(
+                name,
+                format!("must be finite and >= 0, got {v}"),
+            ));
+        }
+    }
+    if !(tol.rtol > 0.0 || tol.atol > 0.0) {
+        return Err(Error::invalid("--rtol", "rtol and atol cannot both be 0"));
+    }
+    if !(event_rtol.is_finite() && event_rtol > 0.0) {
+        return Err(Error::invalid(
+            "--event-rtol",
+            format!("must be finite and > 0, got {event_rtol}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The initial reduced state of `predhead flow` (`--state`, or the reduced initialization
+/// of `--seed`, 0 by default) and its description for the JSON key `init`.
+fn initial_state(args: &Args, config: &Config) -> Result<(Reduced<f64>, String)> {
+    let setting = &config.setting;
+    match (&args.state, args.seed) {
+        (Some(_), Some(_)) => Err(Error::invalid(
+            "--state",
+            "give either --seed or --state, not both",
+        )),
+        (Some(path), None) => {
+            let state = State::load(path, setting)?;
+            state.check_model(&config.model)?;
+            let x0 = crate::reduced::reduce::<f64>(&state, ());
+            check_initial(config, &x0)?;
+            Ok((x0, format!("state {}", path.display())))
+        }
+        (None, seed) => {
+            let seed = seed.unwrap_or(0);
+            Ok((crate::init::reduced(setting, seed)?, format!("seed {seed}")))
+        }
     }
 }
 

@@ -546,16 +546,7 @@ fn acceleration(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
     let (Some(t2), Some(s)) = (first.t2, first.strong_neuron) else {
         return Ok(json!({ "summary": to_value(&first)?, "reached_t2": false }));
     };
-    // The state at t2: the flow samples every event, so the first sample at
-    // t2 is the state there.
-    let mut at_t2: Option<Reduced<f64>> = None;
-    flow(config, x0, &mut |tau, x| {
-        if at_t2.is_none() && tau >= t2 {
-            at_t2 = Some(x.clone());
-        }
-        Ok(())
-    })?;
-    let x2 = at_t2.ok_or_else(|| Error::numerical("acceleration", "no sample at t2"))?;
+    let x2 = state_at(config, x0, t2)?;
     // The substituted neuron: the k != s with the largest carried feature E_ks^2.
     let k = (0..x2.neurons())
         .filter(|&j| j != s)
