@@ -13,9 +13,10 @@
 //! - [`linear`]: the equilibrated LU of the Rosenbrock steps;
 //! - [`jacobian`], [`dual`]: the exact Jacobian of the right-hand side (forward-mode dual
 //!   numbers in `f64`, finite differences in MPFR);
-//! - [`mod@integrate`], [`clock`]: the driver (double-double flow time), with event
-//!   location on the dense output (the events and the summary are the observers of
-//!   [`crate::observe`]);
+//! - [`mod@integrate`], [`driver`], [`policy`], [`events`], [`clock`]: the entry point,
+//!   the step loop with its policies (stiffness switch, Rodas5 fallback, extended-precision
+//!   probe), event location on the dense output, the double-double flow time; the events
+//!   and the summary come from a [`FlowObserver`] ([`crate::observe::EventTracker`]);
 //! - [`global_error`]: the error of the event times, estimated by a companion run at a
 //!   looser tolerance, and refined when it exceeds a target;
 //! - [`stiffness`]: the Jacobian spectrum along a trajectory (the measurement behind the
@@ -31,20 +32,25 @@ mod convergence;
 pub mod dense;
 pub mod dop853;
 pub mod dopri5;
+pub mod driver;
 pub mod dual;
+pub mod events;
 pub mod extended;
 pub mod global_error;
 pub mod integrate;
 pub mod jacobian;
 pub mod krylov;
 pub mod linear;
+pub mod observer;
+pub mod policy;
 pub mod problem;
 pub mod rodas5;
 pub mod rosenbrock;
 pub mod separable;
 pub mod stiffness;
 
-pub use integrate::{integrate, Explicit, Method, Options, Run, Stiff};
+pub use integrate::{integrate, integrate_observed, Explicit, Method, Options, Run, Stiff};
+pub use observer::FlowObserver;
 
 /// A right-hand side `f(y)` written into its second argument: the interface between the
 /// problem ([`Problem::rhs_into`]) and the solvers. It errors where the flow is undefined
