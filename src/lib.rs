@@ -46,6 +46,7 @@ pub mod input;
 pub mod moments;
 pub mod network;
 pub mod observe;
+pub mod ode;
 pub mod outcome;
 pub mod reduced;
 pub mod report;

@@ -20,9 +20,10 @@ use crate::flow::observer::FlowObserver;
 use crate::flow::policy::{ExtendedProbe, FallbackWindow, StiffnessSwitch};
 use crate::flow::problem::{to_f64, Coordinates, Problem, Workspace};
 use crate::flow::separable::Layout;
-use crate::flow::{dop853, dopri5, rodas5, rosenbrock};
+use crate::flow::{rodas5, rosenbrock};
 use crate::moments::population::Reduced;
 use crate::observe::{Event, Termination};
+use crate::ode::explicit::Explicit as ExplicitPair;
 use crate::scalar::Scalar;
 use crate::setting::Config;
 
@@ -78,8 +79,8 @@ const MAX_DEFECT: f64 = 1.0;
 
 /// The steppers' work spaces and the driver's buffers, allocated once per run.
 struct Buffers<S: Scalar> {
-    dop853: dop853::Work<S>,
-    dopri5: dopri5::Work<S>,
+    /// The explicit pair of [`Options::explicit`].
+    explicit: ExplicitPair<S>,
     rodas5: rodas5::Work<S>,
     ros4: rosenbrock::Work<S>,
     dense: Dense<S>,
@@ -98,7 +99,13 @@ impl<S: Scalar> Buffers<S> {
     /// Buffers for states of length `n`, with Jacobians in `layout` (separable flow) or
     /// dense. With `matrix_free` no `n x n` buffer at all (the Rodas5 stages of
     /// [`crate::flow::krylov`]; Shampine's method is then not used).
-    fn new(n: usize, ctx: S::Ctx, layout: Option<&Layout>, matrix_free: bool) -> Self {
+    fn new(
+        explicit: Explicit,
+        n: usize,
+        ctx: S::Ctx,
+        layout: Option<&Layout>,
+        matrix_free: bool,
+    ) -> Self {
         let z = || vec![S::zero(ctx); n];
         let jac_len = if matrix_free {
             0
@@ -106,8 +113,7 @@ impl<S: Scalar> Buffers<S> {
             layout.map_or(n * n, Layout::len)
         };
         Buffers {
-            dop853: dop853::Work::new(n, ctx),
-            dopri5: dopri5::Work::new(n, ctx),
+            explicit: ExplicitPair::new(explicit.tableau(), n, ctx),
             rodas5: if matrix_free {
                 rodas5::Work::matrix_free(n, ctx)
             } else {
@@ -313,7 +319,7 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
                 fp: vec![S::zero(ctx); n],
             },
             fused,
-            b: Buffers::new(n, ctx, layout, mf.is_some()),
+            b: Buffers::new(opts.explicit, n, ctx, layout, mf.is_some()),
             mf,
             extended: None,
             sampler: Sampler::new(problem),
@@ -504,10 +510,7 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
         let rhs = &mut self.rhs;
         let f = &mut |y: &[S], dy: &mut [S]| rhs.eval(y, dy);
         if !self.stiff {
-            return match self.opts.explicit {
-                Explicit::Dop853 => dop853::step(f, &self.y, &self.f0, h, tol, &mut self.b.dop853),
-                Explicit::Dopri5 => dopri5::step(f, &self.y, &self.f0, h, tol, &mut self.b.dopri5),
-            };
+            return self.b.explicit.step(f, &self.y, &self.f0, h, tol);
         }
         let b = &mut self.b;
         if !self.have_jac {
@@ -688,31 +691,32 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
     fn extension(&mut self, used: Stiff, in_extended: bool) -> Option<(bool, bool)> {
         let (h, y, f0) = (self.h, &self.y, &self.f0);
         let b = &mut self.b;
-        let (y1, f1): (&[S], &[S]) = match (self.stiff, used, self.opts.explicit) {
-            (false, _, Explicit::Dop853) => (&b.dop853.y1, &b.dop853.f1),
-            (false, _, Explicit::Dopri5) => (&b.dopri5.y1, b.dopri5.f1()),
-            (true, Stiff::Rodas5, _) => (&b.rodas5.y1, &b.f1),
-            (true, Stiff::Ros4, _) => (&b.ros4.y1, &b.f1),
+        let (y1, f1): (&[S], &[S]) = match (self.stiff, used) {
+            (false, _) => (b.explicit.y1(), b.explicit.f1()),
+            (true, Stiff::Rodas5) => (&b.rodas5.y1, &b.f1),
+            (true, Stiff::Ros4) => (&b.ros4.y1, &b.f1),
         };
         let problem = self.problem;
         let peak = problem.offdiag_rate(y, f0) > 0.0 && problem.offdiag_rate(y1, f1) <= 0.0;
         let mut scan = true;
-        match (self.stiff, used, self.opts.explicit) {
-            (false, _, Explicit::Dop853) => {
-                b.dense.set_hermite(h, y, &b.dop853.y1, f0, &b.dop853.f1);
+        let rhs = &mut self.rhs;
+        let f = &mut |y: &[S], dy: &mut [S]| rhs.eval(y, dy);
+        match (self.stiff, used) {
+            (false, _) if b.explicit.tableau().dense_evaluates() => {
+                let pair = &mut b.explicit;
+                b.dense.set_hermite(h, y, pair.y1(), f0, pair.f1());
                 scan = may_cross(problem, self.observer, &b.dense, &mut self.sampler);
-                let rhs = &mut self.rhs;
-                let f = &mut |y: &[S], dy: &mut [S]| rhs.eval(y, dy);
-                if (scan || peak) && dop853::dense(f, y, h, &mut b.dop853, &mut b.dense).is_err() {
+                if (scan || peak) && pair.dense(f, y, h, &mut b.dense).is_err() {
                     return None;
                 }
             }
-            (false, _, Explicit::Dopri5) => dopri5::dense(y, h, &mut b.dopri5, &mut b.dense),
-            (true, Stiff::Rodas5, _) => match self.extended.as_mut().filter(|_| in_extended) {
+            // Dormand-Prince's extension takes no evaluation and cannot fail.
+            (false, _) => b.explicit.dense(f, y, h, &mut b.dense).ok()?,
+            (true, Stiff::Rodas5) => match self.extended.as_mut().filter(|_| in_extended) {
                 Some(x) => x.dense_into(h, &mut b.dense),
                 None => rodas5::dense(y, h, &b.rodas5, &mut b.dense),
             },
-            (true, Stiff::Ros4, _) => b.dense.set_hermite(h, y, &b.ros4.y1, f0, &b.f1),
+            (true, Stiff::Ros4) => b.dense.set_hermite(h, y, &b.ros4.y1, f0, &b.f1),
         }
         Some((scan, peak))
     }
@@ -741,20 +745,16 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
     /// The accepted solution and its slope become the current state.
     fn take_solution(&mut self, used: Stiff) {
         let b = &mut self.b;
-        match (self.stiff, used, self.opts.explicit) {
-            (false, _, Explicit::Dop853) => {
-                std::mem::swap(&mut self.y, &mut b.dop853.y1);
-                self.f0.clone_from_slice(&b.dop853.f1);
+        match (self.stiff, used) {
+            (false, _) => {
+                std::mem::swap(&mut self.y, b.explicit.y1_mut());
+                self.f0.clone_from_slice(b.explicit.f1());
             }
-            (false, _, Explicit::Dopri5) => {
-                std::mem::swap(&mut self.y, &mut b.dopri5.y1);
-                self.f0.clone_from_slice(b.dopri5.f1());
-            }
-            (true, Stiff::Rodas5, _) => {
+            (true, Stiff::Rodas5) => {
                 std::mem::swap(&mut self.y, &mut b.rodas5.y1);
                 std::mem::swap(&mut self.f0, &mut b.f1);
             }
-            (true, Stiff::Ros4, _) => {
+            (true, Stiff::Ros4) => {
                 std::mem::swap(&mut self.y, &mut b.ros4.y1);
                 std::mem::swap(&mut self.f0, &mut b.f1);
             }

@@ -15,6 +15,7 @@ use crate::flow::problem::{Coordinates, Problem};
 use crate::flow::separable::Layout;
 use crate::moments::population::{Constants, Reduced};
 use crate::observe::{Event, EventTracker, Events, Summary};
+use crate::ode::tableau::ExplicitTableau;
 use crate::scalar::Scalar;
 use crate::setting::Config;
 
@@ -52,10 +53,10 @@ impl Method {
 #[serde(rename_all = "kebab-case")]
 pub enum Explicit {
     /// DOP853: order 8, estimators of orders 5 and 3, seventh-order dense output
-    /// ([`dop853`]); decimal coefficients. The `f64` default.
+    /// ([`crate::ode::dop853`]); decimal coefficients. The `f64` default.
     Dop853,
     /// Dormand-Prince 5(4) with exact rational coefficients and fourth-order dense output
-    /// ([`dopri5`]); the MPFR reference's method.
+    /// ([`crate::ode::dopri5`]); the MPFR reference's method.
     Dopri5,
 }
 
@@ -69,12 +70,18 @@ impl Explicit {
         }
     }
 
+    /// The pair's tableau ([`crate::ode::dop853::DOP853`] or
+    /// [`crate::ode::dopri5::DOPRI5`]).
+    pub fn tableau(self) -> ExplicitTableau {
+        match self {
+            Explicit::Dop853 => crate::ode::dop853::DOP853,
+            Explicit::Dopri5 => crate::ode::dopri5::DOPRI5,
+        }
+    }
+
     /// The order `q` the step-size control uses (local error `O(h^(q+1))`).
     pub fn estimate_order(self) -> u32 {
-        match self {
-            Explicit::Dop853 => 7,
-            Explicit::Dopri5 => 4,
-        }
+        self.tableau().estimate_order
     }
 }
 

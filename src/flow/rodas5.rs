@@ -24,6 +24,7 @@ use crate::flow::krylov::Krylov;
 use crate::flow::linear::ScaledLu;
 use crate::flow::separable::Layout;
 use crate::flow::Rhs;
+use crate::ode::stepper::{missing_jacobian, Stepper};
 use crate::scalar::Scalar;
 
 /// `gamma`.
@@ -311,6 +312,51 @@ pub fn dense<S: Scalar>(y0: &[S], h: f64, w: &Work<S>, out: &mut Dense<S>) {
             }
             *o = acc;
         }
+    }
+}
+
+/// Rodas5 as a [`Stepper`] with a dense row-major Jacobian: order 5, error estimate of order
+/// 4, fourth-order dense output without evaluation.
+impl<S: Scalar> Stepper<S> for Work<S> {
+    fn order(&self) -> u32 {
+        5
+    }
+
+    fn estimate_order(&self) -> u32 {
+        4
+    }
+
+    fn needs_jacobian(&self) -> bool {
+        true
+    }
+
+    fn attempt(
+        &mut self,
+        f: &mut Rhs<'_, S>,
+        y0: &[S],
+        f0: &[S],
+        jac: Option<&[S]>,
+        h: f64,
+        tol: Tolerance,
+    ) -> Result<f64> {
+        let jac = jac.ok_or_else(|| missing_jacobian("rodas5"))?;
+        step(f, y0, f0, jac, h, tol, self)
+    }
+
+    fn solution(&self) -> &[S] {
+        &self.y1
+    }
+
+    fn dense_output(
+        &mut self,
+        _f: &mut Rhs<'_, S>,
+        y0: &[S],
+        _f0: &[S],
+        h: f64,
+        out: &mut Dense<S>,
+    ) -> Result<()> {
+        dense(y0, h, self, out);
+        Ok(())
     }
 }
 

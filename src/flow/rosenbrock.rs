@@ -11,6 +11,8 @@ use crate::flow::control::{error_norm, rational, Tolerance};
 use crate::flow::linear::ScaledLu;
 use crate::flow::separable::Layout;
 use crate::flow::Rhs;
+use crate::ode::dense::Dense;
+use crate::ode::stepper::{missing_jacobian, Stepper};
 use crate::scalar::Scalar;
 
 /// `(num, den)` coefficients.
@@ -203,6 +205,54 @@ pub fn step<S: Scalar>(
         ev[i] = err;
     }
     Ok(error_norm(ev, y0, y1, tol))
+}
+
+/// Shampine's 4(3) method as a [`Stepper`] with a dense row-major Jacobian: order 4, error
+/// estimate of order 3, and the cubic Hermite extension through `(y0, f0)` and
+/// `(y1, f(y1))` (one evaluation).
+impl<S: Scalar> Stepper<S> for Work<S> {
+    fn order(&self) -> u32 {
+        4
+    }
+
+    fn estimate_order(&self) -> u32 {
+        3
+    }
+
+    fn needs_jacobian(&self) -> bool {
+        true
+    }
+
+    fn attempt(
+        &mut self,
+        f: &mut Rhs<'_, S>,
+        y0: &[S],
+        f0: &[S],
+        jac: Option<&[S]>,
+        h: f64,
+        tol: Tolerance,
+    ) -> Result<f64> {
+        let jac = jac.ok_or_else(|| missing_jacobian("ros4"))?;
+        step(f, y0, f0, jac, h, tol, self)
+    }
+
+    fn solution(&self) -> &[S] {
+        &self.y1
+    }
+
+    fn dense_output(
+        &mut self,
+        f: &mut Rhs<'_, S>,
+        y0: &[S],
+        f0: &[S],
+        h: f64,
+        out: &mut Dense<S>,
+    ) -> Result<()> {
+        // `f3`, a stage buffer, is free after the step: `f(y1)` goes there.
+        f(&self.y1, &mut self.f3)?;
+        out.set_hermite(h, y0, &self.y1, f0, &self.f3);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
