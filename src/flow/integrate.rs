@@ -19,37 +19,42 @@ use crate::ode::tableau::ExplicitTableau;
 use crate::scalar::Scalar;
 use crate::setting::Config;
 
-/// Which integrators, and when.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// Which integrators, and when (`--method`, parsed by clap's [`clap::ValueEnum`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// The explicit method ([`Options::explicit`]) throughout (slow once the flow is stiff).
-    Explicit,
-    /// The Rosenbrock method ([`Options::stiff`]) throughout.
-    Rosenbrock,
     /// The explicit method until the flow is stiff (`h rho > 3`, with `rho` the spectral
     /// radius of the Jacobian, checked every 25 accepted steps and after rejections), then
     /// the Rosenbrock method; back after 4 checks (every 5th step) with `h rho < 1`
     /// (`derivations/numerics.md`, "Integrators").
     Auto,
+    /// The explicit method ([`Options::explicit`]) throughout (slow once the flow is stiff).
+    #[value(alias = "dopri5")]
+    Explicit,
+    /// The Rosenbrock method ([`Options::stiff`]) throughout.
+    Rosenbrock,
 }
 
 impl Method {
     /// Parses `auto`, `explicit` or `rosenbrock` (`dopri5`, the name of earlier versions,
-    /// is read as `explicit`).
+    /// is read as `explicit`), as `--method` does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use predhead::flow::Method;
+    /// assert_eq!(Method::from_name("dopri5"), Some(Method::Explicit));
+    /// assert_eq!(Method::from_name("rosenbrock"), Some(Method::Rosenbrock));
+    /// assert_eq!(Method::from_name("euler"), None);
+    /// ```
     pub fn from_name(s: &str) -> Option<Self> {
-        match s {
-            "explicit" | "dopri5" => Some(Method::Explicit),
-            "rosenbrock" => Some(Method::Rosenbrock),
-            "auto" => Some(Method::Auto),
-            _ => None,
-        }
+        <Self as clap::ValueEnum>::from_str(s, false).ok()
     }
 }
 
 /// The explicit Runge-Kutta pair of the non-stiff phases (`derivations/numerics.md`,
-/// "Integrators").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// "Integrators"; `--explicit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Explicit {
     /// DOP853: order 8, estimators of orders 5 and 3, seventh-order dense output
@@ -61,13 +66,9 @@ pub enum Explicit {
 }
 
 impl Explicit {
-    /// Parses `dop853` or `dopri5`.
+    /// Parses `dop853` or `dopri5`, as `--explicit` does.
     pub fn from_name(s: &str) -> Option<Self> {
-        match s {
-            "dop853" => Some(Explicit::Dop853),
-            "dopri5" => Some(Explicit::Dopri5),
-            _ => None,
-        }
+        <Self as clap::ValueEnum>::from_str(s, false).ok()
     }
 
     /// The pair's tableau ([`crate::ode::dop853::DOP853`] or
@@ -85,8 +86,9 @@ impl Explicit {
     }
 }
 
-/// The Rosenbrock method of the stiff phase (`derivations/numerics.md`, "Integrators").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// The Rosenbrock method of the stiff phase (`derivations/numerics.md`, "Integrators";
+/// `--stiff`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stiff {
     /// Rodas5 5(4), stiffly accurate and L-stable, fourth-order dense output
@@ -98,13 +100,9 @@ pub enum Stiff {
 }
 
 impl Stiff {
-    /// Parses `rodas5` or `ros4`.
+    /// Parses `rodas5` or `ros4`, as `--stiff` does.
     pub fn from_name(s: &str) -> Option<Self> {
-        match s {
-            "rodas5" => Some(Stiff::Rodas5),
-            "ros4" => Some(Stiff::Ros4),
-            _ => None,
-        }
+        <Self as clap::ValueEnum>::from_str(s, false).ok()
     }
 
     /// The order `q` of the error estimate (local error `O(h^(q+1))`).
