@@ -10,6 +10,7 @@
 //!   [`dop853`] and [`dopri5`] are its two tableaus;
 //! - [`control`]: tolerances, error norms and step-size control;
 //! - [`dense`]: continuous extensions, reused buffers;
+//! - [`rosenbrock`]: the Rosenbrock tableaus (Rodas5, Shampine's 4(3)) as data;
 //! - [`clock`]: the double-double clock of flow time.
 //!
 //! The Rosenbrock methods (Rodas5, Shampine's 4(3)) implement [`Stepper`] in
@@ -24,6 +25,7 @@ pub mod dense;
 pub mod dop853;
 pub mod dopri5;
 pub mod explicit;
+pub mod rosenbrock;
 pub mod stepper;
 pub mod tableau;
 

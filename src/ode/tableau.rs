@@ -125,6 +125,34 @@ impl ExplicitTableau {
     }
 }
 
+/// A Rosenbrock method's coefficients: `gamma`, the rows `a` of the stage arguments
+/// (stage `s + 1` from row `s`, on the solved stages), the rows `c` of the `C_ij` terms, the
+/// solution and error weights `b`, `e` (empty for a stiffly accurate method whose last
+/// stage gives both), and the rows of the dense output (empty: cubic Hermite). Each
+/// method's step reads them in its own order (`crate::flow::rodas5`,
+/// `crate::flow::rosenbrock`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RosenbrockTableau {
+    /// The method's name.
+    pub name: &'static str,
+    /// The order of the solution.
+    pub order: u32,
+    /// The order `q` the step-size control uses.
+    pub estimate_order: u32,
+    /// The diagonal `gamma`.
+    pub gamma: Coef,
+    /// `a_ij` rows.
+    pub a: &'static [Row],
+    /// `C_ij` rows.
+    pub c: &'static [Row],
+    /// Solution weights.
+    pub b: Row,
+    /// Error weights.
+    pub e: Row,
+    /// Dense-output rows.
+    pub dense: &'static [Row],
+}
+
 /// `out = base + sum_j (h w_j) k_j` over the row's non-zero weights `(j, w_j)` in order
 /// (`base` absent: zero), the products `h w_j` rounded once into `coef`. Term by term over
 /// the whole vector: each component sums `base`, then the terms in the row's order (the same
