@@ -9,40 +9,8 @@ use crate::flow::observer::FlowObserver;
 use crate::flow::problem::{to_f64, to_f64_into, Problem};
 use crate::moments::population::Reduced;
 use crate::observe::{offdiag_norm, Event};
+use crate::ode::roots::first_crossing;
 use crate::scalar::Scalar;
-
-/// Illinois root finding of `g` on `[lo, hi]` with `g(lo) < 0 <= g(hi)`; returns a time
-/// `t` with `g(t) >= 0` within a relative `1e-15` of the crossing.
-fn first_crossing(g: &mut dyn FnMut(f64) -> f64, mut lo: f64, mut hi: f64) -> f64 {
-    let (mut glo, mut ghi) = (g(lo), g(hi));
-    let mut side = 0i8;
-    for _ in 0..200 {
-        if hi - lo <= 1e-15 * hi.abs().max(lo.abs()) + f64::MIN_POSITIVE {
-            break;
-        }
-        let mut t = (lo * ghi - hi * glo) / (ghi - glo);
-        if !(t > lo && t < hi) {
-            t = 0.5 * (lo + hi);
-        }
-        let gt = g(t);
-        if gt >= 0.0 {
-            hi = t;
-            ghi = gt;
-            if side == 1 {
-                glo *= 0.5;
-            }
-            side = 1;
-        } else {
-            lo = t;
-            glo = gt;
-            if side == -1 {
-                ghi *= 0.5;
-            }
-            side = -1;
-        }
-    }
-    hi
-}
 
 /// Reused buffers for states sampled from a dense output (no allocation per sample in
 /// `f64`).

@@ -11,6 +11,7 @@
 //! - [`control`]: tolerances, error norms and step-size control;
 //! - [`dense`]: continuous extensions, reused buffers;
 //! - [`rosenbrock`]: the Rosenbrock tableaus (Rodas5, Shampine's 4(3)) as data;
+//! - [`roots`]: root finding (Illinois) for event location;
 //! - [`clock`]: the double-double clock of flow time.
 //!
 //! The Rosenbrock methods (Rodas5, Shampine's 4(3)) implement [`Stepper`] in
@@ -25,6 +26,7 @@ pub mod dense;
 pub mod dop853;
 pub mod dopri5;
 pub mod explicit;
+pub mod roots;
 pub mod rosenbrock;
 pub mod stepper;
 pub mod tableau;
