@@ -540,6 +540,32 @@ pub fn integrate<S: FlowScalar>(
 /// # Errors
 ///
 /// As [`integrate`], and as the observer's [`FlowObserver::finish`].
+///
+/// # Examples
+///
+/// ```
+/// use predhead::config::parse_config;
+/// use predhead::flow::{integrate_observed, Options};
+/// use predhead::moments::population::Constants;
+/// use predhead::observe::{Event, EventTracker};
+///
+/// let config = parse_config(
+///     "[setting]\ndim = 30\npatches = 8\nfeature_patches = 2\nalpha = [2.0, 1.0]\n\
+///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+///      normalization = \"batchnorm\"\nstop_gradient = true\n\
+///      [training]\nlr = 1e-3\nlr_head = 2e-4\n",
+/// )?;
+/// let x0 = predhead::init::reduced(&config.setting, 0)?;
+/// let mut opts = Options::new(&config);
+/// opts.stop_at_t_end = true;
+/// let constants = Constants::new(&config.setting, ());
+/// let mut tracker = EventTracker::new(constants, config.model, config.phases.clone());
+/// let run = integrate_observed(&config, &x0, &opts, &mut tracker, &mut |_, _| Ok(()))?;
+/// // The observer passed in watched the run: its event times are the summary's.
+/// assert_eq!(tracker.time(Event::T1), run.summary.t1);
+/// assert!(tracker.time(Event::TEnd).is_some());
+/// # Ok::<(), predhead::error::Error>(())
+/// ```
 pub fn integrate_observed<S: FlowScalar>(
     config: &Config,
     x0: &Reduced<S>,
