@@ -142,6 +142,18 @@ fn context(e: &clap::Error, kind: ContextKind) -> Option<String> {
     }
 }
 
+/// The values an argument accepts (a [`clap::ValueEnum`]'s), as `a, b or c`.
+fn valid_values(e: &clap::Error) -> Option<String> {
+    match e.get(ContextKind::ValidValue)? {
+        ContextValue::Strings(v) => match v.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            [init @ .., last] => Some(format!("{} or {last}", init.join(", "))),
+        },
+        _ => context(e, ContextKind::ValidValue),
+    }
+}
+
 /// The argument of clap's error without its value placeholder: `--config <CONFIG>` is
 /// `--config`.
 fn argument_name(e: &clap::Error) -> Option<String> {
@@ -176,7 +188,7 @@ pub fn argument_error(e: &clap::Error) -> String {
             // source; clap's text would repeat the raw value, newlines included.
             let reason = match (std::error::Error::source(e), e.kind()) {
                 (Some(source), _) => source.to_string(),
-                (None, ErrorKind::InvalidValue) => match context(e, ContextKind::ValidValue) {
+                (None, ErrorKind::InvalidValue) => match valid_values(e) {
                     Some(v) => format!("expected {v}"),
                     None => "not accepted".to_string(),
                 },

@@ -48,6 +48,7 @@ pub mod interval;
 pub mod moments;
 pub mod network;
 pub mod observe;
+pub mod ode;
 pub mod outcome;
 pub mod reduced;
 pub mod report;

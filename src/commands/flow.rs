@@ -54,14 +54,14 @@ pub struct Args {
     #[arg(long)]
     pub atol_head: Option<f64>,
     /// Integrator: auto (explicit, Rosenbrock once stiff), explicit or rosenbrock.
-    #[arg(long, default_value = "auto")]
-    pub method: String,
+    #[arg(long, value_enum, default_value_t = Method::Auto, hide_possible_values = true)]
+    pub method: Method,
     /// Explicit pair: dop853 (order 8) or dopri5 (Dormand-Prince 5(4)).
-    #[arg(long, default_value = "dop853")]
-    pub explicit: String,
+    #[arg(long, value_enum, default_value_t = Explicit::Dop853, hide_possible_values = true)]
+    pub explicit: Explicit,
     /// Rosenbrock method: rodas5 (order 5, L-stable) or ros4 (Shampine's 4(3)).
-    #[arg(long, default_value = "rodas5")]
-    pub stiff: String,
+    #[arg(long, value_enum, default_value_t = Stiff::Rodas5, hide_possible_values = true)]
+    pub stiff: Stiff,
     /// Stop at t_end instead of integrating to the horizon.
     #[arg(long)]
     pub stop_at_t_end: bool,
@@ -142,27 +142,6 @@ struct Report<'a> {
 /// The integration options that the command's flags set (method, pairs, coordinates, stop
 /// at `t_end`) on top of [`Options::new`]; the tolerances are set per run by `run`.
 fn base_options(args: &Args, config: &Config) -> Result<Options> {
-    let method = Method::from_name(&args.method).ok_or_else(|| {
-        Error::invalid(
-            "--method",
-            format!(
-                "expected auto, explicit or rosenbrock, got {:?}",
-                args.method
-            ),
-        )
-    })?;
-    let explicit = Explicit::from_name(&args.explicit).ok_or_else(|| {
-        Error::invalid(
-            "--explicit",
-            format!("expected dop853 or dopri5, got {:?}", args.explicit),
-        )
-    })?;
-    let stiff = Stiff::from_name(&args.stiff).ok_or_else(|| {
-        Error::invalid(
-            "--stiff",
-            format!("expected rodas5 or ros4, got {:?}", args.stiff),
-        )
-    })?;
     let coordinates = match args.coordinates.as_deref() {
         None => None,
         Some("plain") => Some(Coordinates::Plain),
@@ -175,9 +154,9 @@ fn base_options(args: &Args, config: &Config) -> Result<Options> {
         }
     };
     let mut base = Options::new(config);
-    base.method = method;
-    base.explicit = explicit;
-    base.stiff = stiff;
+    base.method = args.method;
+    base.explicit = args.explicit;
+    base.stiff = args.stiff;
     base.stop_at_t_end = args.stop_at_t_end;
     base.coordinates = coordinates;
     Ok(base)

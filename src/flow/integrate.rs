@@ -1,84 +1,94 @@
-//! The driver: adaptive integration of the flow from an initial reduced state to the
-//! horizon, with event location on the dense output (`derivations/numerics.md`, Sections
-//! "Integrators", "Stiffness" and "Events").
+//! The flow's entry point: adaptive integration of the flow from an initial reduced state
+//! to the horizon, with event location on the dense output (`derivations/numerics.md`,
+//! Sections "Integrators", "Stiffness" and "Events"); its options, its result, and the
+//! spectral-radius estimates of the stiffness switch. The step loop is
+//! [`crate::flow::driver`], its policies [`crate::flow::policy`], the event location
+//! [`crate::flow::events`].
 
 use crate::error::{Error, Result};
-use crate::flow::clock::Clock;
-use crate::flow::control::{initial_step, predictive_factor, step_factor, Tolerance};
-use crate::flow::dense::Dense;
-use crate::flow::extended::{ExtendedPrecision, ExtendedStep};
+use crate::flow::control::Tolerance;
+use crate::flow::driver::{Driver, Source};
+use crate::flow::extended::ExtendedPrecision;
 use crate::flow::jacobian::FlowScalar;
-use crate::flow::krylov;
-use crate::flow::problem::{to_f64, to_f64_into, Coordinates, Problem};
+use crate::flow::observer::FlowObserver;
+use crate::flow::problem::{Coordinates, Problem};
 use crate::flow::separable::Layout;
-use crate::flow::{dop853, dopri5, rodas5, rosenbrock};
 use crate::moments::population::{Constants, Reduced};
-use crate::observe::{offdiag_norm, Event, EventTracker, Events, Summary, Termination};
+use crate::observe::{Event, EventTracker, Events, Summary};
+use crate::ode::tableau::ExplicitTableau;
 use crate::scalar::Scalar;
 use crate::setting::Config;
 
-/// Which integrators, and when.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// Which integrators, and when (`--method`, parsed by clap's [`clap::ValueEnum`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// The explicit method ([`Options::explicit`]) throughout (slow once the flow is stiff).
-    Explicit,
-    /// The Rosenbrock method ([`Options::stiff`]) throughout.
-    Rosenbrock,
     /// The explicit method until the flow is stiff (`h rho > 3`, with `rho` the spectral
     /// radius of the Jacobian, checked every 25 accepted steps and after rejections), then
     /// the Rosenbrock method; back after 4 checks (every 5th step) with `h rho < 1`
     /// (`derivations/numerics.md`, "Integrators").
     Auto,
+    /// The explicit method ([`Options::explicit`]) throughout (slow once the flow is stiff).
+    #[value(alias = "dopri5")]
+    Explicit,
+    /// The Rosenbrock method ([`Options::stiff`]) throughout.
+    Rosenbrock,
 }
 
 impl Method {
     /// Parses `auto`, `explicit` or `rosenbrock` (`dopri5`, the name of earlier versions,
-    /// is read as `explicit`).
+    /// is read as `explicit`), as `--method` does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use predhead::flow::Method;
+    /// assert_eq!(Method::from_name("dopri5"), Some(Method::Explicit));
+    /// assert_eq!(Method::from_name("rosenbrock"), Some(Method::Rosenbrock));
+    /// assert_eq!(Method::from_name("euler"), None);
+    /// ```
     pub fn from_name(s: &str) -> Option<Self> {
-        match s {
-            "explicit" | "dopri5" => Some(Method::Explicit),
-            "rosenbrock" => Some(Method::Rosenbrock),
-            "auto" => Some(Method::Auto),
-            _ => None,
-        }
+        <Self as clap::ValueEnum>::from_str(s, false).ok()
     }
 }
 
 /// The explicit Runge-Kutta pair of the non-stiff phases (`derivations/numerics.md`,
-/// "Integrators").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// "Integrators"; `--explicit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Explicit {
     /// DOP853: order 8, estimators of orders 5 and 3, seventh-order dense output
-    /// ([`dop853`]); decimal coefficients. The `f64` default.
+    /// ([`crate::ode::dop853`]); decimal coefficients. The `f64` default.
     Dop853,
     /// Dormand-Prince 5(4) with exact rational coefficients and fourth-order dense output
-    /// ([`dopri5`]); the MPFR reference's method.
+    /// ([`crate::ode::dopri5`]); the MPFR reference's method.
     Dopri5,
 }
 
 impl Explicit {
-    /// Parses `dop853` or `dopri5`.
+    /// Parses `dop853` or `dopri5`, as `--explicit` does.
     pub fn from_name(s: &str) -> Option<Self> {
-        match s {
-            "dop853" => Some(Explicit::Dop853),
-            "dopri5" => Some(Explicit::Dopri5),
-            _ => None,
+        <Self as clap::ValueEnum>::from_str(s, false).ok()
+    }
+
+    /// The pair's tableau ([`crate::ode::dop853::DOP853`] or
+    /// [`crate::ode::dopri5::DOPRI5`]).
+    pub fn tableau(self) -> ExplicitTableau {
+        match self {
+            Explicit::Dop853 => crate::ode::dop853::DOP853,
+            Explicit::Dopri5 => crate::ode::dopri5::DOPRI5,
         }
     }
 
     /// The order `q` the step-size control uses (local error `O(h^(q+1))`).
     pub fn estimate_order(self) -> u32 {
-        match self {
-            Explicit::Dop853 => 7,
-            Explicit::Dopri5 => 4,
-        }
+        self.tableau().estimate_order
     }
 }
 
-/// The Rosenbrock method of the stiff phase (`derivations/numerics.md`, "Integrators").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// The Rosenbrock method of the stiff phase (`derivations/numerics.md`, "Integrators";
+/// `--stiff`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stiff {
     /// Rodas5 5(4), stiffly accurate and L-stable, fourth-order dense output
@@ -90,13 +100,9 @@ pub enum Stiff {
 }
 
 impl Stiff {
-    /// Parses `rodas5` or `ros4`.
+    /// Parses `rodas5` or `ros4`, as `--stiff` does.
     pub fn from_name(s: &str) -> Option<Self> {
-        match s {
-            "rodas5" => Some(Stiff::Rodas5),
-            "ros4" => Some(Stiff::Ros4),
-            _ => None,
-        }
+        <Self as clap::ValueEnum>::from_str(s, false).ok()
     }
 
     /// The order `q` of the error estimate (local error `O(h^(q+1))`).
@@ -349,7 +355,7 @@ pub const RESOLVED_HEAD_ENTRY: f64 = 10.0;
 
 /// The events of a run with `t2` head entry `t2_head_entry` that tolerance `tol` does not
 /// resolve (`derivations/numerics.md`, (G2)).
-fn unresolved(t2_head_entry: Option<f64>, tol: &Tolerance) -> Events {
+pub(crate) fn unresolved(t2_head_entry: Option<f64>, tol: &Tolerance) -> Events {
     let t2 = t2_head_entry.is_some_and(|e| e.is_nan() || e < RESOLVED_HEAD_ENTRY * tol.atol_head);
     Events::from_fn(|e| t2 && e == Event::T2)
 }
@@ -429,7 +435,7 @@ fn power_iteration(j: &[f64], n: usize, v: &mut [f64], w: &mut [f64], cap: f64) 
 
 /// [`spectral_radius_capped`] of a Jacobian in `layout` ([`Layout::spectral_radius_capped`])
 /// or dense.
-fn radius<S: Scalar>(layout: Option<&Layout>, jac: &[S], cap: f64) -> f64 {
+pub(crate) fn radius<S: Scalar>(layout: Option<&Layout>, jac: &[S], cap: f64) -> f64 {
     match layout {
         Some(l) => l.spectral_radius_capped(jac, cap),
         None => spectral_radius_capped(jac, cap),
@@ -437,7 +443,7 @@ fn radius<S: Scalar>(layout: Option<&Layout>, jac: &[S], cap: f64) -> f64 {
 }
 
 /// A bound on [`radius`]: [`Layout::radius_bound`] or [`spectral_norm_bound`].
-fn radius_bound<S: Scalar>(layout: Option<&Layout>, jac: &[S]) -> f64 {
+pub(crate) fn radius_bound<S: Scalar>(layout: Option<&Layout>, jac: &[S]) -> f64 {
     match layout {
         Some(l) => l.radius_bound(jac),
         None => spectral_norm_bound(jac),
@@ -468,312 +474,103 @@ fn spectral_norm_bound<S: Scalar>(jac: &[S]) -> f64 {
     (row_max * col_max).sqrt()
 }
 
-/// Illinois root finding of `g` on `[lo, hi]` with `g(lo) < 0 <= g(hi)`; returns a time
-/// `t` with `g(t) >= 0` within a relative `1e-15` of the crossing.
-fn first_crossing(g: &mut dyn FnMut(f64) -> f64, mut lo: f64, mut hi: f64) -> f64 {
-    let (mut glo, mut ghi) = (g(lo), g(hi));
-    let mut side = 0i8;
-    for _ in 0..200 {
-        if hi - lo <= 1e-15 * hi.abs().max(lo.abs()) + f64::MIN_POSITIVE {
-            break;
-        }
-        let mut t = (lo * ghi - hi * glo) / (ghi - glo);
-        if !(t > lo && t < hi) {
-            t = 0.5 * (lo + hi);
-        }
-        let gt = g(t);
-        if gt >= 0.0 {
-            hi = t;
-            ghi = gt;
-            if side == 1 {
-                glo *= 0.5;
-            }
-            side = 1;
-        } else {
-            lo = t;
-            glo = gt;
-            if side == -1 {
-                ghi *= 0.5;
-            }
-            side = -1;
-        }
-    }
-    hi
-}
-
-/// Reused buffers for states sampled from a dense output (no allocation per sample in
-/// `f64`).
-struct Sampler<S: Scalar> {
-    y: Vec<S>,
-    x: Reduced<S>,
-    xf: Reduced<f64>,
-}
-
-impl<S: Scalar> Sampler<S> {
-    fn new(problem: &Problem<S>) -> Self {
-        let y = vec![S::one(problem.ctx()); problem.len()];
-        let x = problem.unpack(&y);
-        let xf = to_f64(&x);
-        Sampler { y, x, xf }
-    }
-
-    /// The `f64` reduced state of the state vector `y`.
-    fn state(&mut self, problem: &Problem<S>, y: &[S]) -> &Reduced<f64> {
-        problem.unpack_into(y, &mut self.x);
-        to_f64_into(&self.x, &mut self.xf);
-        &self.xf
-    }
-
-    /// The `f64` reduced state of the dense output at `t`.
-    fn at(&mut self, problem: &Problem<S>, dense: &Dense<S>, t: f64) -> &Reduced<f64> {
-        dense.eval_into(t, &mut self.y);
-        problem.unpack_into(&self.y, &mut self.x);
-        to_f64_into(&self.x, &mut self.xf);
-        &self.xf
-    }
-}
-
-/// The `i`-th of `n` equally spaced points after `lo` up to `hi` (`hi` itself for `i = n`).
-fn sample_time(lo: f64, hi: f64, i: usize, n: usize) -> f64 {
-    if i == n {
-        hi
-    } else {
-        lo + (hi - lo) * i as f64 / n as f64
-    }
-}
-
-/// Whether a pending event's margin is `>= 0` at one of the samples [`locate`] looks at
-/// first (`SUB` equally spaced points of the step, the end included). These samples are
-/// taken on a cheap stand-in for the step's continuous extension, so they do not update the
-/// off-diagonal peak.
-fn may_cross<S: Scalar>(
-    problem: &Problem<S>,
-    tracker: &mut EventTracker,
-    dense: &Dense<S>,
-    sampler: &mut Sampler<S>,
-) -> bool {
-    let pending = tracker.pending();
-    if pending.is_empty() {
-        return false;
-    }
-    let (t0, t1) = dense.span();
-    let mut any = false;
-    for i in 1..=SUB {
-        let x = sampler.at(problem, dense, sample_time(t0, t1, i, SUB));
-        any = any || pending.iter().any(|&ev| tracker.margin(ev, x) >= 0.0);
-    }
-    any
-}
-
-/// Locates the maximum of the off-diagonal norm `||E - diag(E)||_F` inside the accepted
-/// step `dense` (called when its rate turns from positive to non-positive across the step,
-/// [`Problem::offdiag_rate`]) and feeds it to the tracker: the best of `PEAK_GRID + 1`
-/// equally spaced points, then golden-section search between that point's neighbours down
-/// to `1e-9` of the step (the norm is flat at its maximum, so the value is then exact to
-/// rounding and to the continuous extension's accuracy). `derivations/phases.md`, eq. (E6).
-fn refine_peak<S: Scalar>(
-    problem: &Problem<S>,
-    tracker: &mut EventTracker,
-    dense: &Dense<S>,
-    sampler: &mut Sampler<S>,
-) {
-    const PEAK_GRID: usize = 8;
-    let (t0, t1) = dense.span();
-    let mut norm = |t: f64| offdiag_norm(sampler.at(problem, dense, t));
-    let grid = |i: usize| sample_time(t0, t1, i, PEAK_GRID);
-    let (mut best_t, mut best) = (t0, norm(t0));
-    let mut best_i = 0;
-    for i in 1..=PEAK_GRID {
-        let v = norm(grid(i));
-        if v > best {
-            (best_t, best, best_i) = (grid(i), v, i);
-        }
-    }
-    let (mut lo, mut hi) = (
-        grid(best_i.saturating_sub(1)),
-        grid((best_i + 1).min(PEAK_GRID)),
-    );
-    let ratio = 0.5 * (5f64.sqrt() - 1.0);
-    let (mut c, mut d) = (hi - ratio * (hi - lo), lo + ratio * (hi - lo));
-    let (mut fc, mut fd) = (norm(c), norm(d));
-    for _ in 0..200 {
-        if hi - lo <= 1e-9 * (t1 - t0) {
-            break;
-        }
-        if fc >= fd {
-            (hi, d, fd) = (d, c, fc);
-            c = hi - ratio * (hi - lo);
-            fc = norm(c);
-        } else {
-            (lo, c, fc) = (c, d, fd);
-            d = lo + ratio * (hi - lo);
-            fd = norm(d);
-        }
-    }
-    let (best_t, _) = [(c, fc), (d, fd)]
-        .into_iter()
-        .fold((best_t, best), |acc, x| if x.1 > acc.1 { x } else { acc });
-    tracker.touch(sampler.at(problem, dense, best_t));
-}
-
-/// The largest scaled defect of a component ([`Dense::repair_hermite`]) at which it keeps
-/// the cubic Hermite extension in a step of Shampine's method. Measured on the benchmark
-/// setting's rtol-1e-12 runs of the exact-rational pairs: 1e-5 .. 1e-1 in most steps,
-/// 1 .. 1e4 in 3% (`d = 1e4`) and 30% (`d = 1e2`) of them (stiff steps whose slopes
-/// carry relaxed fast modes); 1e13 .. 1e33 in the steps of a held-out `m = 4` run whose
-/// cubic gave a peak of 7.4e5 where the solution's is 0.365.
-const MAX_DEFECT: f64 = 1.0;
-
-/// Margin samples per step in event location ([`locate`], [`may_cross`]).
-const SUB: usize = 4;
-
-/// Locates, in time order, the events that happen inside the accepted step `dense`,
-/// feeding them to the tracker. Margins are sampled at `SUB` equally spaced points (so a
-/// condition that holds only briefly inside a step can still be seen), and each crossing is
-/// refined by root finding. Returns the events with their times and states.
-fn locate<S: Scalar>(
-    problem: &Problem<S>,
-    tracker: &mut EventTracker,
-    clock: &Clock,
-    dense: &Dense<S>,
-    sampler: &mut Sampler<S>,
-) -> Vec<(f64, Event, Reduced<f64>)> {
-    // Local offsets from the step's start.
-    let (t0, t1) = dense.span();
-    let mut out = Vec::new();
-    let mut lo = t0;
-    loop {
-        let pending = tracker.pending();
-        if pending.is_empty() {
-            break;
-        }
-        let mut prev = lo;
-        let mut found: Option<(f64, Event)> = None;
-        for i in 1..=SUB {
-            let t = sample_time(lo, t1, i, SUB);
-            let x = sampler.at(problem, dense, t);
-            tracker.touch(x);
-            // The margins at the sample (the state is sampled once for all events).
-            let crossed = pending.filter(|&ev| tracker.margin(ev, x) >= 0.0);
-            for ev in crossed {
-                let mut g = |s: f64| tracker.margin(ev, sampler.at(problem, dense, s));
-                let root = if g(prev) >= 0.0 {
-                    prev
-                } else {
-                    first_crossing(&mut g, prev, t)
-                };
-                if found.is_none_or(|(r, _)| root < r) {
-                    found = Some((root, ev));
-                }
-            }
-            if found.is_some() {
-                break;
-            }
-            prev = t;
-        }
-        let Some((root, _)) = found else { break };
-        let x = sampler.at(problem, dense, root).clone();
-        let tau = clock.plus(root);
-        let fired = tracker.observe(tau, &x);
-        for ev in fired {
-            out.push((tau, ev, x.clone()));
-        }
-        lo = root;
-        if lo >= t1 {
-            // Events unlocked exactly at the end are checked by the next step's start.
-            let tau = clock.plus(t1);
-            let x = sampler.at(problem, dense, t1).clone();
-            let fired = tracker.observe(tau, &x);
-            for ev in fired {
-                out.push((tau, ev, x.clone()));
-            }
-            break;
-        }
-    }
-    out
-}
-
-/// The steppers' work spaces and the driver's buffers, allocated once per run.
-struct Buffers<S: Scalar> {
-    dop853: dop853::Work<S>,
-    dopri5: dopri5::Work<S>,
-    rodas5: rodas5::Work<S>,
-    ros4: rosenbrock::Work<S>,
-    dense: Dense<S>,
-    /// `f(y1)` after a Rosenbrock step.
-    f1: Vec<S>,
-    /// The Hermite extension at the midpoint of a step of Shampine's method (defect check).
-    mid: Vec<S>,
-    /// The Jacobian at the current state, and a second buffer (the next state's, or the
-    /// last step's).
-    jac: Vec<S>,
-    jac_spare: Vec<S>,
-    /// Work buffers of the forward-difference Jacobian.
-    yp: Vec<S>,
-    fp: Vec<S>,
-    f_scratch: Vec<S>,
-}
-
-impl<S: Scalar> Buffers<S> {
-    /// Buffers for states of length `n`, with Jacobians in `layout` (separable flow) or
-    /// dense.
-    /// With `matrix_free` no `n x n` buffer at all (the Rodas5 stages of
-    /// [`crate::flow::krylov`]; Shampine's method is then not used).
-    fn new(n: usize, ctx: S::Ctx, layout: Option<&Layout>, matrix_free: bool) -> Self {
-        let z = || vec![S::zero(ctx); n];
-        let jac_len = if matrix_free {
-            0
-        } else {
-            layout.map_or(n * n, Layout::len)
-        };
-        Buffers {
-            dop853: dop853::Work::new(n, ctx),
-            dopri5: dopri5::Work::new(n, ctx),
-            rodas5: if matrix_free {
-                rodas5::Work::matrix_free(n, ctx)
-            } else {
-                rodas5::Work::with_layout(n, ctx, layout)
-            },
-            ros4: rosenbrock::Work::with_layout(if matrix_free { 0 } else { n }, ctx, layout),
-            dense: Dense::new(n, ctx),
-            f1: z(),
-            mid: z(),
-            jac: vec![S::zero(ctx); jac_len],
-            jac_spare: vec![S::zero(ctx); jac_len],
-            yp: z(),
-            fp: z(),
-            f_scratch: z(),
-        }
-    }
-}
-
-/// `f64` attempts in the window that watches for a stall after a spent budget of extended
-/// attempts (derivations/numerics.md, eq. (X1)).
-const STALL_WINDOW: u64 = 20_000;
-
-/// The least advance of `ln tau` over [`STALL_WINDOW`] attempts that is not a stall (eq.
-/// (X1)): at that rate the step limit of 2e6 attempts covers 5 e-folds of `tau`.
-const STALL_PROGRESS: f64 = 0.05;
-
-/// Whether the flow stalled from `from` to `to` (eq. (X1): `ln(to / from) <
-/// STALL_PROGRESS`; never from a `from` that is not positive).
-fn stalled(from: f64, to: f64) -> bool {
-    from > 0.0 && (to / from).ln() < STALL_PROGRESS
-}
-
-/// Whether a step attempt's error norm accepts it (finite and at most 1).
-fn accepted(attempt: &Result<f64>) -> bool {
-    matches!(attempt, Ok(e) if e.is_finite() && *e <= 1.0)
-}
-
-/// Integrates the flow of `config` from `x0` (eq. (F1) of `derivations/numerics.md`).
+/// Integrates the flow of `config` from `x0` (eq. (F1) of `derivations/numerics.md`), with
+/// the paper's events observed by an [`EventTracker`] ([`integrate_observed`] with a fresh
+/// tracker).
 ///
 /// `on_sample` is called with `(tau, state)` at `tau = 0`, at every event and at the end of
 /// every accepted step, in increasing `tau` (the trajectory recorder hooks in here).
+///
+/// # Errors
+///
+/// [`Error::Invalid`] on `setting.neurons` when the flow does not fit the memory budget
+/// ([`check_memory`]), on `training.horizon` when the horizon is not positive and finite,
+/// on `coordinates` for decay coordinates with a vanishing noise part; the right-hand
+/// side's error when the flow is undefined at `x0`; and any error of `on_sample`. A run that
+/// ends early (step limit, step underflow, non-finite) is not an error: its
+/// [`Summary::termination`](crate::observe::Summary) says why.
+///
+/// # Examples
+///
+/// ```
+/// use predhead::config::parse_config;
+/// use predhead::flow::{integrate, Options};
+/// use predhead::observe::Termination;
+///
+/// let config = parse_config(
+///     "[setting]\ndim = 30\npatches = 8\nfeature_patches = 2\nalpha = [2.0, 1.0]\n\
+///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+///      normalization = \"batchnorm\"\nstop_gradient = true\n\
+///      [training]\nlr = 1e-3\nlr_head = 2e-4\n",
+/// )?;
+/// let x0 = predhead::init::reduced(&config.setting, 0)?;
+/// let mut opts = Options::new(&config);
+/// opts.stop_at_t_end = true;
+/// let mut samples = 0;
+/// let run = integrate(&config, &x0, &opts, &mut |_tau, _x| {
+///     samples += 1;
+///     Ok(())
+/// })?;
+/// assert_eq!(run.summary.termination, Termination::TEnd);
+/// assert!(run.summary.t1.is_some() && samples > 2);
+///
+/// // A horizon that is not positive is an error naming the field.
+/// opts.horizon = 0.0;
+/// let err = integrate(&config, &x0, &opts, &mut |_, _| Ok(())).unwrap_err();
+/// assert!(err.to_string().contains("training.horizon"));
+/// # Ok::<(), predhead::error::Error>(())
+/// ```
 pub fn integrate<S: FlowScalar>(
     config: &Config,
     x0: &Reduced<S>,
     opts: &Options,
+    on_sample: &mut dyn FnMut(f64, &Reduced<f64>) -> Result<()>,
+) -> Result<Run> {
+    let mut tracker = EventTracker::new(
+        Constants::new(&config.setting, ()),
+        config.model,
+        config.phases.clone(),
+    );
+    integrate_observed(config, x0, opts, &mut tracker, on_sample)
+}
+
+/// [`integrate`] with the events watched and the summary built by `observer` (which sees
+/// `tau = 0` first).
+///
+/// # Errors
+///
+/// As [`integrate`], and as the observer's [`FlowObserver::finish`].
+///
+/// # Examples
+///
+/// ```
+/// use predhead::config::parse_config;
+/// use predhead::flow::{integrate_observed, Options};
+/// use predhead::moments::population::Constants;
+/// use predhead::observe::{Event, EventTracker};
+///
+/// let config = parse_config(
+///     "[setting]\ndim = 30\npatches = 8\nfeature_patches = 2\nalpha = [2.0, 1.0]\n\
+///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+///      normalization = \"batchnorm\"\nstop_gradient = true\n\
+///      [training]\nlr = 1e-3\nlr_head = 2e-4\n",
+/// )?;
+/// let x0 = predhead::init::reduced(&config.setting, 0)?;
+/// let mut opts = Options::new(&config);
+/// opts.stop_at_t_end = true;
+/// let constants = Constants::new(&config.setting, ());
+/// let mut tracker = EventTracker::new(constants, config.model, config.phases.clone());
+/// let run = integrate_observed(&config, &x0, &opts, &mut tracker, &mut |_, _| Ok(()))?;
+/// // The observer passed in watched the run: its event times are the summary's.
+/// assert_eq!(tracker.time(Event::T1), run.summary.t1);
+/// assert!(tracker.time(Event::TEnd).is_some());
+/// # Ok::<(), predhead::error::Error>(())
+/// ```
+pub fn integrate_observed<S: FlowScalar>(
+    config: &Config,
+    x0: &Reduced<S>,
+    opts: &Options,
+    observer: &mut dyn FlowObserver,
     on_sample: &mut dyn FnMut(f64, &Reduced<f64>) -> Result<()>,
 ) -> Result<Run> {
     check_neurons(x0.neurons())?;
@@ -805,572 +602,25 @@ pub fn integrate<S: FlowScalar>(
     )?;
     let mut opts = *opts;
     opts.tol = problem.tolerance(opts.tol);
-    let opts = &opts;
-    let mut tracker = EventTracker::new(
-        Constants::new(&config.setting, ()),
-        config.model,
-        config.phases.clone(),
-    );
-    let n = problem.len();
-    let mut evals: u64 = 0;
-    let mut ws = problem.workspace();
-    let mut sampler = Sampler::new(&problem);
-    let mut rhs = |y: &[S], dy: &mut [S]| -> Result<()> {
-        evals += 1;
-        problem.rhs_into(y, &mut ws, dy)
-    };
     // The Jacobian: exact (dual numbers) in f64, finite differences otherwise.
-    let mut exact = S::exact_jacobian(config, x0, coordinates);
+    let exact = S::exact_jacobian(config, x0, coordinates);
     // The separable flow's Jacobian comes in a compact layout, factored block by block.
     let layout: Option<Layout> = exact.as_ref().and_then(|e| e.layout().cloned());
-    let layout = layout.as_ref();
-    let mut jacobians = 0u64;
-    // The matrix-free Rodas5 stages (derivations/numerics.md, (K5)-(K8)): by default for a
-    // trained head from KRYLOV_FROM neurons on, in f64, under Rodas5.
-    let mut mf = if opts
-        .matrix_free
-        .unwrap_or_else(|| krylov::default_on(config, problem.neurons()))
-        && opts.stiff == Stiff::Rodas5
-        && layout.is_none()
-    {
-        S::matrix_free(config, x0, coordinates)
-    } else {
-        None
+    let src = Source {
+        config,
+        x0,
+        coordinates,
     };
-    let mut b = Buffers::new(n, ctx, layout, mf.is_some());
-    let mut y = problem.pack(x0);
-    let mut t = 0.0f64;
-    let mut clock = Clock::zero();
-    let x0f = to_f64(x0);
-    tracker.observe(0.0, &x0f);
-    on_sample(0.0, &x0f)?;
-
-    // An initial state where the flow is undefined (a zero normalization variance, a
-    // non-finite value) is bad input, not a run.
-    let mut f0 = vec![S::zero(ctx); n];
-    rhs(&y, &mut f0)?;
-    let mut stiff = opts.method == Method::Rosenbrock;
-    let mut stiff_from = if stiff { Some(0.0) } else { None };
-    // The Rosenbrock method in use, and the fallback from Rodas5 to Shampine's method
-    // (derivations/numerics.md, "Integrators", "Fallback"): when `FALLBACK_REJECTS` of
-    // `FALLBACK_WINDOW` consecutive Rosenbrock attempts fail (error norm above 1, or a
-    // stage left the domain of the flow), the run goes on with Shampine's method, whose
-    // stages stay within `2 h` of `y0` (Rodas5's extrapolate up to `41 h`).
-    let mut stiff_method = opts.stiff;
-    let mut fallback_from: Option<f64> = None;
-    // Rosenbrock steps in extended precision (`crate::flow::extended`), built at the first
-    // probe (below, after the attempt).
-    let mut extended: Option<Box<dyn ExtendedStep<S>>> = None;
-    let mut extended_from: Option<f64> = None;
-    let mut extended_steps = 0u64;
-    let mut extended_evals = 0u64;
-    let mut extended_mode = false;
-    let mut probe = false;
-    // Extended attempts are costly (double-double ~0.3 ms each at m = 3, 4, MPFR ~3 ms);
-    // after `EXTENDED_BUDGET` of them the run goes on in f64. A larger budget was measured
-    // and not kept: 50,000 gave no more accurate event times on a held-out m = 3 case and
-    // took 7 s instead of 0.9 (derivations/numerics.md, "Extended-precision steps").
-    const EXTENDED_BUDGET: u64 = 5_000;
-    let mut budget = EXTENDED_BUDGET;
-    let mut extended_attempts = 0u64;
-    // After a spent budget: the window of f64 attempts that watches for a stall (its first
-    // attempt and flow time), the flow time of the last re-arming, whether re-arming is
-    // still allowed, and how often it happened (`Run::extended_rearms`).
-    let mut stall_window: Option<(u64, f64)> = None;
-    let mut rearmed_at: Option<f64> = None;
-    let mut may_rearm = true;
-    let mut extended_rearms = 0u64;
-    let (mut window_attempts, mut window_fails) = (0u32, 0u32);
-    const FALLBACK_WINDOW: u32 = 64;
-    const FALLBACK_REJECTS: u32 = 12;
-    const CHECK_EVERY: u32 = 25;
-    let (mut since_check, mut calm, mut switches) = (0u32, 0u32, 0u64);
-    let mut acc = [0u64; 2];
-    let mut rej = 0u64;
-    // Steps of Shampine's method in which some components follow the chord.
-    let mut fast_mode_steps = 0u64;
-    // Whether the last attempt left the domain (a non-finite value): a step underflow after
-    // it ends the run as non-finite.
-    let mut nonfinite_attempt = false;
-    // Ends the run with the counters as they stand: `stop!(reason)` at the current state,
-    // `stop!(t, x, reason)` at an event's time and state.
-    macro_rules! stop {
-        ($why:expr) => {
-            stop!(t, to_f64(&problem.unpack(&y)), $why)
-        };
-        ($t:expr, $x:expr, $why:expr) => {{
-            let x: Reduced<f64> = $x;
-            let summary = tracker.finish(
-                $t,
-                &x,
-                $why,
-                acc[0] + acc[1],
-                Some(evals + extended_evals),
-                Some(rej),
-            )?;
-            let summary = crate::observe::mark_flow_nonfinite(summary);
-            return Ok(Run {
-                summary,
-                jacobians,
-                final_state: x,
-                stiff_from,
-                steps_by_method: acc,
-                switches,
-                fallback_from,
-                extended_from,
-                extended_steps,
-                extended_rearms,
-                coordinates,
-                fast_mode_steps,
-                t2_head_entry: tracker.substitution_entry(),
-                unresolved: unresolved(tracker.substitution_entry(), &opts.tol),
-                atol_head: opts.tol.atol_head,
-                matrix_free: mf.is_some(),
-                krylov_counts: mf.as_ref().map_or([0; 3], |k| k.counts()),
-            });
-        }};
-    }
-    if opts.stop_at_t_end && tracker.time(Event::TEnd).is_some() {
-        stop!(0.0, x0f, Termination::TEnd);
-    }
-    let mut h = initial_step(&y, &f0, opts.tol, opts.horizon);
-    let seps = rosenbrock::sqrt_eps::<S>(ctx);
-    let tol = opts.tol;
-    let scale = move |i: usize| tol.atol_at(i) / tol.rtol;
-    let fused = exact.is_some() && opts.jacobian_reuse <= 1 && mf.is_none();
-    // `J(y)` into `jac` (and `f(y)` into `f`): one dual-number pass in f64 (its value part
-    // is `f(y)` bit for bit), else forward differences from `f0` (`f` is then `f0`, or one
-    // evaluation when `f0` is absent).
-    macro_rules! jacobian {
-        ($y:expr, $f0:expr, $f:expr, $jac:expr) => {{
-            jacobians += 1;
-            match exact.as_mut() {
-                Some(e) => e.eval($y, $f, $jac),
-                None => {
-                    let f: &mut [S] = $f;
-                    match $f0 {
-                        Some(f0) => {
-                            f.clone_from_slice(f0);
-                            Ok(())
-                        }
-                        None => rhs($y, f),
-                    }
-                    .and_then(|()| {
-                        rosenbrock::jacobian_into(
-                            &mut rhs, $y, f, &seps, &scale, $jac, &mut b.yp, &mut b.fp,
-                        )
-                    })
-                }
-            }
-        }};
-    }
-    // Whether `b.jac` holds the Jacobian at `y`, and its age in steps (reuse).
-    let mut have_jac = false;
-    let mut jac_age = 0u32;
-    let mut after_reject = false;
-    // The last accepted step `(h, err)` of the current method (predictive control).
-    let mut last_accepted: Option<(f64, f64)> = None;
-    // Rejects the attempt and retries with the step multiplied by `factor`.
-    macro_rules! reject {
-        ($factor:expr) => {{
-            rej += 1;
-            h *= $factor;
-            after_reject = true;
-            continue;
-        }};
-    }
-    loop {
-        if clock.until(opts.horizon) <= 0.0 {
-            stop!(Termination::Horizon);
-        }
-        if acc[0] + acc[1] + rej >= opts.max_steps {
-            stop!(Termination::StepLimit);
-        }
-        let remaining = clock.until(opts.horizon);
-        let last = h >= remaining;
-        if last {
-            h = remaining;
-        }
-        // The double-double clock resolves about 2^-105 tau; a step below 1e-30 tau (about
-        // 40 times that) cannot be trusted to advance it (derivations/numerics.md, "Time
-        // resolution").
-        if h.is_nan() || h <= 1e-30 * t.abs() || h <= 0.0 {
-            // Shrunk to nothing by attempts that left the f64 range: the flow is not finite
-            // beyond `t` (docs/cli.md, "Errors, limits and non-finite runs").
-            if nonfinite_attempt {
-                stop!(Termination::NonFinite);
-            }
-            stop!(Termination::StepUnderflow);
-        }
-        // One attempt: its error norm; the solution stays in the stepper's work space.
-        let attempt: Result<f64> = if !stiff {
-            match opts.explicit {
-                Explicit::Dop853 => dop853::step(&mut rhs, &y, &f0, h, opts.tol, &mut b.dop853),
-                Explicit::Dopri5 => dopri5::step(&mut rhs, &y, &f0, h, opts.tol, &mut b.dopri5),
-            }
-        } else {
-            let j = if have_jac {
-                Ok(())
-            } else if let Some(k) = mf.as_mut() {
-                jacobians += 1;
-                k.set_point(&y, &mut b.f_scratch)
-            } else {
-                jacobian!(&y, Some(&f0[..]), &mut b.f_scratch[..], &mut b.jac[..])
-            };
-            j.and_then(|()| {
-                have_jac = true;
-                let tol = opts.tol.scaled(stiff_method.tolerance_factor());
-                if let Some(k) = mf.as_mut() {
-                    return k.step(&mut rhs, &y, &f0, h, tol, &mut b.rodas5);
-                }
-                if extended_mode {
-                    // Straight to the extended-precision attempt below.
-                    return Ok(f64::NAN);
-                }
-                match stiff_method {
-                    Stiff::Ros4 => rosenbrock::step(&mut rhs, &y, &f0, &b.jac, h, tol, &mut b.ros4),
-                    Stiff::Rodas5 => rodas5::step(&mut rhs, &y, &f0, &b.jac, h, tol, &mut b.rodas5),
-                }
-            })
-        };
-        // Extended precision (derivations/numerics.md, "Integrators", "Extended-precision
-        // steps"). In `extended_mode` every Rosenbrock attempt is a Rodas5 step in
-        // extended precision. Before it, a window of failures under Shampine's method arms
-        // a probe: the next failed `f64` attempt is repeated at the same `h` with the same
-        // method in extended precision, and when that is accepted with an error below a
-        // quarter of the `f64` one (or the `f64` stages left the domain), `f64` rounding,
-        // not the step, was the limit: the run turns to `extended_mode` and retries.
-        let mut in_extended = false;
-        let spent = extended_attempts >= budget;
-        if spent && !extended_mode && may_rearm {
-            // A stall of the f64 steps after a spent budget (derivations/numerics.md,
-            // "Extended-precision steps", eq. (X1)) arms the probe again with one more
-            // budget; not again once a re-armed stint of extended steps did not advance
-            // the flow either (then rounding is not what holds the run back).
-            if stall_window.is_none() {
-                if let Some(t_r) = rearmed_at.take() {
-                    may_rearm = !stalled(t_r, t);
-                }
-            }
-            let attempts = acc[0] + acc[1] + rej;
-            let (from, t_from) = *stall_window.get_or_insert((attempts, t));
-            if may_rearm && attempts - from >= STALL_WINDOW {
-                stall_window = None;
-                if stalled(t_from, t) {
-                    budget += EXTENDED_BUDGET;
-                    probe = true;
-                    rearmed_at = Some(t);
-                    extended_rearms += 1;
-                }
-            }
-        }
-        // (Not for the separable flow, whose compact Jacobian the extended steps do not take.)
-        let attempt = if stiff
-            && have_jac
-            && layout.is_none()
-            && mf.is_none()
-            && (extended_mode || (probe && !accepted(&attempt) && !spent))
-        {
-            if extended.is_none() {
-                extended = S::extended_stepper(config, x0, coordinates, opts.extended_precision);
-            }
-            match extended.as_mut() {
-                Some(x) => {
-                    let before = x.evals();
-                    if !extended_mode {
-                        probe = false;
-                        let tol = opts.tol.scaled(stiff_method.tolerance_factor());
-                        let probed = x.step(stiff_method, &y, &b.jac, h, tol);
-                        extended_mode = match (&attempt, probed) {
-                            (Ok(e64), Ok(e)) if e64.is_finite() => e <= 1.0 && 4.0 * e < *e64,
-                            (_, Ok(e)) => e <= 1.0,
-                            (_, Err(_)) => false,
-                        };
-                    }
-                    let r = if extended_mode {
-                        extended_attempts += 1;
-                        let tol = opts.tol.scaled(Stiff::Rodas5.tolerance_factor());
-                        let r = x.step(Stiff::Rodas5, &y, &b.jac, h, tol);
-                        in_extended = matches!(r, Ok(e) if e.is_finite());
-                        if extended_attempts >= budget {
-                            // Spent: f64 again, without probes unless a stall
-                            // re-arms them (eq. (X1), above).
-                            extended_mode = false;
-                        }
-                        r
-                    } else {
-                        attempt
-                    };
-                    extended_evals += x.evals() - before;
-                    r
-                }
-                None => {
-                    probe = false;
-                    attempt
-                }
-            }
-        } else {
-            attempt
-        };
-        // The Rosenbrock method of this attempt (the fallback below may change the next).
-        let used = if in_extended {
-            Stiff::Rodas5
-        } else {
-            stiff_method
-        };
-        let order = if stiff {
-            used.estimate_order()
-        } else {
-            opts.explicit.estimate_order()
-        };
-        if stiff {
-            window_attempts += 1;
-            window_fails += u32::from(!accepted(&attempt));
-            if window_attempts >= FALLBACK_WINDOW {
-                if stiff_method == Stiff::Rodas5 && window_fails >= FALLBACK_REJECTS && mf.is_none()
-                {
-                    stiff_method = Stiff::Ros4;
-                    fallback_from.get_or_insert(t);
-                    last_accepted = None;
-                } else if window_fails >= FALLBACK_REJECTS && opts.extended && !extended_mode {
-                    probe = true;
-                }
-                window_attempts = 0;
-                window_fails = 0;
-            }
-        }
-        let err = match attempt {
-            Ok(e) if e.is_finite() => e,
-            // The step left the domain (a variance vanished or a value overflowed): retry
-            // smaller.
-            _ => {
-                nonfinite_attempt = true;
-                reject!(0.25)
-            }
-        };
-        nonfinite_attempt = false;
-        if err > 1.0 {
-            if stiff && jac_age > 0 {
-                // A rejection with an old Jacobian: refresh it before shrinking further.
-                have_jac = false;
-                jac_age = 0;
-            }
-            reject!(step_factor(err, order, true));
-        }
-        // Accepted. The solution and `f(y1)`: the explicit pairs have it (first same as
-        // last); after a Rosenbrock step with the exact Jacobian, one dual pass at `y1`
-        // gives `f(y1)` and the next step's Jacobian (into the spare buffer).
-        if in_extended {
-            if let Some(x) = extended.as_ref() {
-                x.y1_into(&mut b.rodas5.y1);
-            }
-        }
-        let y1: &[S] = match (stiff, used, opts.explicit) {
-            (false, _, Explicit::Dop853) => &b.dop853.y1,
-            (false, _, Explicit::Dopri5) => &b.dopri5.y1,
-            (true, Stiff::Rodas5, _) => &b.rodas5.y1,
-            (true, Stiff::Ros4, _) => &b.ros4.y1,
-        };
-        let mut next_jac = false;
-        if stiff {
-            let f1 = if fused {
-                next_jac = true;
-                jacobian!(y1, None::<&[S]>, &mut b.f1[..], &mut b.jac_spare[..])
-            } else {
-                rhs(y1, &mut b.f1)
-            };
-            if f1.is_err() {
-                reject!(0.25);
-            }
-        }
-        // The step's continuous extension (the explicit pairs' own, Rodas5's, or the
-        // cubic Hermite one for Shampine's method). DOP853's costs three evaluations, so it
-        // is built only when a pending event's margin is >= 0 at one of the samples of the
-        // (free) Hermite extension, or when the off-diagonal norm peaks inside the step
-        // (its rate turns from positive to non-positive; the maximum is then located on
-        // the extension, [`refine_peak`]). "Events" in derivations/numerics.md.
-        let f1: &[S] = match (stiff, opts.explicit) {
-            (false, Explicit::Dop853) => &b.dop853.f1,
-            (false, Explicit::Dopri5) => b.dopri5.f1(),
-            (true, _) => &b.f1,
-        };
-        let peak = problem.offdiag_rate(&y, &f0) > 0.0 && problem.offdiag_rate(y1, f1) <= 0.0;
-        let mut scan = true;
-        match (stiff, used, opts.explicit) {
-            (false, _, Explicit::Dop853) => {
-                b.dense.set_hermite(h, &y, &b.dop853.y1, &f0, &b.dop853.f1);
-                scan = may_cross(&problem, &mut tracker, &b.dense, &mut sampler);
-                if (scan || peak)
-                    && dop853::dense(&mut rhs, &y, h, &mut b.dop853, &mut b.dense).is_err()
-                {
-                    reject!(0.25);
-                }
-            }
-            (false, _, Explicit::Dopri5) => dopri5::dense(&y, h, &mut b.dopri5, &mut b.dense),
-            (true, Stiff::Rodas5, _) => match extended.as_mut().filter(|_| in_extended) {
-                Some(x) => x.dense_into(h, &mut b.dense),
-                None => rodas5::dense(&y, h, &b.rodas5, &mut b.dense),
-            },
-            (true, Stiff::Ros4, _) => b.dense.set_hermite(h, &y, &b.ros4.y1, &f0, &b.f1),
-        }
-        // Shampine's method has the cubic Hermite extension through (y0, f0) and (y1, f1).
-        // In a stiff step those slopes can carry fast modes that relax inside the step
-        // (h |f| of order 1 while y1 - y0 is 1e-13), and the cubic then swings far from the
-        // solution. Its defect at the midpoint shows it: there f(y_m) is far from the
-        // cubic's own slope. Each component whose defect exceeds `MAX_DEFECT` follows the
-        // chord instead (derivations/numerics.md, "Events").
-        if stiff && used == Stiff::Ros4 {
-            b.dense.eval_into(0.5 * h, &mut b.mid);
-            let tol = opts.tol.scaled(used.tolerance_factor());
-            if rhs(&b.mid, &mut b.f_scratch).is_err() {
-                // f is undefined at the midpoint: a NaN defect puts every component on the
-                // chord.
-                b.f_scratch.fill(S::from_f64(f64::NAN, ctx));
-            }
-            let repaired = b
-                .dense
-                .repair_hermite(&b.mid, &b.f_scratch, tol, MAX_DEFECT);
-            fast_mode_steps += u64::from(repaired > 0);
-        }
-        if peak {
-            refine_peak(&problem, &mut tracker, &b.dense, &mut sampler);
-        }
-        let events = if scan {
-            locate(&problem, &mut tracker, &clock, &b.dense, &mut sampler)
-        } else {
-            Vec::new()
-        };
-        if in_extended {
-            extended_steps += 1;
-            extended_from.get_or_insert(t);
-        }
-        for (te, ev, xe) in events {
-            on_sample(te, &xe)?;
-            if ev == Event::TEnd && opts.stop_at_t_end {
-                acc[usize::from(stiff)] += 1;
-                stop!(te, xe, Termination::TEnd);
-            }
-        }
-        acc[usize::from(stiff)] += 1;
-        clock.advance(h);
-        t = if last { opts.horizon } else { clock.value() };
-        match (stiff, used, opts.explicit) {
-            (false, _, Explicit::Dop853) => {
-                std::mem::swap(&mut y, &mut b.dop853.y1);
-                f0.clone_from_slice(&b.dop853.f1);
-            }
-            (false, _, Explicit::Dopri5) => {
-                std::mem::swap(&mut y, &mut b.dopri5.y1);
-                f0.clone_from_slice(b.dopri5.f1());
-            }
-            (true, Stiff::Rodas5, _) => {
-                std::mem::swap(&mut y, &mut b.rodas5.y1);
-                std::mem::swap(&mut f0, &mut b.f1);
-            }
-            (true, Stiff::Ros4, _) => {
-                std::mem::swap(&mut y, &mut b.ros4.y1);
-                std::mem::swap(&mut f0, &mut b.f1);
-            }
-        }
-        // The Jacobian of the step just taken is `b.jac` (`last_jac`); with the fused pass
-        // the next state's is in `b.jac_spare`: swap, so that `b.jac` is the current one
-        // and `b.jac_spare` the last step's.
-        let had_jac = stiff && have_jac;
-        if stiff && jac_age + 1 < opts.jacobian_reuse && mf.is_none() {
-            jac_age += 1;
-        } else {
-            jac_age = 0;
-            have_jac = false;
-        }
-        if next_jac {
-            std::mem::swap(&mut b.jac, &mut b.jac_spare);
-            have_jac = true;
-        }
-        let last_jac: Option<&[S]> = match (had_jac, next_jac) {
-            (false, _) => None,
-            (true, true) => Some(&b.jac_spare),
-            (true, false) => Some(&b.jac),
-        };
-        let x_end = sampler.state(&problem, &y);
-        tracker.touch(x_end);
-        on_sample(t, x_end)?;
-        if last {
-            stop!(Termination::Horizon);
-        }
-        if opts.method == Method::Auto {
-            // Stiffness switch (derivations/numerics.md, "Stiffness"): estimate the
-            // spectral radius rho of the Jacobian; Dormand-Prince is stability-limited when
-            // h rho exceeds about 3 (its stability interval on the negative real axis is
-            // [-3.3, 0]).
-            if !stiff {
-                since_check += 1;
-                if since_check >= CHECK_EVERY || after_reject {
-                    since_check = 0;
-                    let turns_stiff = if let Some(k) = mf.as_mut() {
-                        // Matrix-free (eq. (K8)): the power iteration on products `J v`.
-                        jacobians += 1;
-                        k.spectral_radius_capped(&y, 30.0 / h)
-                            .is_ok_and(|rho| h * rho > 3.0)
-                    } else {
-                        let ok = jacobian!(&y, Some(&f0[..]), &mut b.f_scratch[..], &mut b.jac[..])
-                            .is_ok();
-                        // The bound first (a 9 x 9 sum instead of 24 products): when
-                        // `h sqrt(||J||_1 ||J||_inf) <= 3` (with a margin for the rounding
-                        // of the estimate) the power iteration cannot report `h rho > 3`.
-                        let bounded = h * radius_bound(layout, &b.jac) * (1.0 + 1e-10) <= 3.0;
-                        ok && !bounded && h * radius(layout, &b.jac, 30.0 / h) > 3.0
-                    };
-                    if turns_stiff {
-                        // The dense Jacobian at `y` is in `b.jac`; the matrix-free point
-                        // is set by the first attempt.
-                        have_jac = mf.is_none();
-                        jac_age = 0;
-                        stiff = true;
-                        switches += 1;
-                        last_accepted = None;
-                        stiff_from.get_or_insert(t);
-                        calm = 0;
-                    }
-                }
-            } else if let Some(rho) = match (mf.as_mut(), last_jac) {
-                // Checked on every fifth Rosenbrock step: back to Dormand-Prince after four
-                // checks in a row with h rho < 1 (matrix-free: at the new state, eq. (K8)).
-                (Some(k), _) if acc[1] % 5 == 0 => {
-                    jacobians += 1;
-                    have_jac = false;
-                    Some(
-                        k.spectral_radius_capped(&y, 10.0 / h)
-                            .unwrap_or(f64::INFINITY),
-                    )
-                }
-                (None, Some(j)) if acc[1] % 5 == 0 => Some(radius(layout, j, 10.0 / h)),
-                _ => None,
-            } {
-                if h * rho < 1.0 {
-                    calm += 1;
-                    if calm >= 4 {
-                        stiff = false;
-                        have_jac = false;
-                        jac_age = 0;
-                        switches += 1;
-                        last_accepted = None;
-                        since_check = 0;
-                    }
-                } else {
-                    calm = 0;
-                }
-            }
-        }
-        // Step control (derivations/numerics.md, "Error control"): the plain factor, or
-        // Gustafsson's predictive one when smaller.
-        let mut factor = step_factor(err, order, after_reject);
-        if let Some((h_prev, err_prev)) = last_accepted {
-            factor = factor.min(predictive_factor(err, order, h, h_prev, err_prev));
-        }
-        last_accepted = Some((h, err.max(1e-2)));
-        h *= factor;
-        after_reject = false;
-    }
+    Driver::new(
+        src,
+        &opts,
+        &problem,
+        layout.as_ref(),
+        exact,
+        observer,
+        on_sample,
+    )
+    .run()
 }
 
 #[cfg(test)]

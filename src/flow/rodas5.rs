@@ -24,101 +24,13 @@ use crate::flow::krylov::Krylov;
 use crate::flow::linear::ScaledLu;
 use crate::flow::separable::Layout;
 use crate::flow::Rhs;
+use crate::ode::rosenbrock::RODAS5;
+use crate::ode::stepper::{missing_jacobian, Stepper};
+use crate::ode::tableau::RosenbrockTableau;
 use crate::scalar::Scalar;
 
-/// `gamma`.
-const GAMMA: f64 = 0.19;
-
-/// `a_ij` of stages 2..6 (stages 7 and 8 add `k_6` and `k_7` to `u_6`).
-const A: [&[f64]; 5] = [
-    &[2.0],
-    &[3.040894194418781, 1.041747909077569],
-    &[2.576417536461461, 1.62208306077664, -0.9089668560264532],
-    &[
-        2.760842080225597,
-        1.446624659844071,
-        -0.3036980084553738,
-        0.2877498600325443,
-    ],
-    &[
-        -14.09640773051259,
-        6.925207756232704,
-        -41.47510893210728,
-        2.343771018586405,
-        24.13215229196062,
-    ],
-];
-
-/// `C_ij` of stages 2..8.
-const C: [&[f64]; 7] = [
-    &[-10.31323885133993],
-    &[-21.04823117650003, -7.234992135176716],
-    &[32.22751541853323, -4.943732386540191, 19.44922031041879],
-    &[
-        -20.69865579590063,
-        -8.816374604402768,
-        1.260436877740897,
-        -0.7495647613787146,
-    ],
-    &[
-        -46.22004352711257,
-        -17.49534862857472,
-        -289.6389582892057,
-        93.60855400400906,
-        318.3822534212147,
-    ],
-    &[
-        34.20013733472935,
-        -14.1553540271769,
-        57.823356409884,
-        25.83362985412365,
-        1.408950972071624,
-        -6.551835421242162,
-    ],
-    &[
-        42.57076742291101,
-        -13.80770672017997,
-        93.98938432427124,
-        18.77919633714503,
-        -31.5835918722337,
-        -6.685968952921985,
-        -5.810979938412932,
-    ],
-];
-
-/// The dense output matrix `H` (3 x 8).
-const H: [[f64; 8]; 3] = [
-    [
-        27.354592673333357,
-        -6.925207756232857,
-        26.40037733258859,
-        0.5635230501052979,
-        -4.699151156849391,
-        -1.6008677469422725,
-        -1.5306074446748028,
-        -1.3929872940716344,
-    ],
-    [
-        44.19024239501722,
-        1.3677947663381929e-13,
-        202.93261852171622,
-        -35.5669339789154,
-        -181.91095152160645,
-        3.4116351403665033,
-        2.5793540257308067,
-        2.2435122582734066,
-    ],
-    [
-        -44.0988150021747,
-        -5.755396159656812e-13,
-        -181.26175034586677,
-        56.99302194811676,
-        183.21182741427398,
-        -7.480257918273637,
-        -5.792426076169686,
-        -5.32503859794143,
-    ],
-];
+/// The tableau ([`crate::ode::rosenbrock::RODAS5`]).
+const T: RosenbrockTableau = RODAS5;
 
 /// The work space of Rodas5 steps for states of length `n`: the stages, the factored
 /// matrix and the attempt's solution (no allocation per step in `f64`).
@@ -193,7 +105,12 @@ pub fn step<S: Scalar>(
         lu,
         y1,
     } = w;
-    lu.factor(jac, &(S::one(ctx) / (c(GAMMA) * c(h))), y0, tol)?;
+    lu.factor(
+        jac,
+        &(S::one(ctx) / (T.gamma.value::<S>(ctx) * c(h))),
+        y0,
+        tol,
+    )?;
     let mut solve = |w: &[S], g: &mut [S]| {
         lu.solve_into(w, g);
         Ok(())
@@ -213,7 +130,7 @@ pub fn step_krylov(
     w: &mut Work<f64>,
     krylov: &mut Krylov,
 ) -> Result<f64> {
-    krylov.factor(1.0 / (GAMMA * h), tol)?;
+    krylov.factor(1.0 / (T.gamma.to_f64() * h), tol)?;
     let Work {
         k,
         u,
@@ -260,9 +177,9 @@ fn stages<S: Scalar>(
         if stage <= 5 {
             // Term by term (each component sums y0, then the terms in order).
             u.clone_from_slice(y0);
-            for (a, kj) in A[stage - 1].iter().zip(&k[..stage]) {
-                let a = c(*a);
-                for (ui, kji) in u.iter_mut().zip(kj) {
+            for &(j, a) in T.a[stage - 1] {
+                let a = a.value::<S>(ctx);
+                for (ui, kji) in u.iter_mut().zip(&k[j]) {
                     *ui = ui.clone() + a.clone() * kji.clone();
                 }
             }
@@ -274,15 +191,15 @@ fn stages<S: Scalar>(
         f(u, rhs)?;
         // sum_j C_ij k_j term by term into `acc` (the same order per component), then
         // w += acc / h.
-        for (cc, kj) in C[stage - 1].iter().zip(&k[..stage]).take(1) {
-            let cc = c(*cc);
-            for (a, kji) in acc.iter_mut().zip(kj) {
+        for &(j, cc) in T.c[stage - 1].iter().take(1) {
+            let cc = cc.value::<S>(ctx);
+            for (a, kji) in acc.iter_mut().zip(&k[j]) {
                 *a = S::zero(ctx) + cc.clone() * kji.clone();
             }
         }
-        for (cc, kj) in C[stage - 1].iter().zip(&k[..stage]).skip(1) {
-            let cc = c(*cc);
-            for (a, kji) in acc.iter_mut().zip(kj) {
+        for &(j, cc) in T.c[stage - 1].iter().skip(1) {
+            let cc = cc.value::<S>(ctx);
+            for (a, kji) in acc.iter_mut().zip(&k[j]) {
                 *a = a.clone() + cc.clone() * kji.clone();
             }
         }
@@ -303,14 +220,59 @@ pub fn dense<S: Scalar>(y0: &[S], h: f64, w: &Work<S>, out: &mut Dense<S>) {
     let ctx = y0[0].ctx();
     let c = out.begin(Kind::Rodas, h, y0);
     c[0].clone_from_slice(&w.y1);
-    for (r, hrow) in H.iter().enumerate() {
+    for (r, hrow) in T.dense.iter().enumerate() {
         for (i, o) in c[1 + r].iter_mut().enumerate() {
             let mut acc = S::zero(ctx);
-            for (hc, kj) in hrow.iter().zip(&w.k) {
-                acc = acc + S::from_f64(*hc, ctx) * kj[i].clone();
+            for &(j, hc) in hrow.iter() {
+                acc = acc + hc.value::<S>(ctx) * w.k[j][i].clone();
             }
             *o = acc;
         }
+    }
+}
+
+/// Rodas5 as a [`Stepper`] with a dense row-major Jacobian: order 5, error estimate of order
+/// 4, fourth-order dense output without evaluation.
+impl<S: Scalar> Stepper<S> for Work<S> {
+    fn order(&self) -> u32 {
+        T.order
+    }
+
+    fn estimate_order(&self) -> u32 {
+        T.estimate_order
+    }
+
+    fn needs_jacobian(&self) -> bool {
+        true
+    }
+
+    fn attempt(
+        &mut self,
+        f: &mut Rhs<'_, S>,
+        y0: &[S],
+        f0: &[S],
+        jac: Option<&[S]>,
+        h: f64,
+        tol: Tolerance,
+    ) -> Result<f64> {
+        let jac = jac.ok_or_else(|| missing_jacobian("rodas5"))?;
+        step(f, y0, f0, jac, h, tol, self)
+    }
+
+    fn solution(&self) -> &[S] {
+        &self.y1
+    }
+
+    fn dense_output(
+        &mut self,
+        _f: &mut Rhs<'_, S>,
+        y0: &[S],
+        _f0: &[S],
+        h: f64,
+        out: &mut Dense<S>,
+    ) -> Result<()> {
+        dense(y0, h, self, out);
+        Ok(())
     }
 }
 

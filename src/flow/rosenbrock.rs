@@ -7,25 +7,18 @@
 //! by accuracy, not stability. Generic over [`Scalar`].
 
 use crate::error::Result;
-use crate::flow::control::{error_norm, rational, Tolerance};
+use crate::flow::control::{error_norm, Tolerance};
 use crate::flow::linear::ScaledLu;
 use crate::flow::separable::Layout;
 use crate::flow::Rhs;
+use crate::ode::dense::Dense;
+use crate::ode::rosenbrock::ROS4;
+use crate::ode::stepper::{missing_jacobian, Stepper};
+use crate::ode::tableau::{RosenbrockTableau, Row};
 use crate::scalar::Scalar;
 
-/// `(num, den)` coefficients.
-const GAM: (f64, f64) = (1.0, 2.0);
-const A21: (f64, f64) = (2.0, 1.0);
-const A31: (f64, f64) = (48.0, 25.0);
-const A32: (f64, f64) = (6.0, 25.0);
-const C21: (f64, f64) = (-8.0, 1.0);
-const C31: (f64, f64) = (372.0, 25.0);
-const C32: (f64, f64) = (12.0, 5.0);
-const C41: (f64, f64) = (-112.0, 125.0);
-const C42: (f64, f64) = (-54.0, 125.0);
-const C43: (f64, f64) = (-2.0, 5.0);
-const B: [(f64, f64); 4] = [(19.0, 9.0), (1.0, 2.0), (25.0, 108.0), (125.0, 108.0)];
-const E: [(f64, f64); 4] = [(17.0, 54.0), (7.0, 36.0), (0.0, 1.0), (125.0, 108.0)];
+/// The tableau ([`crate::ode::rosenbrock::ROS4`]).
+const T: RosenbrockTableau = ROS4;
 
 /// The square root of the unit roundoff of the working precision (found by halving).
 pub fn sqrt_eps<S: Scalar>(ctx: S::Ctx) -> S {
@@ -145,16 +138,16 @@ pub fn step<S: Scalar>(
     let n = y0.len();
     let ctx = y0[0].ctx();
     let hs = S::from_f64(h, ctx);
-    let r = |c: (f64, f64)| rational::<S>(c.0, c.1, ctx);
+    let r = |row: Row, j: usize| row[j].1.value::<S>(ctx);
     // The coefficients at the working precision, once per step (the `c_ij / h` folded).
     let inv_h = S::one(ctx) / hs.clone();
-    let inv_gh = S::one(ctx) / (r(GAM) * hs);
-    let (a21, a31, a32) = (r(A21), r(A31), r(A32));
-    let ch = |c: (f64, f64)| r(c) * inv_h.clone();
-    let (c21, c31, c32) = (ch(C21), ch(C31), ch(C32));
-    let (c41, c42, c43) = (ch(C41), ch(C42), ch(C43));
-    let b = B.map(r);
-    let e = E.map(r);
+    let inv_gh = S::one(ctx) / (T.gamma.value::<S>(ctx) * hs);
+    let (a21, a31, a32) = (r(T.a[0], 0), r(T.a[1], 0), r(T.a[1], 1));
+    let ch = |row: Row, j: usize| r(row, j) * inv_h.clone();
+    let (c21, c31, c32) = (ch(T.c[0], 0), ch(T.c[1], 0), ch(T.c[1], 1));
+    let (c41, c42, c43) = (ch(T.c[2], 0), ch(T.c[2], 1), ch(T.c[2], 2));
+    let b: [S; 4] = std::array::from_fn(|j| r(T.b, j));
+    let e: [S; 4] = std::array::from_fn(|j| r(T.e, j));
     let Work {
         g,
         arg,
@@ -203,6 +196,54 @@ pub fn step<S: Scalar>(
         ev[i] = err;
     }
     Ok(error_norm(ev, y0, y1, tol))
+}
+
+/// Shampine's 4(3) method as a [`Stepper`] with a dense row-major Jacobian: order 4, error
+/// estimate of order 3, and the cubic Hermite extension through `(y0, f0)` and
+/// `(y1, f(y1))` (one evaluation).
+impl<S: Scalar> Stepper<S> for Work<S> {
+    fn order(&self) -> u32 {
+        T.order
+    }
+
+    fn estimate_order(&self) -> u32 {
+        T.estimate_order
+    }
+
+    fn needs_jacobian(&self) -> bool {
+        true
+    }
+
+    fn attempt(
+        &mut self,
+        f: &mut Rhs<'_, S>,
+        y0: &[S],
+        f0: &[S],
+        jac: Option<&[S]>,
+        h: f64,
+        tol: Tolerance,
+    ) -> Result<f64> {
+        let jac = jac.ok_or_else(|| missing_jacobian("ros4"))?;
+        step(f, y0, f0, jac, h, tol, self)
+    }
+
+    fn solution(&self) -> &[S] {
+        &self.y1
+    }
+
+    fn dense_output(
+        &mut self,
+        f: &mut Rhs<'_, S>,
+        y0: &[S],
+        f0: &[S],
+        h: f64,
+        out: &mut Dense<S>,
+    ) -> Result<()> {
+        // `f3`, a stage buffer, is free after the step: `f(y1)` goes there.
+        f(&self.y1, &mut self.f3)?;
+        out.set_hermite(h, y0, &self.y1, f0, &self.f3);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! only): a smooth test problem with a known solution, and the errors of a fixed-step run
 //! at the step ends and on the dense output.
 
-use crate::flow::dense::Dense;
+use crate::ode::dense::Dense;
 
 /// `y0' = -y0^2` (exact `1/(1+t)`), `(y1, y2)' = (-y2, y1)` (exact `cos t, sin t`).
 pub fn f(y: &[f64], dy: &mut [f64]) -> crate::error::Result<()> {

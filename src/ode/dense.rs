@@ -18,11 +18,11 @@ pub enum Kind {
     /// The cubic Hermite interpolant through `(y0, f0)` and `(y1, f1)` (third order),
     /// coefficients `y1, f0, f1`.
     Hermite,
-    /// DOP853's seventh-order continuous extension ([`crate::flow::dop853`]):
+    /// DOP853's seventh-order continuous extension ([`crate::ode::dop853`]):
     /// `y(x h) = y0 + x (c0 + (1-x) (c1 + x (c2 + (1-x) (c3 + x (c4 + (1-x) (c5 + x
     /// c6))))))`, coefficients `c0..c6`.
     Dop853,
-    /// Rodas5's fourth-order continuous extension ([`crate::flow::rodas5`]):
+    /// Rodas5's fourth-order continuous extension:
     /// `y(theta h) = (1-theta) y0 + theta (y1 + (1-theta) (h1 + theta (h2 + theta h3)))`,
     /// coefficients `y1, h1, h2, h3`.
     Rodas,
@@ -110,7 +110,7 @@ impl<S: Scalar> Dense<S> {
         &mut self,
         ym: &[S],
         fm: &[S],
-        tol: crate::flow::control::Tolerance,
+        tol: crate::ode::control::Tolerance,
         max_defect: f64,
     ) -> usize {
         debug_assert_eq!(self.kind, Kind::Hermite);
@@ -230,7 +230,7 @@ impl<S: Scalar> Dense<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::control::Tolerance;
+    use crate::ode::control::Tolerance;
 
     /// A step of size 10 in three components: 0 relaxes a fast mode (its end slopes are
     /// `1e3` and `-3e3` while it does not move, and `f` at the cubic's midpoint is far from
