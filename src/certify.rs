@@ -13,7 +13,7 @@
 use crate::error::{Error, Result};
 use crate::interval::{certified, Interval, Ival, MIN_BITS};
 use crate::moments::population::{evaluate, Constants, Reduced};
-use crate::reduced::ExplicitEvaluation;
+use crate::reduced::{explicit_gradient, ExplicitEvaluation};
 use crate::scalar::Scalar;
 use crate::setting::{Model, Setting};
 use crate::square::Square;
@@ -279,29 +279,8 @@ pub fn evaluate_exact<S: Scalar>(
         e: Square::from_fn(m, |j, r| e[j][r].clone()),
     };
     let ev = evaluate(k, model, &x)?;
-    let grad_w = (0..m)
-        .map(|j| {
-            let mut g = vec![S::zero(ctx); w[j].len()];
-            g[0] = ev.grad_a[j].clone();
-            g[1] = ev.grad_b[j].clone();
-            for (i, gi) in g.iter_mut().enumerate().skip(2) {
-                let mut acc = S::zero(ctx);
-                for kk in 0..m {
-                    acc = acc + ev.noise_coef.at(j, kk).clone() * w[kk][i].clone();
-                }
-                *gi = acc;
-            }
-            g
-        })
-        .collect();
-    let grad_e = (0..m)
-        .map(|j| (0..m).map(|r| ev.grad_e.at(j, r).clone()).collect())
-        .collect();
-    Ok(ExplicitEvaluation {
-        loss: ev.loss,
-        grad_w,
-        grad_e,
-    })
+    let d = w.first().map_or(0, Vec::len);
+    Ok(explicit_gradient(ev, m, d, |kk, i| w[kk][i].clone()))
 }
 
 /// Enclosures of the exact population loss and gradient at `input`, at `bits` bits of

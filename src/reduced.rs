@@ -6,7 +6,7 @@
 //! (`derivations/population.md`, eq. (P10)).
 
 use crate::error::Result;
-use crate::moments::population::{evaluate, Constants, Reduced};
+use crate::moments::population::{evaluate, Constants, Evaluation, Reduced};
 use crate::scalar::Scalar;
 use crate::setting::Model;
 use crate::square::Square;
@@ -58,8 +58,24 @@ pub fn evaluate_explicit<S: Scalar>(
 ) -> Result<ExplicitEvaluation<S>> {
     let x = reduce::<S>(state, ctx);
     let ev = evaluate(k, model, &x)?;
-    let m = state.neurons();
-    let d = state.dim();
+    Ok(explicit_gradient(
+        ev,
+        state.neurons(),
+        state.dim(),
+        |kk, i| S::from_f64(state.w[kk][i], ctx),
+    ))
+}
+
+/// The explicit loss and gradient from the reduced evaluation `ev` of an `m x d` state whose
+/// entries `w(k, i)` gives: `grad_w[j] = (dL/da_j, dL/db_j, sum_k noise_coef[j][k] w_k[2..])`
+/// (`derivations/population.md`, eq. (P10)), `grad_e` as evaluated.
+pub fn explicit_gradient<S: Scalar>(
+    ev: Evaluation<S>,
+    m: usize,
+    d: usize,
+    w: impl Fn(usize, usize) -> S,
+) -> ExplicitEvaluation<S> {
+    let ctx = ev.loss.ctx();
     let grad_w = (0..m)
         .map(|j| {
             let mut g = vec![S::zero(ctx); d];
@@ -68,7 +84,7 @@ pub fn evaluate_explicit<S: Scalar>(
             for (i, gi) in g.iter_mut().enumerate().skip(2) {
                 let mut acc = S::zero(ctx);
                 for kk in 0..m {
-                    acc = acc + ev.noise_coef.at(j, kk).clone() * S::from_f64(state.w[kk][i], ctx);
+                    acc = acc + ev.noise_coef.at(j, kk).clone() * w(kk, i);
                 }
                 *gi = acc;
             }
@@ -78,11 +94,11 @@ pub fn evaluate_explicit<S: Scalar>(
     let grad_e = (0..m)
         .map(|j| (0..m).map(|r| ev.grad_e.at(j, r).clone()).collect())
         .collect();
-    Ok(ExplicitEvaluation {
+    ExplicitEvaluation {
         loss: ev.loss,
         grad_w,
         grad_e,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -446,15 +446,10 @@ fn weak_time(
 /// # Errors
 /// A flow error in any arm.
 pub fn intervention(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
-    let first = flow(config, x0, &mut |_, _| Ok(()))?;
-    let (Some(t2), Some(s)) = (first.t2, first.strong_neuron) else {
+    let (first, substitution) = at_substitution(config, x0)?;
+    let Some((t2, x2, s, k)) = substitution else {
         return Ok(json!({ "summary": to_value(&first)?, "reached_t2": false }));
     };
-    let x2 = state_at(config, x0, t2)?;
-    let k = (0..x2.neurons())
-        .filter(|&j| j != s)
-        .max_by(|&i, &j| x2.e.at(i, s).abs().total_cmp(&x2.e.at(j, s).abs()))
-        .ok_or_else(|| Error::invalid("setting.neurons", "needs 2 neurons"))?;
     let rest = (config.training.horizon - t2).max(0.0);
     let (head, head_run) = weak_time(config, &x2, k, rest, true)?;
     let mut frozen_config = config.clone();
@@ -539,19 +534,35 @@ fn trajectory(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
     }))
 }
 
-/// Runner `acceleration`: the flow's summary and, at `t2`, the growth rates of the
-/// substituted neuron's features ([`acceleration_rates`]).
-fn acceleration(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
+/// `(t2, the state at t2, the strong neuron s, the substituted neuron k)`.
+type Substitution = (f64, Reduced<f64>, usize, usize);
+
+/// The flow of `config` from `x0` and, when it reaches `t2` with a strong neuron `s`, the
+/// flow time `t2`, the state there, `s` and the substituted neuron: the `k != s` with the
+/// largest carried feature `abs(E_ks)`.
+///
+/// # Errors
+/// A flow error, or fewer than two neurons.
+fn at_substitution(config: &Config, x0: &Reduced<f64>) -> Result<(Summary, Option<Substitution>)> {
     let first = flow(config, x0, &mut |_, _| Ok(()))?;
     let (Some(t2), Some(s)) = (first.t2, first.strong_neuron) else {
-        return Ok(json!({ "summary": to_value(&first)?, "reached_t2": false }));
+        return Ok((first, None));
     };
     let x2 = state_at(config, x0, t2)?;
-    // The substituted neuron: the k != s with the largest carried feature E_ks^2.
     let k = (0..x2.neurons())
         .filter(|&j| j != s)
         .max_by(|&i, &j| x2.e.at(i, s).abs().total_cmp(&x2.e.at(j, s).abs()))
         .ok_or_else(|| Error::invalid("setting.neurons", "needs 2 neurons"))?;
+    Ok((first, Some((t2, x2, s, k))))
+}
+
+/// Runner `acceleration`: the flow's summary and, at `t2`, the growth rates of the
+/// substituted neuron's features ([`acceleration_rates`]).
+fn acceleration(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
+    let (first, substitution) = at_substitution(config, x0)?;
+    let Some((t2, x2, s, k)) = substitution else {
+        return Ok(json!({ "summary": to_value(&first)?, "reached_t2": false }));
+    };
     let r = acceleration_rates(config, &x2, k)?;
     Ok(json!({
         "summary": to_value(&first)?,
