@@ -41,6 +41,8 @@
 //! batch = [256]
 //! lr_batch = [[1e-2, 256]]  # (lr, batch) pairs, instead of the product of lr and batch
 //! lr_d = [1.0, 0.5]         # lr = lr_d / d at each d (lr_head keeps its ratio); not with lr
+//! alpha_ratio = [10, 100]   # alpha = [alpha1, alpha1 / ratio] (alpha1 of the base or family)
+//! feature_patches = [2, 5]  # P0
 //! runner = ["flow", "sgd"]
 //! [quick]                   # overrides for `--quick`: seeds and any axis
 //! seeds = 3
@@ -251,6 +253,12 @@ pub struct Point {
     /// `lr d`: the point's `lr` is this over `d`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub lr_d: Option<f64>,
+    /// `alpha1 / alpha2`: the point's `alpha2` is `alpha1` over this.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub alpha_ratio: Option<f64>,
+    /// `P0`, the feature patches.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub feature_patches: Option<usize>,
 }
 
 /// The grid axes of a spec, each a list of values (empty: not swept).
@@ -278,6 +286,10 @@ pub struct Axes {
     pub lr_batch: Vec<(f64, usize)>,
     /// `lr d` values: `lr = lr_d / d` at each `d` (an alternative to `lr`).
     pub lr_d: Vec<f64>,
+    /// `alpha1 / alpha2` values (`alpha1` kept).
+    pub alpha_ratio: Vec<f64>,
+    /// `P0` values.
+    pub feature_patches: Vec<usize>,
 }
 
 /// One task: a grid point, a seed and the resolved configuration.
@@ -355,6 +367,9 @@ pub enum SeedStreams {
     /// An independent seed per `(d, s)` ([`Spec::seed_for`]): replicates at different `d`
     /// are independent, as a trend test in `d` needs.
     PerDim,
+    /// An independent seed per grid point and `s` ([`Spec::seed_for_point`]): replicates in
+    /// different cells are independent, as a trend test across any axis needs.
+    PerCell,
 }
 
 #[derive(Deserialize)]
@@ -406,6 +421,10 @@ struct AxesFile {
     lr_batch: Vec<(f64, usize)>,
     #[serde(default)]
     lr_d: Vec<f64>,
+    #[serde(default)]
+    alpha_ratio: Vec<f64>,
+    #[serde(default)]
+    feature_patches: Vec<usize>,
 }
 
 #[derive(Deserialize)]
@@ -445,6 +464,16 @@ impl AxesFile {
                 format!("must be positive and finite, got {x}"),
             ));
         }
+        if let Some(x) = self
+            .alpha_ratio
+            .iter()
+            .find(|x| !(x.is_finite() && **x > 0.0))
+        {
+            return Err(Error::invalid(
+                "axes.alpha_ratio",
+                format!("must be positive and finite, got {x}"),
+            ));
+        }
         Ok(Axes {
             dim,
             neurons: self.neurons,
@@ -457,6 +486,8 @@ impl AxesFile {
             runner: self.runner,
             lr_batch: self.lr_batch,
             lr_d: self.lr_d,
+            alpha_ratio: self.alpha_ratio,
+            feature_patches: self.feature_patches,
         })
     }
 }
@@ -701,7 +732,9 @@ impl Spec {
                 batch,
                 runner,
                 lr_batch,
-                lr_d
+                lr_d,
+                alpha_ratio,
+                feature_patches
             );
         }
         (seeds, axes)
@@ -746,6 +779,12 @@ impl Spec {
         if let Some(b) = point.batch {
             c.training.batch = b;
         }
+        if let Some(r) = point.alpha_ratio {
+            c.setting.alpha[1] = c.setting.alpha[0] / r;
+        }
+        if let Some(p0) = point.feature_patches {
+            c.setting.feature_patches = p0;
+        }
         validate(&c)?;
         Ok(c)
     }
@@ -777,72 +816,113 @@ impl Spec {
     pub fn seed_for(&self, d: u64, seed: u64) -> u64 {
         match self.seed_streams {
             SeedStreams::Shared => seed,
-            SeedStreams::PerDim => fnv1a(format!("{d}:{seed}").as_bytes()),
+            SeedStreams::PerDim | SeedStreams::PerCell => fnv1a(format!("{d}:{seed}").as_bytes()),
+        }
+    }
+
+    /// The seed of the run for the spec's seed `seed` at grid point `point`: under
+    /// [`SeedStreams::PerCell`] the 64-bit FNV-1a hash of the point's JSON (runner and axis
+    /// values), a colon and `seed`, a distinct seed for every cell and replicate; otherwise
+    /// [`Spec::seed_for`] at the point's `d`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use predhead::sweep::Spec;
+    ///
+    /// let text = "seeds = 2\nseed_streams = \"per-cell\"\n[axes]\nalpha_ratio = [2.0, 10.0]\n\
+    ///             [base.setting]\ndim = 100\npatches = 8\nfeature_patches = 2\n\
+    ///             alpha = [4.0, 1.0]\nnoise_std = 1.0\nneurons = 2\n[base.model]\n\
+    ///             head = \"identity-offdiag\"\nnormalization = \"batchnorm\"\n\
+    ///             stop_gradient = true\n[base.training]\nlr = 1e-3\n";
+    /// let spec = Spec::parse(text, "t", std::path::Path::new("."))?;
+    /// let tasks = spec.tasks(false)?;
+    /// assert_eq!(tasks.len(), 4);
+    /// assert_eq!(tasks[2].config.setting.alpha, [4.0, 0.4]);
+    /// assert_ne!(tasks[0].seed, tasks[2].seed); // seed 0 in two cells: independent draws
+    /// # Ok::<(), predhead::Error>(())
+    /// ```
+    pub fn seed_for_point(&self, point: &Point, seed: u64) -> u64 {
+        match self.seed_streams {
+            SeedStreams::PerCell => {
+                let cell = serde_json::to_string(point).unwrap_or_default();
+                fnv1a(format!("{cell}:{seed}").as_bytes())
+            }
+            _ => self.seed_for(point.dim.unwrap_or(self.base.setting.dim), seed),
         }
     }
 
     /// The tasks, in their fixed order: runner, d, m, head, normalization, stop-gradient,
-    /// `lr_head/lr`, `lr`, batch, then seed innermost. Task ids are positions.
+    /// `lr_head/lr`, `lr`, batch, `lr d`, `alpha1/alpha2`, `P0`, then seed innermost. Task
+    /// ids are positions.
     pub fn tasks(&self, quick: bool) -> Result<Vec<Task>> {
         let (seeds, a) = self.grid(quick);
-        let runners = if a.runner.is_empty() {
-            vec![self.runner.clone()]
-        } else {
-            a.runner.clone()
-        };
         let mut out = Vec::new();
-        for runner in &runners {
-            for dim in each(&a.dim) {
-                for neurons in each(&a.neurons) {
-                    for head in each(&a.head) {
-                        for normalization in each(&a.normalization) {
-                            for stop_gradient in each(&a.stop_gradient) {
-                                for head_ratio in each(&a.head_ratio) {
-                                    for ((lr, batch), lr_d) in
-                                        lr_batch_pairs(&a).into_iter().flat_map(|p| {
-                                            each(&a.lr_d).into_iter().map(move |x| (p, x))
-                                        })
-                                    {
-                                        let point = Point {
-                                            runner: runner.clone(),
-                                            dim,
-                                            neurons,
-                                            head,
-                                            normalization,
-                                            stop_gradient,
-                                            head_ratio,
-                                            lr,
-                                            batch,
-                                            lr_d,
-                                        };
-                                        let config = self.config_for(&point)?;
-                                        let text = config.to_toml();
-                                        for &seed in &seeds {
-                                            let seed = self.seed_for(
-                                                dim.unwrap_or(self.base.setting.dim),
-                                                seed,
-                                            );
-                                            let h = fnv1a(
-                                                format!("{runner}\n{seed}\n{text}").as_bytes(),
-                                            );
-                                            out.push(Task {
-                                                id: out.len() as u64,
-                                                point: point.clone(),
-                                                seed,
-                                                config: config.clone(),
-                                                key: format!("{h:016x}"),
-                                            });
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+        for point in points(&a, &self.runner) {
+            let config = self.config_for(&point)?;
+            let text = config.to_toml();
+            for &seed in &seeds {
+                let seed = self.seed_for_point(&point, seed);
+                let h = fnv1a(format!("{}\n{seed}\n{text}", point.runner).as_bytes());
+                out.push(Task {
+                    id: out.len() as u64,
+                    point: point.clone(),
+                    seed,
+                    config: config.clone(),
+                    key: format!("{h:016x}"),
+                });
             }
         }
         Ok(out)
     }
+}
+
+/// The grid points of `a` in task order (the first axis outermost; `runner`: the spec's
+/// runner when the axes have none).
+fn points(a: &Axes, runner: &str) -> Vec<Point> {
+    let runners = if a.runner.is_empty() {
+        vec![runner.to_string()]
+    } else {
+        a.runner.clone()
+    };
+    let mut out: Vec<Point> = runners
+        .into_iter()
+        .map(|runner| Point {
+            runner,
+            ..Point::default()
+        })
+        .collect();
+    // Each axis splits every point so far into one point per value, in order.
+    fn split<T: Clone>(
+        pts: Vec<Point>,
+        axis: &[T],
+        set: impl Fn(&mut Point, T) + Copy,
+    ) -> Vec<Point> {
+        pts.into_iter()
+            .flat_map(|p| {
+                each(axis).into_iter().map(move |v| {
+                    let mut q = p.clone();
+                    if let Some(v) = v {
+                        set(&mut q, v);
+                    }
+                    q
+                })
+            })
+            .collect()
+    }
+    out = split(out, &a.dim, |p, v| p.dim = Some(v));
+    out = split(out, &a.neurons, |p, v| p.neurons = Some(v));
+    out = split(out, &a.head, |p, v| p.head = Some(v));
+    out = split(out, &a.normalization, |p, v| p.normalization = Some(v));
+    out = split(out, &a.stop_gradient, |p, v| p.stop_gradient = Some(v));
+    out = split(out, &a.head_ratio, |p, v| p.head_ratio = Some(v));
+    out = split(out, &lr_batch_pairs(a), |p, (lr, batch)| {
+        p.lr = lr;
+        p.batch = batch;
+    });
+    out = split(out, &a.lr_d, |p, v| p.lr_d = Some(v));
+    out = split(out, &a.alpha_ratio, |p, v| p.alpha_ratio = Some(v));
+    split(out, &a.feature_patches, |p, v| p.feature_patches = Some(v))
 }
 
 /// One record of a results file (the line without its `"sha256"` seal, see [`file`]).

@@ -281,9 +281,25 @@ pub fn run(args: &Args) -> Result<String> {
     Ok(text)
 }
 
+/// Whether the spec `name` is of report kind `kind`: the kind itself, or `<kind>_<part>`
+/// (one report kind over several specs, e.g. `regime_alpha`).
 fn specs_kind(name: &str, kind: &str) -> bool {
     name == kind
+        || name
+            .strip_prefix(kind)
+            .is_some_and(|rest| rest.starts_with('_') && !KIND_NAMES.contains(&name))
 }
+
+/// The names of the report kinds (a spec named like a kind is of that kind only).
+const KIND_NAMES: [&str; report::KINDS.len()] = {
+    let mut out = [""; report::KINDS.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = report::KINDS[i].0;
+        i += 1;
+    }
+    out
+};
 
 /// Runs `predhead sweep`.
 pub fn run_sweep(args: &SweepArgs) -> Result<String> {

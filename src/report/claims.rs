@@ -67,6 +67,9 @@ impl Context<'_> {
                 crate::sweep::SeedStreams::PerDim => {
                     "; drawn independently at each d, `sweep::Spec::seed_for`"
                 }
+                crate::sweep::SeedStreams::PerCell => {
+                    "; drawn independently in each cell, `sweep::Spec::seed_for_point`"
+                }
             },
             family = s.family.describe(),
             overrides = match s.family {
@@ -207,7 +210,7 @@ impl Body {
 
     /// Records the assumption check of the section `heading`: `flagged` of `total` grid
     /// points lie outside the claim's hypotheses, `what` says which hypothesis and where.
-    fn assume(&mut self, heading: &str, flagged: usize, total: usize, what: String) {
+    pub(super) fn assume(&mut self, heading: &str, flagged: usize, total: usize, what: String) {
         let text = if flagged == 0 {
             format!("none of {total} grid points flagged ({what})")
         } else {
@@ -218,7 +221,7 @@ impl Body {
 
     /// Adds the report's log-log figure (`plots::loglog_plot`), file `<spec name>.svg`,
     /// when some series has a point (with none there is nothing to draw).
-    fn loglog_figure(
+    pub(super) fn loglog_figure(
         &mut self,
         ctx: &Context,
         title: &str,
@@ -264,13 +267,13 @@ pub(super) fn interval(i: Interval) -> String {
     format!("[{}, {}]", num(i.lo), num(i.hi))
 }
 
-fn cp(k: usize, n: usize) -> Result<Interval> {
+pub(super) fn cp(k: usize, n: usize) -> Result<Interval> {
     stats::clopper_pearson(k as u64, n as u64, CONFIDENCE)
 }
 
 /// Runs the integrator stopped before `t_end` or the horizon (step-size underflow, step
 /// limit, non-finite state) or that failed.
-fn stopped_early(rs: &[&Record]) -> usize {
+pub(super) fn stopped_early(rs: &[&Record]) -> usize {
     rs.iter()
         .filter(|r| {
             outcome_of(r) == "error"
@@ -294,7 +297,7 @@ fn count(rs: &[&Record], outcome: &str) -> usize {
     rs.iter().filter(|r| outcome_of(r) == outcome).count()
 }
 
-fn values(rs: &[&Record], f: impl Fn(&Record) -> Option<f64>) -> Vec<f64> {
+pub(super) fn values(rs: &[&Record], f: impl Fn(&Record) -> Option<f64>) -> Vec<f64> {
     rs.iter()
         .filter_map(|r| f(r))
         .filter(|v| v.is_finite())

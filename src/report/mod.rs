@@ -9,6 +9,7 @@
 pub mod claims;
 pub mod lr_crit;
 pub mod plots;
+pub mod regime;
 pub mod registry;
 pub mod runner;
 pub mod scaled;
@@ -65,7 +66,7 @@ pub fn mark_partial(out: &mut Output, have: usize, total: usize) {
 }
 
 /// The report kinds, in index order: `(spec key, title)`.
-pub const KINDS: [(&str, &str); 12] = [
+pub const KINDS: [(&str, &str); 13] = [
     (
         "theorem41",
         "Theorem 4.1 / Corollary 4.2: both features, no collapse",
@@ -93,6 +94,10 @@ pub const KINDS: [(&str, &str); 12] = [
         "Ablations: head x normalization x stop-gradient",
     ),
     ("head_ratio", "Ablations: lr_head / lr, footnote 2"),
+    (
+        "regime",
+        "Theorem 4.1 in the paper's regime: alpha1/alpha2, P0, lr_head/lr",
+    ),
     ("footnote3", "Footnote 3: loss_final against the exact OPT"),
     ("flow_vs_sgd", "Flow against SGD at small d"),
     (
@@ -148,6 +153,7 @@ fn body(spec: &Spec, recs: &[&Record], quick: bool) -> Result<claims::Body> {
         "scaled_times" => scaled::scaled_times(&ctx, &recs)?,
         "ablations" => claims::ablations(&ctx, &recs)?,
         "head_ratio" => claims::head_ratio(&ctx, &recs)?,
+        "regime" => regime::regime(&ctx, &recs)?,
         "footnote3" => claims::footnote3(&ctx, &recs)?,
         "flow_vs_sgd" => claims::flow_vs_sgd(&ctx, &recs)?,
         "lr_crit" => lr_crit::lr_crit(&ctx, &recs)?,
