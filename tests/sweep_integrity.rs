@@ -527,8 +527,20 @@ fn a_second_sweep_on_a_locked_results_file_is_refused() {
     ok(&["sweep", s(&lemma), "--results", s(&full)]);
     let err = refused(&["merge", s(&full), "--out", s(&f)], &f);
     assert!(err.contains("is locked by another sweep"), "{err}");
-    // Positive control: released, the sweep resumes and finishes.
+    // Positive control: released, the sweep resumes and finishes. A child process that
+    // another test forks while `held` is open shares its lock until that child execs
+    // (the descriptor is close-on-exec), so wait until the lock is free before resuming.
     drop(held);
+    let probe = std::fs::OpenOptions::new().read(true).open(&f).unwrap();
+    let free = (0..500).any(|_| {
+        let got = probe.try_lock().is_ok();
+        if !got {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        got
+    });
+    assert!(free, "the lock was not released within 5 s");
+    probe.unlock().unwrap();
     let out = ok(&["sweep", s(&lemma), "--results", s(&f)]);
     assert!(out.contains("4 already done, 5 run"), "{out}");
     assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(&full).unwrap());
