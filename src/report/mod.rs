@@ -66,7 +66,7 @@ pub fn mark_partial(out: &mut Output, have: usize, total: usize) {
 }
 
 /// The report kinds, in index order: `(spec key, title)`.
-pub const KINDS: [(&str, &str); 13] = [
+pub const KINDS: [(&str, &str); 14] = [
     (
         "theorem41",
         "Theorem 4.1 / Corollary 4.2: both features, no collapse",
@@ -74,6 +74,10 @@ pub const KINDS: [(&str, &str); 13] = [
     (
         "theorem43",
         "Theorem 4.3 / Corollary 4.4: frozen head collapses",
+    ),
+    (
+        "theorem43_regime",
+        "Theorem 4.3 in its regime: alpha1/alpha2 >= 10 m",
     ),
     ("lemma51", "Lemma 5.1: t1 = d^(2+o(1))"),
     (
@@ -146,6 +150,7 @@ fn body(spec: &Spec, recs: &[&Record], quick: bool) -> Result<claims::Body> {
     Ok(match spec.report.as_str() {
         "theorem41" => claims::theorem41(&ctx, &recs)?,
         "theorem43" => claims::theorem43(&ctx, &recs)?,
+        "theorem43_regime" => regime::regime43(&ctx, &recs)?,
         "lemma51" => claims::lemma51(&ctx, &recs)?,
         "lemma52" => claims::lemma52(&ctx, &recs)?,
         "lemma53" => claims::lemma53(&ctx, &recs)?,

@@ -6,6 +6,10 @@
 //! (Holm-adjusted exact binomial tests), a descriptive trend of the failure rate along the
 //! axis (Cochran-Armitage, (D6) of `derivations/scaling.md`), the outcome taxonomy, and the
 //! median `t3` with its order-statistic interval ((D7)).
+//!
+//! The same machinery checks Theorem 4.3 in its regime ([`regime43`], report kind
+//! `theorem43_regime`): the frozen head's collapse-v1 rate in cells with `alpha1/alpha2`
+//! at and beyond `10 m`, and the race law (C4) of `derivations/frozen_head.md` per cell.
 
 use super::claims::{
     cp, dim_of, groups, interval, stopped_early, values, Body, Context, CONFIDENCE,
@@ -20,6 +24,38 @@ use statrs::distribution::{Binomial, DiscreteCDF};
 
 /// The section of the rate rule.
 pub const REGIME: &str = "Both-features rate in the paper's regime";
+
+/// The section of Theorem 4.3's rate rule in its regime.
+pub const REGIME43: &str = "Collapse-v1 rate where m <= o(alpha1/alpha2)";
+
+/// Which theorem a regime report checks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Claim {
+    /// Theorem 4.1: the trained head learns both features.
+    Both,
+    /// Theorem 4.3: the frozen head collapses onto `v1`.
+    Collapse,
+}
+
+impl Claim {
+    /// The outcome class the rate counts.
+    fn class(self) -> &'static str {
+        match self {
+            Claim::Both => "both-features",
+            Claim::Collapse => "collapse-v1",
+        }
+    }
+
+    /// Whether a run counts as a success.
+    fn success(self, r: &Record) -> bool {
+        match self {
+            Claim::Both => outcome_of(r) == "both-features",
+            Claim::Collapse => {
+                summary_of(r).get("outcome_class").and_then(|v| v.as_str()) == Some("collapse-v1")
+            }
+        }
+    }
+}
 
 /// The axis a regime spec moves.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,66 +109,114 @@ impl Axis {
 /// `polylog(d)` read as `(ln d)^c` with `0 < c <= ratio_log_power`, `Theta(log d)` as a
 /// factor `p0_factor` either way, and `eta_E in [eta / alpha1^O(1), eta / polylog(d)]` as
 /// `alpha1^-head_ratio_power <= lr_head/lr <= 1 / ln d`.
-struct Hypotheses {
-    ratio_log_power: f64,
-    p0_factor: f64,
-    head_ratio_power: f64,
+/// Theorem 4.3's only hypothesis that a grid can miss, `m <= o(alpha1/alpha2)`, is read as
+/// `alpha1/alpha2 >= alpha_ratio_per_neuron m` (Theorem 4.3's `[options.rule]`).
+enum Hypotheses {
+    /// Theorem 4.1's conventions.
+    Both {
+        ratio_log_power: f64,
+        p0_factor: f64,
+        head_ratio_power: f64,
+    },
+    /// Theorem 4.3's.
+    Collapse { per_neuron: f64 },
 }
 
 impl Hypotheses {
-    fn from(ctx: &Context) -> Result<Hypotheses> {
-        Ok(Hypotheses {
-            ratio_log_power: ctx.rule("ratio_log_power")?,
-            p0_factor: ctx.rule("p0_factor")?,
-            head_ratio_power: ctx.rule("head_ratio_power")?,
+    fn from(ctx: &Context, claim: Claim) -> Result<Hypotheses> {
+        Ok(match claim {
+            Claim::Both => Hypotheses::Both {
+                ratio_log_power: ctx.rule("ratio_log_power")?,
+                p0_factor: ctx.rule("p0_factor")?,
+                head_ratio_power: ctx.rule("head_ratio_power")?,
+            },
+            Claim::Collapse => Hypotheses::Collapse {
+                per_neuron: ctx.rule("alpha_ratio_per_neuron")?,
+            },
         })
     }
 
     /// The hypotheses a cell violates, empty when it is inside.
     fn violated(&self, c: &Config) -> Vec<String> {
+        match *self {
+            Hypotheses::Both {
+                ratio_log_power,
+                p0_factor,
+                head_ratio_power,
+            } => both_violated(c, ratio_log_power, p0_factor, head_ratio_power),
+            Hypotheses::Collapse { per_neuron } => {
+                let s = &c.setting;
+                if s.alpha[0] / s.alpha[1] >= per_neuron * s.neurons as f64 {
+                    Vec::new()
+                } else {
+                    vec![format!("alpha1/alpha2 < {} m", num(per_neuron))]
+                }
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match *self {
+            Hypotheses::Both {
+                ratio_log_power,
+                p0_factor,
+                head_ratio_power,
+            } => format!(
+                "Theorem 4.1's hypotheses at each d, by the spec's conventions: \
+                 `alpha2 = alpha1/polylog(d)` read as `1 < alpha1/alpha2 <= (ln d)^{}`; \
+                 `P0 = Theta(log d)` as `ln d / {k} <= P0 <= {k} ln d`; \
+                 `eta_E in [eta/alpha1^O(1), eta/polylog(d)]` as \
+                 `alpha1^-{} <= lr_head/lr <= 1/ln d`",
+                num(ratio_log_power),
+                num(head_ratio_power),
+                k = num(p0_factor),
+            ),
+            Hypotheses::Collapse { per_neuron } => format!(
+                "Theorem 4.3 asks `m <= o(alpha1/alpha2)`, read as `alpha1/alpha2 >= {} m`",
+                num(per_neuron)
+            ),
+        }
+    }
+}
+
+/// The conventions of Theorem 4.1 that a cell violates (see [`Hypotheses::Both`]).
+fn both_violated(
+    c: &Config,
+    ratio_log_power: f64,
+    p0_factor: f64,
+    head_ratio_power: f64,
+) -> Vec<String> {
+    {
         let ln_d = (c.setting.dim as f64).ln();
         let s = &c.setting;
         let ratio = s.alpha[0] / s.alpha[1];
         let head = c.training.head_ratio();
         let mut out = Vec::new();
-        if !(ratio > 1.0 && ratio <= ln_d.powf(self.ratio_log_power)) {
+        if !(ratio > 1.0 && ratio <= ln_d.powf(ratio_log_power)) {
             out.push(format!(
                 "alpha1/alpha2 not in (1, (ln d)^{}]",
-                num(self.ratio_log_power)
+                num(ratio_log_power)
             ));
         }
         let p0 = s.feature_patches as f64;
-        if !(p0 >= ln_d / self.p0_factor && p0 <= ln_d * self.p0_factor) {
+        if !(p0 >= ln_d / p0_factor && p0 <= ln_d * p0_factor) {
             out.push(format!(
                 "P0 not in [ln d / {k}, {k} ln d]",
-                k = num(self.p0_factor)
+                k = num(p0_factor)
             ));
         }
-        let lower = s.alpha[0].powf(-self.head_ratio_power);
+        let lower = s.alpha[0].powf(-head_ratio_power);
         if !(head >= lower && head <= 1.0 / ln_d) {
             out.push(format!(
                 "lr_head/lr not in [alpha1^-{}, 1/ln d]",
-                num(self.head_ratio_power)
+                num(head_ratio_power)
             ));
         }
         out
     }
-
-    fn describe(&self) -> String {
-        format!(
-            "Theorem 4.1's hypotheses at each d, by the spec's conventions: \
-             `alpha2 = alpha1/polylog(d)` read as `1 < alpha1/alpha2 <= (ln d)^{}`; \
-             `P0 = Theta(log d)` as `ln d / {k} <= P0 <= {k} ln d`; \
-             `eta_E in [eta/alpha1^O(1), eta/polylog(d)]` as \
-             `alpha1^-{} <= lr_head/lr <= 1/ln d`",
-            num(self.ratio_log_power),
-            num(self.head_ratio_power),
-            k = num(self.p0_factor),
-        )
-    }
 }
 
-/// One cell: its `d`, axis value, configuration, runs and both-features count.
+/// One cell: its `d`, axis value, configuration, runs and count of the claim's class.
 struct Cell<'a> {
     d: u64,
     x: f64,
@@ -185,8 +269,13 @@ fn rate_rule(
 }
 
 /// The cells of the records, in grid order.
-fn cells<'a>(ctx: &Context, recs: &[&'a Record], axis: Axis) -> Result<Vec<Cell<'a>>> {
-    let hyp = Hypotheses::from(ctx)?;
+fn cells<'a>(
+    ctx: &Context,
+    recs: &[&'a Record],
+    axis: Axis,
+    claim: Claim,
+) -> Result<Vec<Cell<'a>>> {
+    let hyp = Hypotheses::from(ctx, claim)?;
     let key = |r: &Record| -> Point { r.point.clone() };
     groups(recs, key)
         .into_iter()
@@ -196,10 +285,7 @@ fn cells<'a>(ctx: &Context, recs: &[&'a Record], axis: Axis) -> Result<Vec<Cell<
                 d: dim_of(ctx, runs[0]),
                 x: axis.value(&config),
                 violated: hyp.violated(&config),
-                both: runs
-                    .iter()
-                    .filter(|r| outcome_of(r) == "both-features")
-                    .count(),
+                both: runs.iter().filter(|r| claim.success(r)).count(),
                 config,
                 runs,
             })
@@ -208,7 +294,7 @@ fn cells<'a>(ctx: &Context, recs: &[&'a Record], axis: Axis) -> Result<Vec<Cell<
 }
 
 /// The rate table: one row per cell.
-fn rate_table(cells: &[Cell], p: &[Option<f64>]) -> Result<Table> {
+fn rate_table(cells: &[Cell], p: &[Option<f64>], claim: Claim) -> Result<Table> {
     let mut t = Table::new(&[
         "d",
         "alpha1",
@@ -216,9 +302,10 @@ fn rate_table(cells: &[Cell], p: &[Option<f64>]) -> Result<Table> {
         "alpha1/alpha2",
         "P0",
         "lr_head/lr",
+        "m",
         "inside the hypotheses",
         "runs",
-        "both-features",
+        claim.class(),
         "rate",
         "95% CI",
         "p (rate >= rate_min), Holm",
@@ -239,6 +326,7 @@ fn rate_table(cells: &[Cell], p: &[Option<f64>]) -> Result<Table> {
             num(s.alpha[0] / s.alpha[1]),
             s.feature_patches.to_string(),
             num(c.config.training.head_ratio()),
+            s.neurons.to_string(),
             if c.violated.is_empty() {
                 "yes".into()
             } else {
@@ -263,6 +351,7 @@ fn rate_table(cells: &[Cell], p: &[Option<f64>]) -> Result<Table> {
 fn trend_table(axis: Axis, cells: &[Cell]) -> Table {
     let mut t = Table::new(&[
         "d",
+        "m",
         "cells",
         "runs",
         "failures",
@@ -272,10 +361,17 @@ fn trend_table(axis: Axis, cells: &[Cell]) -> Table {
         "p (rate grows)",
         "p (rate falls)",
     ]);
-    let mut ds: Vec<u64> = cells.iter().map(|c| c.d).collect();
+    let mut ds: Vec<(u64, usize)> = cells
+        .iter()
+        .map(|c| (c.d, c.config.setting.neurons))
+        .collect();
+    ds.sort_unstable();
     ds.dedup();
-    for d in ds {
-        let mut cs: Vec<&Cell> = cells.iter().filter(|c| c.d == d).collect();
+    for (d, m) in ds {
+        let mut cs: Vec<&Cell> = cells
+            .iter()
+            .filter(|c| c.d == d && c.config.setting.neurons == m)
+            .collect();
         cs.sort_by(|a, b| a.x.total_cmp(&b.x));
         let groups: Vec<(f64, u64, u64)> = cs
             .iter()
@@ -292,6 +388,7 @@ fn trend_table(axis: Axis, cells: &[Cell]) -> Table {
         };
         t.push(vec![
             d.to_string(),
+            m.to_string(),
             cs.len().to_string(),
             groups.iter().map(|g| g.2).sum::<u64>().to_string(),
             groups.iter().map(|g| g.1).sum::<u64>().to_string(),
@@ -313,8 +410,8 @@ fn trend_table(axis: Axis, cells: &[Cell]) -> Table {
 pub fn regime(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     let axis = Axis::of(ctx)?;
     let (rate_min, alpha) = (ctx.rule("rate_min")?, ctx.rule("alpha")?);
-    let hyp = Hypotheses::from(ctx)?;
-    let cells = cells(ctx, recs, axis)?;
+    let hyp = Hypotheses::from(ctx, Claim::Both)?;
+    let cells = cells(ctx, recs, axis, Claim::Both)?;
     let counts: Vec<(usize, usize, bool)> = cells
         .iter()
         .map(|c| (c.both, c.runs.len(), c.violated.is_empty()))
@@ -329,7 +426,7 @@ pub fn regime(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     ));
     body.section(
         REGIME,
-        rate_table(&cells, &p)?,
+        rate_table(&cells, &p, Claim::Both)?,
         Some(verdict),
         format!(
             "over the cells inside the hypotheses, the exact one-sided binomial test of \
@@ -393,6 +490,147 @@ pub fn regime(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         "both-features rate",
         &series,
     )?;
+    Ok(body)
+}
+
+/// The race law (C4) per cell: the collapse count (onto either feature) against
+/// `p^m + (1 - p)^m`, exact two-sided binomial tests, Holm-adjusted; fails when one
+/// rejects at `level`. Beside it the same test of the rival law `p' = (2/pi)
+/// arctan(alpha1/alpha2)` (the law's falsifier): the table, the verdict and how many cells
+/// reject the rival.
+fn race_law_table(cells: &[Cell], level: f64) -> Result<(Table, Verdict, usize)> {
+    let mut rows = Vec::new();
+    let (mut raw, mut rival) = (Vec::new(), Vec::new());
+    for c in cells {
+        let s = &c.config.setting;
+        let q = crate::moments::race::collapse_probabilities(s.alpha, s.neurons);
+        let n = c.runs.len() as u64;
+        let k = c
+            .runs
+            .iter()
+            .filter(|r| outcome_of(r) == "collapse")
+            .count() as u64;
+        raw.push(stats::binomial_two_sided(k, n, q.v1 + q.v2)?);
+        let pr = std::f64::consts::FRAC_2_PI * (s.alpha[0] / s.alpha[1]).atan();
+        let m = i32::try_from(s.neurons).unwrap_or(i32::MAX);
+        rival.push(stats::binomial_two_sided(
+            k,
+            n,
+            pr.powi(m) + (1.0 - pr).powi(m),
+        )?);
+        rows.push((c, k, n, q.v1, q.v1 + q.v2));
+    }
+    let (adj, rival_adj) = (stats::holm(&raw), stats::holm(&rival));
+    let mut t = Table::new(&[
+        "d",
+        "m",
+        "alpha1/alpha2",
+        "runs",
+        "collapse-v1",
+        "predicted collapse-v1 rate p^m",
+        "collapse",
+        "predicted collapse rate (C4)",
+        "p-value",
+        "Holm",
+        "rival law, Holm",
+    ]);
+    for (i, (c, k, n, v1, both)) in rows.into_iter().enumerate() {
+        let s = &c.config.setting;
+        t.push(vec![
+            c.d.to_string(),
+            s.neurons.to_string(),
+            num(s.alpha[0] / s.alpha[1]),
+            n.to_string(),
+            c.both.to_string(),
+            num(v1),
+            k.to_string(),
+            num(both),
+            num(raw[i]),
+            num(adj[i]),
+            num(rival_adj[i]),
+        ]);
+    }
+    let verdict = if adj.iter().any(|&p| p < level) {
+        Verdict::Fails
+    } else {
+        Verdict::Holds
+    };
+    let rejected = rival_adj.iter().filter(|&&p| p < level).count();
+    Ok((t, verdict, rejected))
+}
+
+/// Theorem 4.3 in its regime: the frozen head's collapse-v1 rate per cell of `(m,
+/// alpha1/alpha2)`, the rule of [`rate_rule`] over the cells with `alpha1/alpha2 >=
+/// alpha_ratio_per_neuron m`, and the race law (C4) per cell.
+///
+/// # Errors
+/// A missing `[options.rule]` key, a spec that does not sweep `alpha_ratio`, or a
+/// configuration the spec cannot resolve.
+pub fn regime43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
+    let axis = Axis::of(ctx)?;
+    let (rate_min, alpha) = (ctx.rule("rate_min")?, ctx.rule("alpha")?);
+    let hyp = Hypotheses::from(ctx, Claim::Collapse)?;
+    let cells = cells(ctx, recs, axis, Claim::Collapse)?;
+    let counts: Vec<(usize, usize, bool)> = cells
+        .iter()
+        .map(|c| (c.both, c.runs.len(), c.violated.is_empty()))
+        .collect();
+    let (verdict, p) = rate_rule(&counts, rate_min, alpha)?;
+    let mut body = Body::claim(
+        "Claim (Theorem 4.3): with the head frozen at E = I and `m <= o(alpha1/alpha2)`, with \
+         probability 1 - o(1) every neuron learns v1 (`collapse-v1`). The paper family's \
+         alpha1/alpha2 (2.3 to 6.9) never reaches `10 m`; here `alpha1/alpha2` moves past \
+         it at fixed d, one value per cell, each cell's seeds drawn independently.\n\n",
+    );
+    body.section(
+        REGIME43,
+        rate_table(&cells, &p, Claim::Collapse)?,
+        Some(verdict),
+        format!(
+            "over the cells inside the hypothesis, the exact one-sided binomial test of \
+             `rate >= rate_min` (the spec's rate_min = {rm}) of the collapse-v1 rate per \
+             cell, Holm-adjusted over those cells (eq. (D8) of derivations/scaling.md): \
+             fails when some adjusted p-value is below the spec's alpha = {a}; holds when \
+             every inside cell's 95% Clopper-Pearson lower bound is at least rate_min; \
+             inconclusive otherwise. {h}.",
+            rm = num(rate_min),
+            a = num(alpha),
+            h = hyp.describe()
+        ),
+    );
+    let flagged = cells.iter().filter(|c| !c.violated.is_empty()).count();
+    body.assume(REGIME43, flagged, cells.len(), hyp.describe());
+    let level = ctx.rule("law_level")?;
+    let (law, law_verdict, rival_rejected) = race_law_table(&cells, level)?;
+    body.section(
+        "The race law (C4) per cell",
+        law,
+        Some(law_verdict),
+        format!(
+            "derivations/frozen_head.md predicts collapse-v1 with probability `p^m` and a \
+             collapse onto either feature with `p^m + (1 - p)^m`, `p = (2/pi) \
+             arctan((alpha1/alpha2)^(3/2))`. Per cell, the exact two-sided binomial test of \
+             the collapse count; holds when no Holm-adjusted p-value is below the spec's \
+             law_level = {}, fails otherwise. Falsifier: the same test of the rival law \
+             `p' = (2/pi) arctan(alpha1/alpha2)` rejects it in {} of {} cells.",
+            num(level),
+            rival_rejected,
+            cells.len()
+        ),
+    );
+    let by_cell: Vec<(Vec<String>, Vec<&Record>)> = cells
+        .iter()
+        .map(|c| {
+            let m = c.config.setting.neurons.to_string();
+            (vec![c.d.to_string(), m, num(c.x)], c.runs.clone())
+        })
+        .collect();
+    body.section(
+        "Outcome taxonomy (E7) per cell",
+        taxonomy::table(&["d", "m", axis.label()], &by_cell),
+        None,
+        taxonomy::RULE,
+    );
     Ok(body)
 }
 

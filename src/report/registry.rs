@@ -28,7 +28,7 @@
 //! ```
 
 use super::claims::{Body, Section};
-use super::regime::REGIME;
+use super::regime::{REGIME, REGIME43};
 use super::scaled::COROLLARY42_SCALED;
 use super::table::{Table, Verdict};
 use crate::error::{Error, Result};
@@ -106,7 +106,7 @@ const fn unchecked(claim: &'static str, report: &'static str, why: &'static str)
 }
 
 /// The registry, in paper order.
-pub const CLAIMS: [Claim; 19] = [
+pub const CLAIMS: [Claim; 20] = [
     claim(
         "Theorem 4.1 (both features w.p. 1 - o(1))",
         "theorem41",
@@ -146,6 +146,14 @@ pub const CLAIMS: [Claim; 19] = [
         THEOREM43_RATE,
         Falsifier::Rerun,
         "the trained head (Theorem 4.1's setting), m = 2, same family",
+    ),
+    claim(
+        "Theorem 4.3 in its regime (alpha1/alpha2 >= 10 m)",
+        "theorem43_regime",
+        "collapse-v1 rate per cell with alpha1/alpha2 >= 10 m",
+        REGIME43,
+        Falsifier::Rerun,
+        "the trained head (Theorem 4.1's setting) in the same cells",
     ),
     claim(
         "Corollary 4.4 (1 - abs(Corr) <= O(d^-1/2))",
