@@ -280,11 +280,11 @@ impl<S: Scalar> Stages<S> {
 ///     Ok(())
 /// };
 /// let mut rodas5 = Rosenbrock::with_solver(RODAS5, 1, (), Scalar1(0.0));
-/// let tol = Tolerance::uniform(1e-10, 1e-12);
+/// let tol = Tolerance::uniform(1e-8, 1e-10);
 /// let mut y = vec![1.0];
-/// for _ in 0..10 {
+/// for _ in 0..100 {
 ///     let f0 = vec![-y[0]];
-///     let err = rodas5.attempt(&mut f, &y, &f0, Some(&[-1.0]), 0.1, tol)?;
+///     let err = rodas5.attempt(&mut f, &y, &f0, Some(&[-1.0]), 0.01, tol)?;
 ///     assert!(err <= 1.0);
 ///     y = rodas5.solution().to_vec();
 /// }
