@@ -264,6 +264,8 @@ pub(crate) struct Driver<'a, S: FlowScalar> {
     /// Whether the last attempt left the domain (a non-finite value): a step underflow
     /// after it ends the run as non-finite.
     nonfinite_attempt: bool,
+    /// Whether the last accepted step's end was not sampled ([`Options::record`]).
+    unsampled: bool,
 }
 
 /// Which buffer holds the Jacobian of the step just taken.
@@ -345,6 +347,7 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
             after_reject: false,
             last_accepted: None,
             nonfinite_attempt: false,
+            unsampled: false,
         }
     }
 
@@ -377,10 +380,15 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
 
     /// The run's result at `stop`.
     fn finish(self, stop: Stop) -> Result<Run> {
+        // A stop at a located event (or at the start) was sampled there.
+        let sampled = stop.at.is_some() || !self.unsampled;
         let (t, x) = match stop.at {
             Some(at) => at,
             None => (self.t, to_f64(&self.problem.unpack(&self.y))),
         };
+        if !sampled {
+            (self.on_sample)(t, &x)?;
+        }
         let c = &self.c;
         let summary = self.observer.finish(
             t,
@@ -649,7 +657,10 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
         let last_jac = self.age_jacobian(next_jac);
         let x_end = self.sampler.state(self.problem, &self.y);
         self.observer.touch(x_end);
-        (self.on_sample)(self.t, x_end)?;
+        self.unsampled = !(self.last || self.opts.record.due(self.c.acc[0] + self.c.acc[1]));
+        if !self.unsampled {
+            (self.on_sample)(self.t, x_end)?;
+        }
         if self.last {
             return Ok(Some(StopReason::Horizon.into()));
         }

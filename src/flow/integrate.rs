@@ -14,7 +14,7 @@ use crate::flow::observer::FlowObserver;
 use crate::flow::problem::{Coordinates, Problem};
 use crate::flow::separable::Layout;
 use crate::moments::population::{Constants, Reduced};
-use crate::observe::{Event, EventTracker, Events, Summary};
+use crate::observe::{Cadence, Event, EventTracker, Events, Summary};
 use crate::ode::spectral::spectral_norm_bound;
 pub use crate::ode::spectral::{spectral_radius, spectral_radius_capped};
 use crate::ode::tableau::ExplicitTableau;
@@ -232,6 +232,10 @@ pub struct Options {
     /// `derivations/numerics.md`, (K5)-(K8)); `None`: for a trained head from
     /// [`crate::flow::krylov::KRYLOV_FROM`] neurons on, in `f64`, with Rodas5.
     pub matrix_free: Option<bool>,
+    /// Which accepted steps end with a sample (the `on_sample` of [`integrate`], the
+    /// trajectory CSV's rows): every `K`-th, the last, and always the start and every event
+    /// (default [`Cadence::EVERY_STEP`]). No effect on the integration.
+    pub record: Cadence,
 }
 
 impl Options {
@@ -292,6 +296,7 @@ impl Options {
             extended: true,
             extended_precision: ExtendedPrecision::DoubleDouble,
             matrix_free: None,
+            record: Cadence::EVERY_STEP,
         }
     }
 }
@@ -384,7 +389,8 @@ pub(crate) fn radius_bound<S: Scalar>(layout: Option<&Layout>, jac: &[S]) -> f64
 /// tracker).
 ///
 /// `on_sample` is called with `(tau, state)` at `tau = 0`, at every event and at the end of
-/// every accepted step, in increasing `tau` (the trajectory recorder hooks in here).
+/// every accepted step that [`Options::record`] selects (by default all) and of the last one,
+/// in increasing `tau` (the trajectory recorder hooks in here).
 ///
 /// # Errors
 ///
