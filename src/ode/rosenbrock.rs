@@ -357,13 +357,16 @@ impl<S: Scalar, L> Rosenbrock<S, L> {
         let st = &self.stages;
         let c = out.begin(Kind::Rodas, h, y0);
         c[0].clone_from_slice(&st.y1);
+        // Term by term over the whole vector, each coefficient converted once (each
+        // component sums from zero in the row's order, as a loop per component would).
         for (r, hrow) in t.dense.iter().enumerate() {
-            for (i, o) in c[1 + r].iter_mut().enumerate() {
-                let mut acc = S::zero(ctx);
-                for &(j, hc) in hrow.iter() {
-                    acc = acc + hc.value::<S>(ctx) * st.k[j][i].clone();
+            let o = &mut c[1 + r];
+            o.iter_mut().for_each(|x| *x = S::zero(ctx));
+            for &(j, hc) in hrow.iter() {
+                let w = hc.value::<S>(ctx);
+                for (x, kj) in o.iter_mut().zip(&st.k[j]) {
+                    *x = x.clone() + w.clone() * kj.clone();
                 }
-                *o = acc;
             }
         }
         true
