@@ -62,7 +62,7 @@ fn main() -> predhead::Result<()> {
     for seed in 1..=runs as u64 {
         let mut sgd = ReducedSgd::new(&c, x0.clone(), seed)?;
         let options = RunOptions {
-            record_every: u64::MAX,
+            record: predhead::observe::Cadence::ENDS,
             stop_at_t_end: true,
         };
         let s = run::<std::io::Sink>(&mut sgd, options, None, |_| {})?;

@@ -732,6 +732,112 @@ impl EventTracker {
     }
 }
 
+/// How often a run writes a trajectory row: one setting for the flow and both SGD engines
+/// (`--record-every K` of `predhead flow` and `predhead sgd`). A run records its start, every
+/// `K`-th step (an accepted step of the flow, a step of SGD), each event the flow locates,
+/// and its last state; [`CadencedRecorder`] applies it.
+///
+/// # Examples
+///
+/// ```
+/// use predhead::observe::Cadence;
+///
+/// let c = Cadence::every(10)?;
+/// assert!(c.due(20) && !c.due(25));
+/// assert!(Cadence::EVERY_STEP.due(7) && !Cadence::ENDS.due(7));
+/// // Default of `sgd`: about 1000 rows.
+/// assert_eq!(Cadence::from_flag(None, 50_000)?, Cadence::every(50)?);
+/// assert!(Cadence::every(0).is_err());
+/// # Ok::<(), predhead::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cadence {
+    every: u64,
+}
+
+impl Cadence {
+    /// A row at every step (the flow's default).
+    pub const EVERY_STEP: Cadence = Cadence { every: 1 };
+    /// Rows at the start and the end only (and, for the flow, at events).
+    pub const ENDS: Cadence = Cadence { every: u64::MAX };
+    /// Rows of `predhead sgd`'s trajectory when `--record-every` is not given.
+    pub const DEFAULT_ROWS: u64 = 1000;
+
+    /// A row every `k` steps.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] on `--record-every` when `k` is 0.
+    pub fn every(k: u64) -> Result<Cadence> {
+        if k == 0 {
+            return Err(Error::invalid("--record-every", "must be positive, got 0"));
+        }
+        Ok(Cadence { every: k })
+    }
+
+    /// The cadence of the flag `--record-every`: `k` when given, else about
+    /// [`Cadence::DEFAULT_ROWS`] rows over `steps` steps (at least one step apart).
+    ///
+    /// # Errors
+    ///
+    /// As [`Cadence::every`].
+    pub fn from_flag(k: Option<u64>, steps: u64) -> Result<Cadence> {
+        Cadence::every(k.unwrap_or((steps / Self::DEFAULT_ROWS).max(1)))
+    }
+
+    /// Whether step `step` (counted from the run's start) gets a row.
+    pub fn due(self, step: u64) -> bool {
+        step.is_multiple_of(self.every)
+    }
+}
+
+/// A [`TrajectoryRecorder`] (or none) at a [`Cadence`]: the start, the due steps, the
+/// forced ones and the last state, each once.
+pub struct CadencedRecorder<'a, W: Write> {
+    recorder: Option<&'a mut TrajectoryRecorder<W>>,
+    cadence: Cadence,
+    last: Option<u64>,
+}
+
+impl<'a, W: Write> CadencedRecorder<'a, W> {
+    /// Records through `recorder` (nothing when `None`) at `cadence`.
+    pub fn new(recorder: Option<&'a mut TrajectoryRecorder<W>>, cadence: Cadence) -> Self {
+        CadencedRecorder {
+            recorder,
+            cadence,
+            last: None,
+        }
+    }
+
+    /// The sample `(tau, x)` after step `step` (0: the start): recorded when the step is
+    /// due or `force`d, or is the start.
+    ///
+    /// # Errors
+    ///
+    /// Writing the row.
+    pub fn step(&mut self, step: u64, tau: f64, x: &Reduced<f64>, force: bool) -> Result<()> {
+        if let Some(r) = self.recorder.as_deref_mut() {
+            if self.last.is_none() || force || self.cadence.due(step) {
+                r.record(tau, x)?;
+                self.last = Some(step);
+            }
+        }
+        Ok(())
+    }
+
+    /// The last state `(tau, x)` after step `step`: recorded unless that step was.
+    ///
+    /// # Errors
+    ///
+    /// Writing the row.
+    pub fn finish(mut self, step: u64, tau: f64, x: &Reduced<f64>) -> Result<()> {
+        if self.last != Some(step) {
+            self.step(step, tau, x, true)?;
+        }
+        Ok(())
+    }
+}
+
 /// Writes a trajectory as CSV, one row per recorded sample.
 ///
 /// Columns (`derivations/phases.md`, "Trajectory CSV"): `tau` (flow time), `a_0..a_{m-1}`,

@@ -996,8 +996,9 @@ pub enum Step {
 /// How a run is observed: CSV cadence and a per-step callback (progress).
 #[derive(Clone, Copy, Debug)]
 pub struct RunOptions {
-    /// Record a trajectory row every `record_every` steps (and at the first and last step).
-    pub record_every: u64,
+    /// When to record a trajectory row ([`crate::observe::Cadence`]; always at the first
+    /// and the last step).
+    pub record: crate::observe::Cadence,
     /// Stop when `t_end` happens (as `predhead flow` does); otherwise run all the steps.
     pub stop_at_t_end: bool,
 }
@@ -1073,6 +1074,7 @@ pub fn population_overflow(
 /// same summary.
 /// ```
 /// use predhead::config::parse_config;
+/// use predhead::observe::Cadence;
 /// use predhead::sgd::{run, RunOptions, Sgd};
 /// let config = parse_config(
 ///     "[setting]\ndim = 6\npatches = 4\nfeature_patches = 2\nalpha = [4.0, 1.0]\n\
@@ -1080,7 +1082,7 @@ pub fn population_overflow(
 ///      normalization = \"batchnorm\"\nstop_gradient = true\n\
 ///      [training]\nlr = 0.01\nbatch = 64\nsteps = 20\n",
 /// )?;
-/// let options = RunOptions { record_every: u64::MAX, stop_at_t_end: false };
+/// let options = RunOptions { record: Cadence::ENDS, stop_at_t_end: false };
 /// let summary = |seed| -> predhead::Result<_> {
 ///     let w0 = predhead::init::explicit(&config.setting, seed)?;
 ///     let mut sgd = Sgd::new(&config, w0, seed)?;
@@ -1113,16 +1115,16 @@ pub fn population_overflow(
 pub fn run<W: std::io::Write>(
     sgd: &mut Sgd,
     options: RunOptions,
-    mut recorder: Option<&mut crate::observe::TrajectoryRecorder<W>>,
+    recorder: Option<&mut crate::observe::TrajectoryRecorder<W>>,
     mut on_step: impl FnMut(u64),
 ) -> Result<crate::observe::Summary> {
     use crate::moments::population::Constants;
-    use crate::observe::{Event, EventTracker, Termination};
+    use crate::observe::{CadencedRecorder, Event, EventTracker, Termination};
     use crate::reduced::reduce;
     let config = sgd.config.clone();
     let constants = Constants::<f64>::new(&config.setting, ());
     let mut tracker = EventTracker::new(constants.clone(), config.model, config.phases.clone());
-    let every = options.record_every.max(1);
+    let mut recorder = CadencedRecorder::new(recorder, options.record);
     let mut x = reduce::<f64>(&sgd.state, ());
     if let Some(what) = population_overflow(&constants, &config.model, &x) {
         return Err(Error::numerical(
@@ -1131,11 +1133,8 @@ pub fn run<W: std::io::Write>(
         ));
     }
     tracker.observe(sgd.flow_time(), &x);
-    if let Some(r) = recorder.as_deref_mut() {
-        r.record(sgd.flow_time(), &x)?;
-    }
+    recorder.step(sgd.step, sgd.flow_time(), &x, false)?;
     let first_step = sgd.step;
-    let mut last_recorded = sgd.step;
     let mut termination = Termination::Horizon;
     // The step that could not give a finite state, and why.
     let mut nonfinite: Option<(u64, String)> = None;
@@ -1169,12 +1168,8 @@ pub fn run<W: std::io::Write>(
         let fired = tracker.observe(sgd.flow_time(), &x);
         on_step(sgd.step);
         let done = options.stop_at_t_end && fired.contains(&Event::TEnd);
-        if let Some(r) = recorder.as_deref_mut() {
-            if sgd.step.is_multiple_of(every) || done || sgd.step == config.training.steps {
-                r.record(sgd.flow_time(), &x)?;
-                last_recorded = sgd.step;
-            }
-        }
+        let last = done || sgd.step == config.training.steps;
+        recorder.step(sgd.step, sgd.flow_time(), &x, last)?;
         if done {
             termination = Termination::TEnd;
             break;
@@ -1183,11 +1178,7 @@ pub fn run<W: std::io::Write>(
     if nonfinite.is_some() {
         termination = Termination::NonFinite;
     }
-    if let Some(r) = recorder {
-        if last_recorded != sgd.step {
-            r.record(sgd.flow_time(), &x)?;
-        }
-    }
+    recorder.finish(sgd.step, sgd.flow_time(), &x)?;
     let mut summary = tracker.finish(sgd.flow_time(), &x, termination, sgd.step, None, None)?;
     if let Some((step, reason)) = nonfinite {
         summary.nonfinite_step = Some(step);

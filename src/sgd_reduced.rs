@@ -24,7 +24,9 @@
 use crate::data::{self, Domain};
 use crate::error::{Error, Result};
 use crate::moments::population::{Constants, Reduced};
-use crate::observe::{Event, EventTracker, Summary, Termination, TrajectoryRecorder};
+use crate::observe::{
+    CadencedRecorder, Event, EventTracker, Summary, Termination, TrajectoryRecorder,
+};
 use crate::setting::Config;
 use crate::sgd::RunOptions;
 use crate::sized::with_neurons;
@@ -655,6 +657,7 @@ pub fn factor(a: &[f64], n: usize, rows: usize) -> Vec<f64> {
 /// # Examples
 /// ```
 /// use predhead::config::parse_config;
+/// use predhead::observe::Cadence;
 /// use predhead::sgd::RunOptions;
 /// use predhead::sgd_reduced::{run, ReducedSgd};
 /// let config = parse_config(
@@ -665,7 +668,7 @@ pub fn factor(a: &[f64], n: usize, rows: usize) -> Vec<f64> {
 /// )
 /// .unwrap();
 /// let mut sgd = ReducedSgd::from_seed(&config, 4, 1).unwrap();
-/// let options = RunOptions { record_every: 10, stop_at_t_end: false };
+/// let options = RunOptions { record: Cadence::every(10).unwrap(), stop_at_t_end: false };
 /// let summary = run::<std::io::Sink>(&mut sgd, options, None, |_| {}).unwrap();
 /// assert_eq!(summary.steps, 50);
 /// ```
@@ -675,18 +678,15 @@ pub fn factor(a: &[f64], n: usize, rows: usize) -> Vec<f64> {
 pub fn run<W: std::io::Write>(
     sgd: &mut ReducedSgd,
     options: RunOptions,
-    mut recorder: Option<&mut TrajectoryRecorder<W>>,
+    recorder: Option<&mut TrajectoryRecorder<W>>,
     mut on_step: impl FnMut(u64),
 ) -> Result<Summary> {
     let config = sgd.config.clone();
     let constants = Constants::<f64>::new(&config.setting, ());
     let mut tracker = EventTracker::new(constants, config.model, config.phases.clone());
-    let every = options.record_every.max(1);
+    let mut recorder = CadencedRecorder::new(recorder, options.record);
     tracker.observe(sgd.flow_time(), &sgd.state);
-    if let Some(r) = recorder.as_deref_mut() {
-        r.record(sgd.flow_time(), &sgd.state)?;
-    }
-    let mut last_recorded = sgd.step;
+    recorder.step(sgd.step, sgd.flow_time(), &sgd.state, false)?;
     let mut termination = Termination::Horizon;
     let mut failed = None;
     while sgd.step < config.training.steps {
@@ -702,22 +702,14 @@ pub fn run<W: std::io::Write>(
         let fired = tracker.observe(sgd.flow_time(), &sgd.state);
         on_step(sgd.step);
         let done = options.stop_at_t_end && fired.contains(&Event::TEnd);
-        if let Some(r) = recorder.as_deref_mut() {
-            if sgd.step.is_multiple_of(every) || done || sgd.step == config.training.steps {
-                r.record(sgd.flow_time(), &sgd.state)?;
-                last_recorded = sgd.step;
-            }
-        }
+        let last = done || sgd.step == config.training.steps;
+        recorder.step(sgd.step, sgd.flow_time(), &sgd.state, last)?;
         if done {
             termination = Termination::TEnd;
             break;
         }
     }
-    if let Some(r) = recorder {
-        if last_recorded != sgd.step {
-            r.record(sgd.flow_time(), &sgd.state)?;
-        }
-    }
+    recorder.finish(sgd.step, sgd.flow_time(), &sgd.state)?;
     let mut summary = tracker.finish(
         sgd.flow_time(),
         &sgd.state,

@@ -285,3 +285,69 @@ fn bad_input_exits_2_with_one_line() {
         assert_bad_input(&args);
     }
 }
+
+/// `--record-every K` (the cadence `flow` shares with `sgd`, `observe::Cadence`): the CSV
+/// keeps the start, every K-th accepted step, every event and the end, so its rows are a
+/// subset of the default CSV's with the same first and last row, the events' rows among
+/// them, and the summary unchanged. `--record-every 1` is the default byte for byte.
+/// Falsifier: at K = 7 the CSV is strictly shorter (the check that rows are kept would pass
+/// on an unthinned file too, the length check would not), and K = 0 is refused.
+#[test]
+fn record_every_thins_the_trajectory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let csv = dir.path().join(name);
+        let args = [
+            &[
+                "flow",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--json",
+                "--stop-at-t-end",
+                "--no-error-estimate",
+                "--out",
+                csv.to_str().unwrap(),
+            ],
+            extra,
+        ]
+        .concat();
+        let (code, out, err) = predhead(&args);
+        assert_eq!(code, 0, "{err}");
+        (out, std::fs::read_to_string(csv).unwrap())
+    };
+    let (json_all, all) = run("all.csv", &[]);
+    let (json_one, one) = run("one.csv", &["--record-every", "1"]);
+    let (json_seven, seven) = run("seven.csv", &["--record-every", "7"]);
+    assert_eq!((&json_one, &one), (&json_all, &all));
+    assert_eq!(json_seven, json_all);
+    let rows: Vec<&str> = all.lines().collect();
+    let kept: Vec<&str> = seven.lines().collect();
+    assert!(
+        kept.len() < rows.len() / 3,
+        "{} of {}",
+        kept.len(),
+        rows.len()
+    );
+    assert_eq!((kept[0], kept[1]), (rows[0], rows[1]));
+    assert_eq!(kept.last(), rows.last());
+    // Every kept row is a row of the full CSV, in the same order.
+    let mut it = rows.iter();
+    assert!(kept.iter().all(|k| it.any(|r| r == k)));
+    // The events' rows are kept: each event time of the summary starts some row.
+    let v: serde_json::Value = serde_json::from_str(&json_all).unwrap();
+    for key in ["t1", "t2", "t3", "t_end"] {
+        let t = v[key].as_f64().unwrap_or_else(|| panic!("{key} happens"));
+        let tau = format!("{t:?},");
+        assert!(kept.iter().any(|r| r.starts_with(&tau)), "{key} = {t}");
+    }
+    let err = assert_bad_input(&[
+        "flow",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--record-every",
+        "0",
+    ]);
+    assert!(err.contains("--record-every") && err.contains("0"), "{err}");
+}

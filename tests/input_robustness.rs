@@ -160,7 +160,7 @@ fn defect4_library_run_keeps_the_last_finite_state() {
     let state = predhead::init::explicit(&config.setting, 0).unwrap();
     let mut sgd = Sgd::new(&config, state.clone(), 0).unwrap();
     let options = RunOptions {
-        record_every: 1,
+        record: predhead::observe::Cadence::EVERY_STEP,
         stop_at_t_end: false,
     };
     let s = run::<std::io::Sink>(&mut sgd, options, None, |_| {}).unwrap();

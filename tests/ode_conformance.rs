@@ -7,10 +7,11 @@
 //! Dormand-Prince tableau with a wrong weight, fail the order test; Shampine's method, only
 //! A-stable, fails the L-stability check that Rodas5 passes.
 
-use predhead::flow::{rodas5, rosenbrock};
+use predhead::flow::rosenbrock::Work;
 use predhead::ode::control::Tolerance;
 use predhead::ode::dense::Dense;
 use predhead::ode::explicit::Explicit;
+use predhead::ode::rosenbrock::{RODAS5, ROS4};
 use predhead::ode::tableau::{Coef, ExplicitTableau, Row};
 use predhead::ode::{dop853::DOP853, dopri5::DOPRI5, Stepper};
 
@@ -42,13 +43,13 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "rodas5",
-            make: |n| Box::new(rodas5::Work::<f64>::new(n, ())),
+            make: |n| Box::new(Work::<f64>::new(RODAS5, n, ())),
             order: 5.0,
             dense_order: 4.0,
         },
         Case {
             name: "ros4",
-            make: |n| Box::new(rosenbrock::Work::<f64>::new(n, ())),
+            make: |n| Box::new(Work::<f64>::new(ROS4, n, ())),
             order: 4.0,
             dense_order: 3.0,
         },
@@ -231,8 +232,8 @@ fn stiff_decay_error(stepper: &mut dyn Stepper<f64>, h: f64, steps: usize) -> f6
 fn stiff_decay() {
     let one_step =
         |make: fn() -> Box<dyn Stepper<f64>>, h: f64| stiff_decay_error(make().as_mut(), h, 1);
-    let rodas5: fn() -> Box<dyn Stepper<f64>> = || Box::new(rodas5::Work::<f64>::new(2, ()));
-    let ros4: fn() -> Box<dyn Stepper<f64>> = || Box::new(rosenbrock::Work::<f64>::new(2, ()));
+    let rodas5: fn() -> Box<dyn Stepper<f64>> = || Box::new(Work::<f64>::new(RODAS5, 2, ()));
+    let ros4: fn() -> Box<dyn Stepper<f64>> = || Box::new(Work::<f64>::new(ROS4, 2, ()));
     // L-stable: small and falling as 1 / (h lambda).
     let l_stable = |make: fn() -> Box<dyn Stepper<f64>>| {
         let (coarse, fine) = (one_step(make, 0.1), one_step(make, 0.01));

@@ -94,7 +94,7 @@ fn sgd_matches_the_flow_with_a_tolerance_that_shrinks() {
         config.training.steps = (horizon / lr).round() as u64;
         let mut sgd = Sgd::new(&config, state.clone(), 0).unwrap();
         let opts = RunOptions {
-            record_every: u64::MAX,
+            record: predhead::observe::Cadence::ENDS,
             stop_at_t_end: false,
         };
         let got = run::<std::io::Sink>(&mut sgd, opts, None, |_| {}).unwrap();

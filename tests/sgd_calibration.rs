@@ -54,7 +54,7 @@ fn calibration_ensemble() {
             config.training.steps = (base.training.horizon / lr).round() as u64;
             let mut sgd = Sgd::new(&config, state.clone(), seed).unwrap();
             let opts = RunOptions {
-                record_every: u64::MAX,
+                record: predhead::observe::Cadence::ENDS,
                 stop_at_t_end: false,
             };
             let s = run::<std::io::Sink>(&mut sgd, opts, None, |_| {}).unwrap();

@@ -98,7 +98,7 @@ fn trajectory_is_bit_identical_on_one_and_two_threads() {
                 let s = run(
                     &mut sgd,
                     RunOptions {
-                        record_every: 10,
+                        record: predhead::observe::Cadence::every(10).unwrap(),
                         stop_at_t_end: true,
                     },
                     Some(&mut rec),

@@ -373,7 +373,7 @@ fn event_times_and_outcome_match_in_law() {
     let cfg = config(&c, 400);
     let st = predhead::init::explicit(&cfg.setting, 7).unwrap();
     let options = predhead::sgd::RunOptions {
-        record_every: 1000,
+        record: predhead::observe::Cadence::every(1000).unwrap(),
         stop_at_t_end: false,
     };
     let runs = 600u64;

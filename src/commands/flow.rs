@@ -41,9 +41,14 @@ pub struct Args {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Write the trajectory CSV (one row per accepted step and per event) to this file.
+    /// Write the trajectory CSV (the start, one row per accepted step and per event, the end)
+    /// to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Record a CSV row every K accepted steps (default 1: every step; the start, the events
+    /// and the end always).
+    #[arg(long, value_name = "K")]
+    pub record_every: Option<u64>,
     /// Relative tolerance of the local error (default 1e-9).
     #[arg(long, default_value_t = Options::DEFAULT_RTOL)]
     pub rtol: f64,
@@ -140,7 +145,7 @@ struct Report<'a> {
 }
 
 /// The integration options that the command's flags set (method, pairs, coordinates, stop
-/// at `t_end`) on top of [`Options::new`]; the tolerances are set per run by `run`.
+/// at `t_end`, the CSV's cadence) on top of [`Options::new`]; the tolerances are set per run by `run`.
 fn base_options(args: &Args, config: &Config) -> Result<Options> {
     let coordinates = match args.coordinates.as_deref() {
         None => None,
@@ -159,6 +164,10 @@ fn base_options(args: &Args, config: &Config) -> Result<Options> {
     base.stiff = args.stiff;
     base.stop_at_t_end = args.stop_at_t_end;
     base.coordinates = coordinates;
+    base.record = match args.record_every {
+        Some(k) => crate::observe::Cadence::every(k)?,
+        None => crate::observe::Cadence::EVERY_STEP,
+    };
     Ok(base)
 }
 

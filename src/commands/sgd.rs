@@ -18,7 +18,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Rows of the trajectory CSV when `--record-every` is not given.
-pub const DEFAULT_ROWS: u64 = 1000;
+pub const DEFAULT_ROWS: u64 = crate::observe::Cadence::DEFAULT_ROWS;
 
 /// Arguments of `predhead sgd`.
 #[derive(clap::Args, Debug, Clone)]
@@ -71,13 +71,7 @@ pub fn run(args: &Args) -> Result<String> {
         ));
     }
     crate::sgd::check_size(&config)?;
-    let record_every = match args.record_every {
-        Some(0) => {
-            return Err(Error::invalid("--record-every", "must be positive, got 0"));
-        }
-        Some(k) => k,
-        None => (config.training.steps / DEFAULT_ROWS).max(1),
-    };
+    let record = crate::observe::Cadence::from_flag(args.record_every, config.training.steps)?;
     let (state, data_seed) = match &args.state {
         Some(path) => {
             let state = State::load(path, setting)?;
@@ -94,7 +88,7 @@ pub fn run(args: &Args) -> Result<String> {
     };
     let mut sgd = Sgd::new(&config, state, data_seed)?;
     let options = RunOptions {
-        record_every,
+        record,
         stop_at_t_end: args.stop_at_t_end,
     };
 

@@ -82,13 +82,7 @@ struct Tagged<'a> {
 /// reduced engine refuses, writing the trajectory.
 pub fn run(args: &super::sgd::Args, config: &Config) -> Result<String> {
     crate::sgd_reduced::check_size(config)?;
-    let record_every = match args.record_every {
-        Some(0) => {
-            return Err(Error::invalid("--record-every", "must be positive, got 0"));
-        }
-        Some(k) => k,
-        None => (config.training.steps / super::sgd::DEFAULT_ROWS).max(1),
-    };
+    let record = crate::observe::Cadence::from_flag(args.record_every, config.training.steps)?;
     let mut sgd = match &args.state {
         Some(path) => {
             let state = State::load(path, &config.setting)?;
@@ -100,7 +94,7 @@ pub fn run(args: &super::sgd::Args, config: &Config) -> Result<String> {
         }
     };
     let options = RunOptions {
-        record_every,
+        record,
         stop_at_t_end: args.stop_at_t_end,
     };
     let bar = super::sgd::step_bar(args.json, config.training.steps, "sgd (reduced)");

@@ -19,11 +19,13 @@ use crate::flow::jacobian::{ExactJacobian, FlowScalar, MatrixFree};
 use crate::flow::observer::FlowObserver;
 use crate::flow::policy::{ExtendedProbe, FallbackWindow, StiffnessSwitch};
 use crate::flow::problem::{to_f64, Coordinates, Problem, Workspace};
+use crate::flow::rosenbrock;
 use crate::flow::separable::Layout;
-use crate::flow::{rodas5, rosenbrock};
 use crate::moments::population::Reduced;
 use crate::observe::{Event, Termination};
 use crate::ode::explicit::Explicit as ExplicitPair;
+use crate::ode::rosenbrock::{RODAS5, ROS4};
+use crate::ode::Stepper;
 use crate::scalar::Scalar;
 use crate::setting::Config;
 
@@ -81,7 +83,7 @@ const MAX_DEFECT: f64 = 1.0;
 struct Buffers<S: Scalar> {
     /// The explicit pair of [`Options::explicit`].
     explicit: ExplicitPair<S>,
-    rodas5: rodas5::Work<S>,
+    rodas5: rosenbrock::Work<S>,
     ros4: rosenbrock::Work<S>,
     dense: Dense<S>,
     /// `f(y1)` after a Rosenbrock step.
@@ -115,11 +117,11 @@ impl<S: Scalar> Buffers<S> {
         Buffers {
             explicit: ExplicitPair::new(explicit.tableau(), n, ctx),
             rodas5: if matrix_free {
-                rodas5::Work::matrix_free(n, ctx)
+                rosenbrock::Work::matrix_free(RODAS5, n, ctx)
             } else {
-                rodas5::Work::with_layout(n, ctx, layout)
+                rosenbrock::Work::with_layout(RODAS5, n, ctx, layout)
             },
-            ros4: rosenbrock::Work::with_layout(if matrix_free { 0 } else { n }, ctx, layout),
+            ros4: rosenbrock::Work::with_layout(ROS4, if matrix_free { 0 } else { n }, ctx, layout),
             dense: Dense::new(n, ctx),
             f1: z(),
             mid: z(),
@@ -262,6 +264,8 @@ pub(crate) struct Driver<'a, S: FlowScalar> {
     /// Whether the last attempt left the domain (a non-finite value): a step underflow
     /// after it ends the run as non-finite.
     nonfinite_attempt: bool,
+    /// Whether the last accepted step's end was not sampled ([`Options::record`]).
+    unsampled: bool,
 }
 
 /// Which buffer holds the Jacobian of the step just taken.
@@ -343,6 +347,7 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
             after_reject: false,
             last_accepted: None,
             nonfinite_attempt: false,
+            unsampled: false,
         }
     }
 
@@ -375,10 +380,15 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
 
     /// The run's result at `stop`.
     fn finish(self, stop: Stop) -> Result<Run> {
+        // A stop at a located event (or at the start) was sampled there.
+        let sampled = stop.at.is_some() || !self.unsampled;
         let (t, x) = match stop.at {
             Some(at) => at,
             None => (self.t, to_f64(&self.problem.unpack(&self.y))),
         };
+        if !sampled {
+            (self.on_sample)(t, &x)?;
+        }
         let c = &self.c;
         let summary = self.observer.finish(
             t,
@@ -533,8 +543,8 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
             return Ok(f64::NAN);
         }
         match self.stiff_method {
-            Stiff::Ros4 => rosenbrock::step(f, &self.y, &self.f0, &b.jac, h, tol, &mut b.ros4),
-            Stiff::Rodas5 => rodas5::step(f, &self.y, &self.f0, &b.jac, h, tol, &mut b.rodas5),
+            Stiff::Ros4 => b.ros4.attempt(f, &self.y, &self.f0, Some(&b.jac), h, tol),
+            Stiff::Rodas5 => b.rodas5.attempt(f, &self.y, &self.f0, Some(&b.jac), h, tol),
         }
     }
 
@@ -598,7 +608,7 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
     ) -> Result<Option<Stop>> {
         if in_extended {
             if let Some(x) = self.extended.as_ref() {
-                x.y1_into(&mut self.b.rodas5.y1);
+                x.y1_into(self.b.rodas5.y1_mut());
             }
         }
         let Some(next_jac) = self.end_slope(used) else {
@@ -647,7 +657,10 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
         let last_jac = self.age_jacobian(next_jac);
         let x_end = self.sampler.state(self.problem, &self.y);
         self.observer.touch(x_end);
-        (self.on_sample)(self.t, x_end)?;
+        self.unsampled = !(self.last || self.opts.record.due(self.c.acc[0] + self.c.acc[1]));
+        if !self.unsampled {
+            (self.on_sample)(self.t, x_end)?;
+        }
         if self.last {
             return Ok(Some(StopReason::Horizon.into()));
         }
@@ -668,8 +681,8 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
         }
         let b = &mut self.b;
         let y1: &[S] = match used {
-            Stiff::Rodas5 => &b.rodas5.y1,
-            Stiff::Ros4 => &b.ros4.y1,
+            Stiff::Rodas5 => b.rodas5.solution(),
+            Stiff::Ros4 => b.ros4.solution(),
         };
         let f1 = if self.fused {
             self.jac
@@ -693,8 +706,8 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
         let b = &mut self.b;
         let (y1, f1): (&[S], &[S]) = match (self.stiff, used) {
             (false, _) => (b.explicit.y1(), b.explicit.f1()),
-            (true, Stiff::Rodas5) => (&b.rodas5.y1, &b.f1),
-            (true, Stiff::Ros4) => (&b.ros4.y1, &b.f1),
+            (true, Stiff::Rodas5) => (b.rodas5.solution(), &b.f1),
+            (true, Stiff::Ros4) => (b.ros4.solution(), &b.f1),
         };
         let problem = self.problem;
         let peak = problem.offdiag_rate(y, f0) > 0.0 && problem.offdiag_rate(y1, f1) <= 0.0;
@@ -714,9 +727,9 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
             (false, _) => b.explicit.dense(f, y, h, &mut b.dense).ok()?,
             (true, Stiff::Rodas5) => match self.extended.as_mut().filter(|_| in_extended) {
                 Some(x) => x.dense_into(h, &mut b.dense),
-                None => rodas5::dense(y, h, &b.rodas5, &mut b.dense),
+                None => b.rodas5.dense_output(f, y, f0, h, &mut b.dense).ok()?,
             },
-            (true, Stiff::Ros4) => b.dense.set_hermite(h, y, &b.ros4.y1, f0, &b.f1),
+            (true, Stiff::Ros4) => b.dense.set_hermite(h, y, b.ros4.solution(), f0, &b.f1),
         }
         Some((scan, peak))
     }
@@ -751,11 +764,11 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
                 self.f0.clone_from_slice(b.explicit.f1());
             }
             (true, Stiff::Rodas5) => {
-                std::mem::swap(&mut self.y, &mut b.rodas5.y1);
+                std::mem::swap(&mut self.y, b.rodas5.y1_mut());
                 std::mem::swap(&mut self.f0, &mut b.f1);
             }
             (true, Stiff::Ros4) => {
-                std::mem::swap(&mut self.y, &mut b.ros4.y1);
+                std::mem::swap(&mut self.y, b.ros4.y1_mut());
                 std::mem::swap(&mut self.f0, &mut b.f1);
             }
         }

@@ -19,8 +19,10 @@ use crate::flow::control::Tolerance;
 use crate::flow::dense::Dense;
 use crate::flow::integrate::Stiff;
 use crate::flow::problem::{lift, Coordinates, Problem, Workspace};
-use crate::flow::{rodas5, rosenbrock};
+use crate::flow::rosenbrock;
 use crate::moments::population::Reduced;
+use crate::ode::rosenbrock::{RODAS5, ROS4};
+use crate::ode::Stepper;
 use crate::scalar::Scalar;
 use crate::setting::Config;
 
@@ -28,8 +30,8 @@ use crate::setting::Config;
 /// precision ([`ExtendedRosenbrock`] for `f64`; MPFR runs have none).
 pub trait ExtendedStep<S: Scalar>: Send {
     /// One attempt of `method` of size `h` from `y0` with the Jacobian `jac` at `y0`
-    /// (row-major), under `tol`: the error norm, as [`rodas5::step`] and
-    /// [`rosenbrock::step`]. The new state is then [`ExtendedStep::y1_into`].
+    /// (row-major), under `tol`: the error norm, as the [`Stepper::attempt`] of
+    /// [`rosenbrock::Work`]. The new state is then [`ExtendedStep::y1_into`].
     fn step(&mut self, method: Stiff, y0: &[S], jac: &[S], h: f64, tol: Tolerance) -> Result<f64>;
     /// The last Rodas5 attempt's new state, rounded to `S`.
     fn y1_into(&self, y1: &mut [S]);
@@ -63,7 +65,7 @@ pub const EXTENDED_BITS: u32 = 128;
 pub struct ExtendedRosenbrock<X: Scalar = DoubleDouble> {
     problem: Problem<X>,
     ws: Workspace<X>,
-    rodas5: rodas5::Work<X>,
+    rodas5: rosenbrock::Work<X>,
     ros4: rosenbrock::Work<X>,
     dense: Dense<X>,
     y0: Vec<X>,
@@ -82,8 +84,8 @@ impl<X: Scalar> ExtendedRosenbrock<X> {
         let z = || vec![X::zero(ctx); n];
         ExtendedRosenbrock {
             ws: problem.workspace(),
-            rodas5: rodas5::Work::new(n, ctx),
-            ros4: rosenbrock::Work::new(n, ctx),
+            rodas5: rosenbrock::Work::new(RODAS5, n, ctx),
+            ros4: rosenbrock::Work::new(ROS4, n, ctx),
             dense: Dense::new(n, ctx),
             y0: z(),
             f0: z(),
@@ -132,19 +134,31 @@ impl<X: Scalar> ExtendedStep<f64> for ExtendedRosenbrock<X> {
         };
         rhs(y0, f0)?;
         match method {
-            Stiff::Rodas5 => rodas5::step(&mut rhs, y0, f0, jac, h, tol, work),
-            Stiff::Ros4 => rosenbrock::step(&mut rhs, y0, f0, jac, h, tol, ros4),
+            Stiff::Rodas5 => work.attempt(&mut rhs, y0, f0, Some(jac), h, tol),
+            Stiff::Ros4 => ros4.attempt(&mut rhs, y0, f0, Some(jac), h, tol),
         }
     }
 
     fn y1_into(&self, y1: &mut [f64]) {
-        for (o, v) in y1.iter_mut().zip(&self.rodas5.y1) {
+        for (o, v) in y1.iter_mut().zip(self.rodas5.solution()) {
             *o = v.to_f64();
         }
     }
 
     fn dense_into(&mut self, h: f64, out: &mut Dense<f64>) {
-        rodas5::dense(&self.y0, h, &self.rodas5, &mut self.dense);
-        self.dense.round_into(out);
+        let ExtendedRosenbrock {
+            problem,
+            ws,
+            rodas5,
+            dense,
+            y0,
+            f0,
+            ..
+        } = self;
+        // Rodas5's extension evaluates nothing and cannot fail.
+        let mut rhs = |y: &[X], dy: &mut [X]| problem.rhs_into(y, ws, dy);
+        if rodas5.dense_output(&mut rhs, y0, f0, h, dense).is_ok() {
+            dense.round_into(out);
+        }
     }
 }

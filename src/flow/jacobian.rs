@@ -12,7 +12,7 @@ use crate::flow::dual::Dual;
 use crate::flow::extended::{ExtendedPrecision, ExtendedRosenbrock, ExtendedStep, EXTENDED_BITS};
 use crate::flow::krylov::Krylov;
 use crate::flow::problem::{lift, Coordinates, Problem, Workspace};
-use crate::flow::rodas5;
+use crate::flow::rosenbrock;
 use crate::flow::separable::{Layout, SeparableJacobian};
 use crate::flow::Rhs;
 use crate::moments::population::Reduced;
@@ -55,7 +55,7 @@ pub trait MatrixFree<S: Scalar>: Send {
     /// `f(y)` into `f`.
     fn set_point(&mut self, y: &[S], f: &mut [S]) -> Result<()>;
     /// One Rodas5 step of size `h` from the point `y0` of the last [`MatrixFree::set_point`]
-    /// ([`crate::flow::rodas5::step_krylov`]).
+    /// ([`rosenbrock::Work::stages_with`] with the Krylov solver).
     fn step(
         &mut self,
         f: &mut Rhs<'_, S>,
@@ -63,7 +63,7 @@ pub trait MatrixFree<S: Scalar>: Send {
         f0: &[S],
         h: f64,
         tol: Tolerance,
-        w: &mut rodas5::Work<S>,
+        w: &mut rosenbrock::Work<S>,
     ) -> Result<f64>;
     /// An estimate of the spectral radius of the Jacobian at `y` (power iteration on exact
     /// products `J v`, returning early above `cap`). It moves the point: call
@@ -84,9 +84,12 @@ impl MatrixFree<f64> for Krylov {
         f0: &[f64],
         h: f64,
         tol: Tolerance,
-        w: &mut rodas5::Work<f64>,
+        w: &mut rosenbrock::Work<f64>,
     ) -> Result<f64> {
-        rodas5::step_krylov(f, y0, f0, h, tol, w, self)
+        // The same stages as the LU's, each system solved by preconditioned GMRES with
+        // exact products `J v` (`derivations/numerics.md`, eqs. (K5)-(K7)).
+        self.factor(1.0 / (w.tableau().gamma.to_f64() * h), tol)?;
+        w.stages_with(f, y0, f0, h, tol, &mut |v, g| self.solve(v, g))
     }
     fn spectral_radius_capped(&mut self, y: &[f64], cap: f64) -> Result<f64> {
         Krylov::spectral_radius_capped(self, y, cap)

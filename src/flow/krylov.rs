@@ -363,7 +363,7 @@ impl Krylov {
     }
 
     /// An estimate of the spectral radius of `J` at `y` by the power iteration of
-    /// [`crate::flow::integrate::spectral_radius_capped`] on products `J v` (eq. (K8)).
+    /// [`crate::ode::spectral::spectral_radius_capped`] on products `J v` (eq. (K8)).
     pub fn spectral_radius_capped(&mut self, y: &[f64], cap: f64) -> Result<f64> {
         self.y0.copy_from_slice(y);
         self.inv_gh = 0.0;

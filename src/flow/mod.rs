@@ -7,9 +7,9 @@
 //! - [`crate::ode::dop853`], [`crate::ode::dopri5`]: the explicit pairs (DOP853, the
 //!   default in `f64`; Dormand-Prince 5(4), exact rational coefficients, the MPFR
 //!   reference's), tableaus of [`crate::ode::explicit`];
-//! - [`rodas5`], [`rosenbrock`]: the Rosenbrock methods for the stiff phases (Rodas5, the
-//!   default in `f64`; Shampine's 4(3), exact rational coefficients, the MPFR reference's
-//!   and Rodas5's fallback);
+//! - [`rosenbrock`]: the Rosenbrock methods for the stiff phases (Rodas5, the default in
+//!   `f64`; Shampine's 4(3), exact rational coefficients, the MPFR reference's and Rodas5's
+//!   fallback): the generic step of [`crate::ode::rosenbrock`] with the equilibrated LU;
 //! - [`extended`]: Rodas5 steps in extended precision (double-double, or MPFR as the
 //!   check) for `f64` runs, the stiff phase's last fallback;
 //! - [`linear`]: the equilibrated LU of the Rosenbrock steps;
@@ -39,7 +39,6 @@ pub mod linear;
 pub mod observer;
 pub mod policy;
 pub mod problem;
-pub mod rodas5;
 pub mod rosenbrock;
 pub mod separable;
 pub mod stiffness;

@@ -136,13 +136,13 @@ impl Layout {
     /// The spectral radius estimate of the compact Jacobian: the Jacobian is block lower
     /// triangular, so its eigenvalues are those of the 3 x 3 blocks and the diagonal
     /// entries of the pair rows; the estimate is the largest of
-    /// [`crate::flow::integrate::spectral_radius_capped`] on each block and of those
+    /// [`crate::ode::spectral::spectral_radius_capped`] on each block and of those
     /// entries' moduli.
     pub fn spectral_radius_capped<S: Scalar>(&self, jac: &[S], cap: f64) -> f64 {
         let mut rho = 0.0f64;
         for j in 0..self.m {
             let b: [f64; 9] = std::array::from_fn(|i| jac[9 * j + i].to_f64());
-            rho = max_keep_nan(rho, crate::flow::integrate::spectral_radius_capped(&b, cap));
+            rho = max_keep_nan(rho, crate::ode::spectral::spectral_radius_capped(&b, cap));
         }
         for p in 0..self.pairs.len() {
             rho = max_keep_nan(rho, jac[9 * self.m + 7 * p + 6].to_f64().abs());

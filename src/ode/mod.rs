@@ -10,13 +10,14 @@
 //!   [`dop853`] and [`dopri5`] are its two tableaus;
 //! - [`control`]: tolerances, error norms and step-size control;
 //! - [`dense`]: continuous extensions, reused buffers;
-//! - [`rosenbrock`]: the Rosenbrock tableaus (Rodas5, Shampine's 4(3)) as data;
+//! - [`rosenbrock`]: the Rosenbrock tableaus (Rodas5, Shampine's 4(3)) as data and the
+//!   family's one generic step over a caller's [`rosenbrock::StageSolver`];
 //! - [`roots`]: root finding (Illinois) for event location;
+//! - [`spectral`]: spectral-radius estimates (power iteration) for a stiffness switch;
 //! - [`clock`]: the double-double clock of flow time.
 //!
-//! The Rosenbrock methods (Rodas5, Shampine's 4(3)) implement [`Stepper`] in
-//! [`crate::flow`], beside the equilibrated LU and the separable Jacobian layout they
-//! factor.
+//! The flow supplies the Rosenbrock stage solver (`crate::flow::linear::ScaledLu`, its
+//! equilibrated LU beside the separable Jacobian layout it factors).
 
 pub mod clock;
 pub mod control;
@@ -28,6 +29,7 @@ pub mod dopri5;
 pub mod explicit;
 pub mod roots;
 pub mod rosenbrock;
+pub mod spectral;
 pub mod stepper;
 pub mod tableau;
 

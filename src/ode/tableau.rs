@@ -125,12 +125,36 @@ impl ExplicitTableau {
     }
 }
 
+/// How the `C_ij` terms of a Rosenbrock stage enter its right-hand side (two conventions of
+/// the literature, with different roundings; each tableau keeps the one its reference
+/// implementation uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CTerms {
+    /// `f(u_i) + (sum_j C_ij k_j) / h`: the sum from zero in the row's order, then one
+    /// product by `1/h` (Hairer and Wanner's `W`-transformed Rodas form).
+    SumThenScale,
+    /// `f(u_i) + sum_j (C_ij / h) k_j`: each coefficient divided by `h` first, the sum from
+    /// its first term (Numerical Recipes' form).
+    Folded,
+}
+
+/// How the stages after the last row of `a` form their argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tail {
+    /// `u_i = u_(i-1) + k_(i-1)`, evaluated (the last stages of a stiffly accurate method,
+    /// whose `a` rows continue those of the stage before with a weight 1 on its `k`).
+    Chain,
+    /// The argument and the evaluation of the stage before, reused (no evaluation).
+    Reuse,
+}
+
 /// A Rosenbrock method's coefficients: `gamma`, the rows `a` of the stage arguments
-/// (stage `s + 1` from row `s`, on the solved stages), the rows `c` of the `C_ij` terms, the
-/// solution and error weights `b`, `e` (empty for a stiffly accurate method whose last
-/// stage gives both), and the rows of the dense output (empty: cubic Hermite). Each
-/// method's step reads them in its own order (`crate::flow::rodas5`,
-/// `crate::flow::rosenbrock`).
+/// (stage `s + 1` from row `s`, on the solved stages; the later stages as `tail` says), the
+/// rows `c` of the `C_ij` terms (one per stage after the first: `c.len() + 1` stages) and how
+/// they enter (`c_terms`), the solution and error weights `b`, `e` (empty for a stiffly
+/// accurate method whose last stage gives both: `y1 = u_s + k_s`, error `k_s`), and the rows
+/// of the dense output (empty: cubic Hermite). One generic step reads them
+/// ([`crate::ode::rosenbrock::Rosenbrock`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RosenbrockTableau {
     /// The method's name.
@@ -143,14 +167,30 @@ pub struct RosenbrockTableau {
     pub gamma: Coef,
     /// `a_ij` rows.
     pub a: &'static [Row],
+    /// The stages after the last `a` row.
+    pub tail: Tail,
     /// `C_ij` rows.
     pub c: &'static [Row],
+    /// How the `C_ij` terms enter.
+    pub c_terms: CTerms,
     /// Solution weights.
     pub b: Row,
     /// Error weights.
     pub e: Row,
     /// Dense-output rows.
     pub dense: &'static [Row],
+}
+
+impl RosenbrockTableau {
+    /// The number of stages (each one solve).
+    pub fn stages(&self) -> usize {
+        self.c.len() + 1
+    }
+
+    /// Whether the last stage gives the solution and the error estimate (no `b`, `e`).
+    pub fn stiffly_accurate(&self) -> bool {
+        self.b.is_empty()
+    }
 }
 
 /// `out = base + sum_j (h w_j) k_j` over the row's non-zero weights `(j, w_j)` in order

@@ -99,7 +99,7 @@ fn sgd_reduced(
     let mut sgd = crate::sgd_reduced::ReducedSgd::new(&config, x0, seed)?;
     sgd.variant = variant;
     let options = crate::sgd::RunOptions {
-        record_every: u64::MAX,
+        record: crate::observe::Cadence::ENDS,
         stop_at_t_end: true,
     };
     let summary = crate::sgd_reduced::run::<std::io::Sink>(&mut sgd, options, None, |_| {})?;
@@ -649,7 +649,7 @@ impl TaskRunner for ModelRunner {
                 let summary = crate::sgd::run(
                     &mut sgd,
                     crate::sgd::RunOptions {
-                        record_every: u64::MAX,
+                        record: crate::observe::Cadence::ENDS,
                         stop_at_t_end: true,
                     },
                     None::<&mut TrajectoryRecorder<std::io::Sink>>,
