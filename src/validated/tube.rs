@@ -185,52 +185,82 @@ impl Validated {
         y.iter().map(|v| v.abs() + self.options.floor).collect()
     }
 
-    /// The weights of the norm at the center `y` (V14): the Perron vector of the Metzler
-    /// majorant `M_ii = J_ii`, `M_il = |J_il|` of the Jacobian at `y` (for which
-    /// `mu_D(M)` is the Perron root, the smallest over diagonal weights), by power iteration
-    /// on `M + c I`; floored at `1e-10` of the largest. Any positive weights give a valid
-    /// bound; these make it small.
-    fn weights(&self, y: &[f64]) -> Vec<f64> {
+    /// The point Jacobian at `y` (`f64`, Taylor mode of order 1), row-major.
+    fn point_jacobian(&self, y: &[f64]) -> Option<Vec<f64>> {
         let n = y.len();
-        let scale = self.scale(y);
-        let mut cols = Vec::with_capacity(n);
+        let mut j = vec![0.0; n * n];
         for l in 0..n {
             let v: Vec<Tay<f64, 2>> = y
                 .iter()
                 .enumerate()
                 .map(|(i, &b)| Tay::variable(b, if i == l { 1.0 } else { 0.0 }))
                 .collect();
-            match self.jac_f64.rhs(&v) {
-                Ok(c) => cols.push(c),
-                Err(_) => return scale,
+            let col = self.jac_f64.rhs(&v).ok()?;
+            for i in 0..n {
+                j[i * n + l] = col[i].c[1];
             }
         }
-        let m = |i: usize, l: usize| {
-            let j = cols[l][i].c[1];
-            if i == l {
-                j
-            } else {
-                j.abs()
+        j.iter().all(|x| x.is_finite()).then_some(j)
+    }
+
+    /// The basis of the error norm at the center `y` (V14): `T = diag(scale) V` with `V` the
+    /// real eigenbasis (real and imaginary parts of complex pairs) of the scaled Jacobian
+    /// `diag(scale)^-1 J diag(scale)` at `y`, columns of unit max-norm; `diag(scale)` alone
+    /// when the eigenbasis is not available or too ill-conditioned. Any invertible `T` gives
+    /// a valid bound; this one makes `T^-1 J T` nearly diagonal, so its logarithmic norm is
+    /// close to the spectral abscissa.
+    fn basis(&self, y: &[f64]) -> Basis {
+        let n = y.len();
+        let scale = self.scale(y);
+        let diagonal = || {
+            let mut t = vec![0.0; n * n];
+            for i in 0..n {
+                t[i * n + i] = scale[i];
             }
+            Basis::new(t, n).expect("a positive diagonal is invertible")
         };
-        let shift = (0..n).map(|i| -m(i, i)).fold(0.0, f64::max)
-            + (0..n)
-                .map(|i| (0..n).map(|l| m(i, l).abs()).sum::<f64>())
-                .fold(0.0, f64::max)
-                * 1e-3;
-        let mut v = scale.clone();
-        for _ in 0..200 {
-            let w: Vec<f64> = (0..n)
-                .map(|i| (0..n).map(|l| m(i, l) * v[l]).sum::<f64>() + shift * v[i])
-                .collect();
-            let top = w.iter().copied().fold(0.0, f64::max);
-            if !(top > 0.0 && top.is_finite()) {
-                return scale;
+        let Some(j) = self.point_jacobian(y) else {
+            return diagonal();
+        };
+        let a = faer::Mat::<f64>::from_fn(n, n, |i, l| j[i * n + l] * scale[l] / scale[i]);
+        let Ok(eig) = a.eigen() else {
+            return diagonal();
+        };
+        let (u, vals) = (eig.U(), eig.S());
+        let mut t = vec![0.0; n * n];
+        let mut col = 0;
+        for k in 0..n {
+            let lam = vals[k];
+            if lam.im < 0.0 && col < n {
+                continue;
             }
-            v = w.iter().map(|x| x / top).collect();
+            let parts: Vec<Vec<f64>> = if lam.im > 0.0 {
+                vec![
+                    (0..n).map(|i| u[(i, k)].re).collect(),
+                    (0..n).map(|i| u[(i, k)].im).collect(),
+                ]
+            } else {
+                vec![(0..n).map(|i| u[(i, k)].re).collect()]
+            };
+            for v in parts {
+                if col >= n {
+                    break;
+                }
+                let top = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                for i in 0..n {
+                    t[i * n + col] = if top > 0.0 {
+                        scale[i] * v[i] / top
+                    } else {
+                        0.0
+                    };
+                }
+                col += 1;
+            }
         }
-        let top = v.iter().copied().fold(0.0, f64::max);
-        v.iter().map(|x| x.max(1e-10 * top)).collect()
+        if col < n {
+            return diagonal();
+        }
+        Basis::new(t, n).unwrap_or_else(diagonal)
     }
 
     /// The guide's Taylor coefficients at `y` (plain `f64`; any polynomial would do, its
@@ -264,15 +294,21 @@ impl Validated {
         }
     }
 
-    /// One step from the center `y` with error `eps0` (norm with the weights of `y`), of size
-    /// at most `h_max`. Errors (as the reason) when no step size down to `h_max * 2^-30`
-    /// closes the bound.
-    fn step(&self, t0: f64, y: &[f64], eps0: f64, h_max: f64) -> std::result::Result<Step, String> {
+    /// One step from the center `y` with error `eps0` (in the norm of `basis`), of size at
+    /// most `h_max`. Errors (as the reason) when no step size down to `h_max * 2^-30` closes
+    /// the bound.
+    fn step(
+        &self,
+        t0: f64,
+        y: &[f64],
+        eps0: f64,
+        basis: &Basis,
+        h_max: f64,
+    ) -> std::result::Result<Step, String> {
         let n = y.len();
-        let d = self.weights(y);
         let w = self.scale(y);
         let coef = self.guide_coefficients(y).map_err(|e| e.to_string())?;
-        // Step size from the last two Taylor terms (V16).
+        // Step size from the last two Taylor terms, relative to the scale of y (V16).
         let mut h = h_max;
         for j in [ORDER - 1, ORDER] {
             let size = (0..n).map(|i| coef[j][i].abs() / w[i]).fold(0.0, f64::max);
@@ -280,33 +316,35 @@ impl Validated {
                 h = h.min(0.9 * (self.options.tol / size).powf(1.0 / j as f64));
             }
         }
-        // The point part of the defect (V13): delta_j = (j + 1) p_{j+1} - g_j(0).
+        // The point part of the defect (V13): delta_j = (j + 1) p_{j+1} - g_j(0), per
+        // component, then in the norm of the basis (coefficientwise through |T^-1|).
         let pts: Vec<Tay<Fi, K>> = (0..n)
             .map(|i| Tay::from_coefficients(std::array::from_fn(|j| Fi::point(coef[j][i]))))
             .collect();
         let g0 = Self::series_rhs(&self.series, &pts)?;
         let dsize: Vec<f64> = (0..ORDER)
             .map(|j| {
-                (0..n)
+                let v: Vec<f64> = (0..n)
                     .map(|i| {
                         let delta =
                             Fi::point((j + 1) as f64) * Fi::point(coef[j + 1][i]) - g0[i].c[j];
-                        (delta.abs() / Fi::point(d[i])).hi()
+                        delta.mag()
                     })
-                    .fold(0.0, f64::max)
+                    .collect();
+                basis.norm_of_magnitudes(&v)
             })
             .collect();
         let mut last = String::new();
         for _ in 0..30 {
             let t1 = t0 + h;
             let hh = (Fi::point(t1) - Fi::point(t0)).hi();
-            match self.try_step(&coef, &d, &dsize, eps0, hh) {
+            match self.try_step(&coef, basis, &dsize, eps0, hh) {
                 Ok((eps_tube, eps1, mu)) => {
                     return Ok(Step {
                         t0,
                         t1,
                         coef,
-                        d,
+                        d: basis.d.clone(),
                         eps_tube,
                         eps1,
                         mu,
@@ -325,12 +363,13 @@ impl Validated {
     fn try_step(
         &self,
         coef: &[Vec<f64>],
-        d: &[f64],
+        basis: &Basis,
         dsize: &[f64],
         eps0: f64,
         hh: f64,
     ) -> std::result::Result<(f64, f64, f64), String> {
-        let n = d.len();
+        let n = basis.n;
+        let d = &basis.d;
         let sigma = Fi::new(0.0, hh);
         let h = Fi::point(hh);
         // q_i(sigma) = p^(i)(sigma) / i! over the step: the base of the remainder series.
@@ -349,10 +388,9 @@ impl Validated {
             })
             .collect();
         let g = Self::series_rhs(&self.series, &q)?;
-        let rem = (0..n)
-            .map(|c| (g[c].c[ORDER].abs() / Fi::point(d[c])).hi())
-            .fold(0.0, f64::max);
-        // int_0^h ||delta||_D <= sum_j D_j h^(j+1) / (j+1) + R h^(N+1) / (N+1).
+        let rem: Vec<f64> = (0..n).map(|c| g[c].c[ORDER].mag()).collect();
+        let rem = basis.norm_of_magnitudes(&rem);
+        // int_0^h ||T^-1 delta|| <= sum_j D_j h^(j+1) / (j+1) + R h^(N+1) / (N+1).
         let mut int = Fi::point(0.0);
         let mut hp = h;
         for (j, &dj) in dsize.iter().enumerate() {
@@ -361,7 +399,7 @@ impl Validated {
         }
         int = int + Fi::point(rem) * hp / Fi::point(K as f64);
         let int = int.hi();
-        // The a priori box: the hull of p over the step widened by E d; E bootstrapped.
+        // The a priori box: the hull of p over the step widened by E |T| 1; E bootstrapped.
         let bp: Vec<Fi> = q.iter().map(|s| s.c[0]).collect();
         let mut e_guess = 2.0 * (eps0 + int) + f64::MIN_POSITIVE;
         for _ in 0..4 {
@@ -373,7 +411,7 @@ impl Validated {
                     *b + Fi::new(-r, r)
                 })
                 .collect();
-            let mu = self.log_norm(&bx, d)?;
+            let mu = self.log_norm(&bx, basis)?;
             let grow = (Fi::point(mu) * h).exp().hi();
             let g1 = grow.max(1.0);
             let eps_bar = (Fi::point(g1) * (Fi::point(eps0) + Fi::point(int))).hi();
@@ -387,9 +425,9 @@ impl Validated {
         Err(format!("the a priori box does not close (h = {hh:e})"))
     }
 
-    /// An upper bound of the logarithmic norm `mu_D(J)` over every `J` in the interval
-    /// Jacobian on the box `bx` (V14).
-    fn log_norm(&self, bx: &[Fi], d: &[f64]) -> std::result::Result<f64, String> {
+    /// An upper bound of the logarithmic norm `mu_inf(T^-1 J T)` over every `J` in the
+    /// interval Jacobian on the box `bx` (V14).
+    fn log_norm(&self, bx: &[Fi], basis: &Basis) -> std::result::Result<f64, String> {
         let n = bx.len();
         let mut cols = Vec::with_capacity(n);
         for l in 0..n {
@@ -400,13 +438,28 @@ impl Validated {
                 .collect();
             cols.push(Self::series_rhs(&self.jac, &y)?);
         }
+        // J T (interval times point), then T^-1 (J T).
+        let jt: Vec<Fi> = (0..n * n)
+            .map(|il| {
+                let (i, l) = (il / n, il % n);
+                (0..n).fold(Fi::point(0.0), |acc, k| {
+                    acc + cols[k][i].c[1] * Fi::point(basis.t[k * n + l])
+                })
+            })
+            .collect();
         let mut mu = f64::NEG_INFINITY;
         for i in 0..n {
-            let mut row = Fi::point(cols[i][i].c[1].hi());
-            for (l, col) in cols.iter().enumerate() {
-                if l != i {
-                    row = row + Fi::point(col[i].c[1].mag()) * Fi::point(d[l]) / Fi::point(d[i]);
-                }
+            let mut row = Fi::point(0.0);
+            for l in 0..n {
+                let a = (0..n).fold(Fi::point(0.0), |acc, k| {
+                    acc + basis.tinv[i * n + k] * jt[k * n + l]
+                });
+                row = row
+                    + if l == i {
+                        Fi::point(a.hi())
+                    } else {
+                        Fi::point(a.mag())
+                    };
             }
             mu = mu.max(row.hi());
         }
@@ -421,10 +474,12 @@ impl Validated {
     /// `observe` with the steps so far after each step; it returns `true` to stop.
     pub fn run(&self, y0: &[Fi], t_max: f64, mut observe: impl FnMut(&[Step]) -> bool) -> TubeRun {
         let mut y: Vec<f64> = y0.iter().map(Fi::mid).collect();
-        let mut eps = self.recenter(y0, &y, &self.weights(&y));
+        let mut basis = self.basis(&y);
+        let mut eps = basis.radius_of(y0, &y, None);
         let mut steps: Vec<Step> = Vec::new();
         let mut t = 0.0;
         let mut h_max = f64::INFINITY;
+        let debug = std::env::var_os("PREDHEAD_TUBE_DEBUG").is_some();
         while t < t_max {
             if steps.len() >= self.options.max_steps {
                 return TubeRun {
@@ -435,40 +490,60 @@ impl Validated {
                     )),
                 };
             }
-            match self.step(t, &y, eps, h_max.min(t_max - t)) {
-                Ok(s) => {
-                    let end = s.end_box();
-                    if !end.iter().all(Fi::valid) {
-                        return TubeRun {
-                            steps,
-                            failure: Some(format!("the enclosure is not finite at tau = {t:e}")),
-                        };
-                    }
-                    y = end.iter().map(Fi::mid).collect();
-                    eps = self.recenter(&end, &y, &self.weights(&y));
-                    h_max = 4.0 * (s.t1 - s.t0);
-                    if std::env::var_os("PREDHEAD_TUBE_DEBUG").is_some() {
-                        eprintln!(
-                            "t {:e} h {:e} eps_tube {:e} eps1 {:e} mu {:e}",
-                            s.t0,
-                            s.t1 - s.t0,
-                            s.eps_tube,
-                            s.eps1,
-                            s.mu
-                        );
-                    }
-                    t = s.t1;
-                    steps.push(s);
-                    if observe(&steps) {
-                        break;
-                    }
-                }
+            let s = match self.step(t, &y, eps, &basis, h_max.min(t_max - t)) {
+                Ok(s) => s,
                 Err(why) => {
                     return TubeRun {
                         steps,
                         failure: Some(why),
                     }
                 }
+            };
+            // y(t1) in p(h) + T e~ with ||e~|| <= eps1: the center and basis move to p(h).
+            let end = s.poly(s.offset(s.t1));
+            if !end.iter().all(Fi::valid) {
+                return TubeRun {
+                    steps,
+                    failure: Some(format!("the enclosure is not finite at tau = {t:e}")),
+                };
+            }
+            y = end.iter().map(Fi::mid).collect();
+            // Keep the old basis or take the new center's eigenbasis, whichever predicts the
+            // smaller error after the transfer and ten more steps of this size (a heuristic:
+            // either choice is rigorous).
+            let next = self.basis(&y);
+            let eps_new = next.radius_of(&end, &y, Some((&basis, s.eps1)));
+            let eps_old = basis.radius_of(&end, &y, Some((&basis, s.eps1)));
+            let ahead = 10.0 * (s.t1 - s.t0);
+            let keep = match self.point_jacobian(&y) {
+                Some(j) => {
+                    eps_old.ln() + basis.point_mu(&j) * ahead
+                        <= eps_new.ln() + next.point_mu(&j) * ahead
+                }
+                None => false,
+            };
+            if keep {
+                eps = eps_old;
+            } else {
+                eps = eps_new;
+                basis = next;
+            }
+            h_max = 4.0 * (s.t1 - s.t0);
+            t = s.t1;
+            if debug {
+                eprintln!(
+                    "t {:e} h {:e} eps_tube {:e} eps1 {:e} eps {:e} mu {:e}",
+                    s.t0,
+                    s.t1 - s.t0,
+                    s.eps_tube,
+                    s.eps1,
+                    eps,
+                    s.mu
+                );
+            }
+            steps.push(s);
+            if observe(&steps) {
+                break;
             }
         }
         TubeRun {
@@ -476,20 +551,169 @@ impl Validated {
             failure: None,
         }
     }
+}
 
-    /// The radius, in the norm of the weights at `y`, of the box `b` around the center `y`.
-    fn recenter(&self, b: &[Fi], y: &[f64], d: &[f64]) -> f64 {
-        b.iter()
-            .zip(y)
-            .zip(d)
-            .map(|((b, &c), &di)| {
-                let r = (Fi::point(b.hi()) - Fi::point(c))
+/// The basis `T` of the error norm `||e||_T = ||T^-1 e||_inf` (V14): `T` in `f64`, an
+/// enclosure of `T^-1`, and `d = |T| 1` (so `|e_i| <= d_i ||e||_T`).
+#[derive(Clone, Debug)]
+pub struct Basis {
+    n: usize,
+    t: Vec<f64>,
+    tinv: Vec<Fi>,
+    d: Vec<f64>,
+}
+
+impl Basis {
+    /// The basis `t` (row-major `n x n`), with `T^-1` enclosed from an approximate inverse
+    /// `R`: with `||I - T R||_inf <= beta < 1/2`, `T^-1 = R (I + F)`, `||F||_inf <=
+    /// beta / (1 - beta)`, so `T^-1_ij in R_ij +- beta / (1 - beta) sum_k |R_ik|`. `None`
+    /// when `t` is (numerically) singular.
+    fn new(t: Vec<f64>, n: usize) -> Option<Basis> {
+        let r = invert(&t, n)?;
+        let mut beta = Fi::point(0.0);
+        for i in 0..n {
+            let mut row = Fi::point(0.0);
+            for j in 0..n {
+                let tr = (0..n).fold(Fi::point(0.0), |acc, k| {
+                    acc + Fi::point(t[i * n + k]) * Fi::point(r[k * n + j])
+                });
+                let e = Fi::point(if i == j { 1.0 } else { 0.0 }) - tr;
+                row = row + Fi::point(e.mag());
+            }
+            beta = beta.max(&row);
+        }
+        let beta = beta.hi();
+        if beta.is_nan() || beta >= 0.5 {
+            return None;
+        }
+        let f = (Fi::point(beta) / (Fi::point(1.0) - Fi::point(beta))).hi();
+        let tinv = (0..n * n)
+            .map(|ij| {
+                let i = ij / n;
+                let rad = (0..n).fold(Fi::point(0.0), |acc, k| acc + Fi::point(r[i * n + k].abs()));
+                let rad = (rad * Fi::point(f)).hi();
+                Fi::point(r[ij]) + Fi::new(-rad, rad)
+            })
+            .collect();
+        let d = (0..n)
+            .map(|i| {
+                (0..n)
+                    .fold(Fi::point(0.0), |acc, k| acc + Fi::point(t[i * n + k].abs()))
                     .hi()
-                    .max((Fi::point(c) - Fi::point(b.lo())).hi());
-                (Fi::point(r) / Fi::point(di)).hi()
+            })
+            .collect();
+        Some(Basis { n, t, tinv, d })
+    }
+
+    /// The logarithmic norm of `T^-1 J T` at a point Jacobian `j` (midpoints; a heuristic
+    /// for choosing a basis, not a bound).
+    fn point_mu(&self, j: &[f64]) -> f64 {
+        let n = self.n;
+        let jt: Vec<f64> = (0..n * n)
+            .map(|il| {
+                (0..n)
+                    .map(|k| j[(il / n) * n + k] * self.t[k * n + il % n])
+                    .sum()
+            })
+            .collect();
+        (0..n)
+            .map(|i| {
+                (0..n)
+                    .map(|l| {
+                        let a: f64 = (0..n)
+                            .map(|k| self.tinv[i * n + k].mid() * jt[k * n + l])
+                            .sum();
+                        if l == i {
+                            a
+                        } else {
+                            a.abs()
+                        }
+                    })
+                    .sum::<f64>()
+            })
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// `max_i sum_c |T^-1|_ic v_c` for magnitudes `v >= 0`: a bound of `||x||_T` for every
+    /// `|x| <= v`.
+    fn norm_of_magnitudes(&self, v: &[f64]) -> f64 {
+        let n = self.n;
+        (0..n)
+            .map(|i| {
+                (0..n)
+                    .fold(Fi::point(0.0), |acc, c| {
+                        acc + Fi::point(self.tinv[i * n + c].mag()) * Fi::point(v[c])
+                    })
+                    .hi()
             })
             .fold(0.0, f64::max)
     }
+
+    /// A bound of `||y - c||_T` over `y in b + T_prev e~`, `||e~||_inf <= eps_prev`
+    /// (`prev = None`: over the box `b`).
+    fn radius_of(&self, b: &[Fi], c: &[f64], prev: Option<(&Basis, f64)>) -> f64 {
+        let n = self.n;
+        let off: Vec<f64> = b
+            .iter()
+            .zip(c)
+            .map(|(b, &c)| (*b - Fi::point(c)).mag())
+            .collect();
+        let mut r = Fi::point(self.norm_of_magnitudes(&off));
+        if let Some((p, eps)) = prev {
+            // ||T^-1 T_prev||_inf, in interval arithmetic.
+            let mut norm = 0.0f64;
+            for i in 0..n {
+                let mut row = Fi::point(0.0);
+                for l in 0..n {
+                    let a = (0..n).fold(Fi::point(0.0), |acc, k| {
+                        acc + self.tinv[i * n + k] * Fi::point(p.t[k * n + l])
+                    });
+                    row = row + Fi::point(a.mag());
+                }
+                norm = norm.max(row.hi());
+            }
+            r = r + Fi::point(norm) * Fi::point(eps);
+        }
+        r.hi()
+    }
+}
+
+/// `t^-1` by Gauss-Jordan elimination with partial pivoting (`f64`, approximate; `None`
+/// when a pivot vanishes).
+fn invert(t: &[f64], n: usize) -> Option<Vec<f64>> {
+    let mut a = t.to_vec();
+    let mut r = vec![0.0; n * n];
+    for i in 0..n {
+        r[i * n + i] = 1.0;
+    }
+    for col in 0..n {
+        let piv =
+            (col..n).max_by(|&x, &y| a[x * n + col].abs().total_cmp(&a[y * n + col].abs()))?;
+        if a[piv * n + col] == 0.0 || !a[piv * n + col].is_finite() {
+            return None;
+        }
+        for k in 0..n {
+            a.swap(col * n + k, piv * n + k);
+            r.swap(col * n + k, piv * n + k);
+        }
+        let p = a[col * n + col];
+        for k in 0..n {
+            a[col * n + k] /= p;
+            r[col * n + k] /= p;
+        }
+        for row in 0..n {
+            if row != col {
+                let f = a[row * n + col];
+                if f != 0.0 {
+                    for k in 0..n {
+                        a[row * n + k] -= f * a[col * n + k];
+                        r[row * n + k] -= f * r[col * n + k];
+                    }
+                }
+            }
+        }
+    }
+    r.iter().all(|x| x.is_finite()).then_some(r)
 }
 
 /// Packs a reduced box into the state vector of `problem` (decay coordinates), or the
