@@ -56,18 +56,22 @@ impl CertifiedFlow {
 /// box for an `f64` state), up to the certified `t_end` or `horizon`.
 ///
 /// # Examples
-/// ```no_run
+/// ```
 /// use predhead::config::parse_config;
 /// use predhead::validated::{certify_flow, Fi};
 /// use predhead::validated::tube::TubeOptions;
-/// # let config = parse_config("[setting]\ndim = 20\npatches = 8\nfeature_patches = 2\n\
+/// # let mut config = parse_config("[setting]\ndim = 100\npatches = 8\nfeature_patches = 2\n\
 /// #   alpha = [2.0, 1.0]\nnoise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
 /// #   normalization = \"batchnorm\"\nstop_gradient = true\n[training]\nlr = 1e-3\nlr_head = 2e-4\n").unwrap();
 /// let x0 = predhead::init::reduced(&config.setting, 0).unwrap();
+/// // An early t1 (1.05 times the initial max |a_j|): the tube does not yet reach the
+/// // default t1 = 0.5 (derivations/interval.md, "Status").
+/// config.phases.t1 = 1.05 * x0.a.iter().fold(0.0f64, |m, a| m.max(a.abs()));
 /// let x0 = predhead::flow::problem::lift::<Fi>(&x0, ());
-/// let c = certify_flow(&config, &x0, 1e7, TubeOptions::default()).unwrap();
+/// let c = certify_flow(&config, &x0, 3000.0, TubeOptions::default()).unwrap();
 /// let t1 = c.events[0].unwrap();
 /// assert!(t1.lo <= t1.hi && t1.rel_width() < 1e-6);
+/// assert!(!c.certified()); // t2, t3, t_end are not reached by tau = 3000
 /// ```
 ///
 /// # Errors
