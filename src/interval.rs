@@ -70,7 +70,7 @@ thread_local! {
 }
 
 /// Records a failure (the first one wins).
-fn record(what: String) {
+pub(crate) fn record(what: String) {
     FAILURE.with(|f| {
         let mut f = f.borrow_mut();
         if f.is_none() {

@@ -60,5 +60,6 @@ mod sized;
 pub mod square;
 pub mod state;
 pub mod sweep;
+pub mod validated;
 
 pub use error::{Error, Result};

@@ -86,6 +86,10 @@ pub struct Args {
     /// Skip the companion run: no estimate of the event times' error, no refinement.
     #[arg(long)]
     pub no_error_estimate: bool,
+    /// Also run the validated flow: certified enclosures of the event times and the outcome
+    /// (docs/cli.md, "flow --certify"; derivations/interval.md, (V11)-(V17)).
+    #[arg(long)]
+    pub certify: bool,
 }
 
 /// The JSON output: the summary, then the integrator's extras.
@@ -142,6 +146,9 @@ struct Report<'a> {
     /// Why a companion or a refinement failed.
     check_error: Option<String>,
     init: String,
+    /// The validated flow (`--certify` only; absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certify: Option<crate::validated::CertifyReport>,
 }
 
 /// The integration options that the command's flags set (method, pairs, coordinates, stop
@@ -234,6 +241,11 @@ pub fn run(args: &Args) -> Result<String> {
         single
     };
     bar.finish();
+    let certify = if args.certify {
+        Some(certify_report(args, &config, &x0, opts.horizon)?)
+    } else {
+        None
+    };
     let reported = opts_at(checked.rtol, checked.head_scale);
     let run = &checked.run;
     if args.json {
@@ -270,6 +282,7 @@ pub fn run(args: &Args) -> Result<String> {
             check_rhs_evals: checked.check_rhs_evals,
             check_error: checked.check_error.clone(),
             init,
+            certify,
         };
         let text = serde_json::to_string(&report)
             .map_err(|e| Error::numerical("summary", e.to_string()))?;
@@ -284,8 +297,46 @@ pub fn run(args: &Args) -> Result<String> {
         if estimated {
             out += &estimate_text(&checked, &check);
         }
+        if let Some(c) = &certify {
+            out += &format!(
+                "certify: {}\n",
+                serde_json::to_string(c).map_err(|e| Error::numerical("certify", e.to_string()))?
+            );
+        }
         Ok(out)
     }
+}
+
+/// The validated flow from the exact initial state (`--state`: its decimals enclosed; a
+/// seed: the `f64` state as given), up to the certified `t_end` or the horizon.
+fn certify_report(
+    args: &Args,
+    config: &Config,
+    x0: &Reduced<f64>,
+    horizon: f64,
+) -> Result<crate::validated::CertifyReport> {
+    use crate::validated::{certify_flow, exact_initial_box, tube::TubeOptions, CertifyReport};
+    let x0box = match &args.state {
+        Some(path) => {
+            let read = |p: &Path| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| Error::invalid("--state", format!("{}: {e}", p.display())))
+            };
+            let config_text = read(&args.config)?;
+            let state_text = read(path)?;
+            let state = State::load(path, &config.setting)?;
+            let exact = crate::certify::ExactInput::from_text(
+                &config_text,
+                &config.setting,
+                &state_text,
+                &state,
+            )?;
+            exact_initial_box(&exact)
+        }
+        None => crate::flow::problem::lift(x0, ()),
+    };
+    let c = certify_flow(config, &x0box, horizon, TubeOptions::default())?;
+    Ok(CertifyReport::new(&c))
 }
 
 /// Refuses tolerances that are negative or not finite, `rtol = atol = 0`, and an
