@@ -268,6 +268,15 @@ fn rate_rule(
     Ok((verdict, out))
 }
 
+/// [`rate_rule`] over the cells' counts (inside: no hypothesis violated).
+fn cells_rule(cells: &[Cell], rate_min: f64, alpha: f64) -> Result<(Verdict, Vec<Option<f64>>)> {
+    let counts: Vec<(usize, usize, bool)> = cells
+        .iter()
+        .map(|c| (c.both, c.runs.len(), c.violated.is_empty()))
+        .collect();
+    rate_rule(&counts, rate_min, alpha)
+}
+
 /// The cells of the records, in grid order.
 fn cells<'a>(
     ctx: &Context,
@@ -412,11 +421,7 @@ pub fn regime(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     let (rate_min, alpha) = (ctx.rule("rate_min")?, ctx.rule("alpha")?);
     let hyp = Hypotheses::from(ctx, Claim::Both)?;
     let cells = cells(ctx, recs, axis, Claim::Both)?;
-    let counts: Vec<(usize, usize, bool)> = cells
-        .iter()
-        .map(|c| (c.both, c.runs.len(), c.violated.is_empty()))
-        .collect();
-    let (verdict, p) = rate_rule(&counts, rate_min, alpha)?;
+    let (verdict, p) = cells_rule(&cells, rate_min, alpha)?;
     let mut body = Body::claim(&format!(
         "Claim (Theorem 4.1): inside its hypotheses, with probability 1 - o(1) the two \
          neurons learn different features. Here {} moves away from the scaling family, one \
@@ -571,11 +576,7 @@ pub fn regime43(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     let (rate_min, alpha) = (ctx.rule("rate_min")?, ctx.rule("alpha")?);
     let hyp = Hypotheses::from(ctx, Claim::Collapse)?;
     let cells = cells(ctx, recs, axis, Claim::Collapse)?;
-    let counts: Vec<(usize, usize, bool)> = cells
-        .iter()
-        .map(|c| (c.both, c.runs.len(), c.violated.is_empty()))
-        .collect();
-    let (verdict, p) = rate_rule(&counts, rate_min, alpha)?;
+    let (verdict, p) = cells_rule(&cells, rate_min, alpha)?;
     let mut body = Body::claim(
         "Claim (Theorem 4.3): with the head frozen at E = I and `m <= o(alpha1/alpha2)`, with \
          probability 1 - o(1) every neuron learns v1 (`collapse-v1`). The paper family's \
