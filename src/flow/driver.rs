@@ -23,9 +23,11 @@ use crate::flow::rosenbrock;
 use crate::flow::separable::Layout;
 use crate::moments::population::Reduced;
 use crate::observe::{Event, Termination};
-use crate::ode::explicit::Explicit as ExplicitPair;
+use crate::ode::dop853::{Dop853, DOP853};
+use crate::ode::dopri5::DOPRI5;
+use crate::ode::explicit::Explicit as ExplicitStep;
 use crate::ode::rosenbrock::{RODAS5, ROS4};
-use crate::ode::Stepper;
+use crate::ode::{Rhs, Stepper};
 use crate::scalar::Scalar;
 use crate::setting::Config;
 
@@ -79,6 +81,67 @@ impl From<StopReason> for Stop {
 /// cubic gave a peak of 7.4e5 where the solution's is 0.365.
 const MAX_DEFECT: f64 = 1.0;
 
+/// The explicit pair of [`Options::explicit`]: DOP853 specialised on its constant tableau,
+/// or Dormand-Prince's read from its tableau.
+enum ExplicitPair<S: Scalar> {
+    Dop853(ExplicitStep<S, Dop853>),
+    Dopri5(ExplicitStep<S>),
+}
+
+/// `$body` on the pair as `$p`, whichever it is.
+macro_rules! on_pair {
+    ($pair:expr, $p:ident => $body:expr) => {
+        match $pair {
+            ExplicitPair::Dop853($p) => $body,
+            ExplicitPair::Dopri5($p) => $body,
+        }
+    };
+}
+
+impl<S: Scalar> ExplicitPair<S> {
+    fn new(explicit: Explicit, n: usize, ctx: S::Ctx) -> Self {
+        match explicit {
+            Explicit::Dop853 => ExplicitPair::Dop853(ExplicitStep::new(Dop853, n, ctx)),
+            Explicit::Dopri5 => ExplicitPair::Dopri5(ExplicitStep::new(DOPRI5, n, ctx)),
+        }
+    }
+
+    fn step(
+        &mut self,
+        f: &mut Rhs<'_, S>,
+        y0: &[S],
+        f0: &[S],
+        h: f64,
+        tol: Tolerance,
+    ) -> Result<f64> {
+        on_pair!(self, p => p.step(f, y0, f0, h, tol))
+    }
+
+    fn dense(&mut self, f: &mut Rhs<'_, S>, y0: &[S], h: f64, out: &mut Dense<S>) -> Result<()> {
+        on_pair!(self, p => p.dense(f, y0, h, out))
+    }
+
+    fn y1(&self) -> &[S] {
+        on_pair!(self, p => p.y1())
+    }
+
+    fn f1(&self) -> &[S] {
+        on_pair!(self, p => p.f1())
+    }
+
+    fn y1_mut(&mut self) -> &mut Vec<S> {
+        on_pair!(self, p => p.y1_mut())
+    }
+
+    /// Whether the dense output costs evaluations (DOP853's).
+    fn dense_evaluates(&self) -> bool {
+        match self {
+            ExplicitPair::Dop853(_) => DOP853.dense_evaluates(),
+            ExplicitPair::Dopri5(_) => DOPRI5.dense_evaluates(),
+        }
+    }
+}
+
 /// The steppers' work spaces and the driver's buffers, allocated once per run.
 struct Buffers<S: Scalar> {
     /// The explicit pair of [`Options::explicit`].
@@ -115,7 +178,7 @@ impl<S: Scalar> Buffers<S> {
             layout.map_or(n * n, Layout::len)
         };
         Buffers {
-            explicit: ExplicitPair::new(explicit.tableau(), n, ctx),
+            explicit: ExplicitPair::new(explicit, n, ctx),
             rodas5: if matrix_free {
                 rosenbrock::Work::matrix_free(RODAS5, n, ctx)
             } else {
@@ -715,7 +778,7 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
         let rhs = &mut self.rhs;
         let f = &mut |y: &[S], dy: &mut [S]| rhs.eval(y, dy);
         match (self.stiff, used) {
-            (false, _) if b.explicit.tableau().dense_evaluates() => {
+            (false, _) if b.explicit.dense_evaluates() => {
                 let pair = &mut b.explicit;
                 b.dense.set_hermite(h, y, pair.y1(), f0, pair.f1());
                 scan = may_cross(problem, self.observer, &b.dense, &mut self.sampler);
