@@ -27,7 +27,7 @@ use crate::ode::dop853::{Dop853, DOP853};
 use crate::ode::dopri5::DOPRI5;
 use crate::ode::explicit::Explicit as ExplicitStep;
 use crate::ode::rosenbrock::{RODAS5, ROS4};
-use crate::ode::{Rhs, Stepper};
+use crate::ode::Stepper;
 use crate::scalar::Scalar;
 use crate::setting::Config;
 
@@ -106,19 +106,9 @@ impl<S: Scalar> ExplicitPair<S> {
         }
     }
 
-    fn step(
-        &mut self,
-        f: &mut Rhs<'_, S>,
-        y0: &[S],
-        f0: &[S],
-        h: f64,
-        tol: Tolerance,
-    ) -> Result<f64> {
-        on_pair!(self, p => p.step(f, y0, f0, h, tol))
-    }
-
-    fn dense(&mut self, f: &mut Rhs<'_, S>, y0: &[S], h: f64, out: &mut Dense<S>) -> Result<()> {
-        on_pair!(self, p => p.dense(f, y0, h, out))
+    /// The pair as a [`Stepper`].
+    fn stepper(&mut self) -> &mut dyn Stepper<S> {
+        on_pair!(self, p => p)
     }
 
     fn y1(&self) -> &[S] {
@@ -583,7 +573,11 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
         let rhs = &mut self.rhs;
         let f = &mut |y: &[S], dy: &mut [S]| rhs.eval(y, dy);
         if !self.stiff {
-            return self.b.explicit.step(f, &self.y, &self.f0, h, tol);
+            return self
+                .b
+                .explicit
+                .stepper()
+                .attempt(f, &self.y, &self.f0, None, h, tol);
         }
         let b = &mut self.b;
         if !self.have_jac {
@@ -782,12 +776,21 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
                 let pair = &mut b.explicit;
                 b.dense.set_hermite(h, y, pair.y1(), f0, pair.f1());
                 scan = may_cross(problem, self.observer, &b.dense, &mut self.sampler);
-                if (scan || peak) && pair.dense(f, y, h, &mut b.dense).is_err() {
+                if (scan || peak)
+                    && pair
+                        .stepper()
+                        .dense_output(f, y, f0, h, &mut b.dense)
+                        .is_err()
+                {
                     return None;
                 }
             }
             // Dormand-Prince's extension takes no evaluation and cannot fail.
-            (false, _) => b.explicit.dense(f, y, h, &mut b.dense).ok()?,
+            (false, _) => b
+                .explicit
+                .stepper()
+                .dense_output(f, y, f0, h, &mut b.dense)
+                .ok()?,
             (true, Stiff::Rodas5) => match self.extended.as_mut().filter(|_| in_extended) {
                 Some(x) => x.dense_into(h, &mut b.dense),
                 None => b.rodas5.dense_output(f, y, f0, h, &mut b.dense).ok()?,
