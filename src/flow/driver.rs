@@ -16,7 +16,7 @@ use crate::flow::integrate::{
     radius, radius_bound, unresolved, Explicit, Method, Options, Run, Stiff,
 };
 use crate::flow::jacobian::{ExactJacobian, FlowScalar, MatrixFree};
-use crate::flow::observer::FlowObserver;
+use crate::flow::observer::{Ending, FlowObserver};
 use crate::flow::policy::{ExtendedProbe, FallbackWindow, StiffnessSwitch};
 use crate::flow::problem::{to_f64, Coordinates, Problem, Workspace};
 use crate::flow::rosenbrock;
@@ -443,14 +443,14 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
             (self.on_sample)(t, &x)?;
         }
         let c = &self.c;
-        let summary = self.observer.finish(
-            t,
-            &x,
-            stop.reason.termination(),
-            c.acc[0] + c.acc[1],
-            Some(self.rhs.evals + c.extended_evals),
-            Some(c.rej),
-        )?;
+        let summary = self.observer.finish(Ending {
+            tau: t,
+            x: &x,
+            termination: stop.reason.termination(),
+            steps: c.acc[0] + c.acc[1],
+            rhs_evals: self.rhs.evals + c.extended_evals,
+            rejected_steps: c.rej,
+        })?;
         let summary = crate::observe::mark_flow_nonfinite(summary);
         let entry = self.observer.substitution_entry();
         Ok(Run {
