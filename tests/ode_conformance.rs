@@ -5,15 +5,21 @@
 //!
 //! Falsifiers: a DOP853 tableau with one solution weight perturbed in its 11th digit, and a
 //! Dormand-Prince tableau with a wrong weight, fail the order test; Shampine's method, only
-//! A-stable, fails the L-stability check that Rodas5 passes.
+//! A-stable, fails the L-stability check that Rodas5 passes. DOP853 runs twice: read from its
+//! tableau (`Explicit<f64>`) and specialised on it (`Explicit<f64, Dop853>`, the flow's),
+//! and the two give the same bits.
 
 use predhead::flow::rosenbrock::Work;
 use predhead::ode::control::Tolerance;
 use predhead::ode::dense::Dense;
-use predhead::ode::explicit::Explicit;
+use predhead::ode::explicit::{Coefficients, Explicit};
 use predhead::ode::rosenbrock::{RODAS5, ROS4};
-use predhead::ode::tableau::{Coef, ExplicitTableau, Row};
-use predhead::ode::{dop853::DOP853, dopri5::DOPRI5, Stepper};
+use predhead::ode::tableau::{Coef, ExplicitTableau, Row, Weight};
+use predhead::ode::{
+    dop853::{Dop853, DOP853},
+    dopri5::DOPRI5,
+    Stepper,
+};
 
 /// A stepper under test, with its nominal order and dense-output order.
 struct Case {
@@ -23,8 +29,8 @@ struct Case {
     dense_order: f64,
 }
 
-fn explicit(t: ExplicitTableau, n: usize) -> Box<dyn Stepper<f64>> {
-    Box::new(Explicit::new(t, n, ()))
+fn explicit<T: Coefficients + 'static>(t: T, n: usize) -> Box<dyn Stepper<f64>> {
+    Box::new(Explicit::<f64, T>::new(t, n, ()))
 }
 
 fn cases() -> Vec<Case> {
@@ -32,6 +38,12 @@ fn cases() -> Vec<Case> {
         Case {
             name: "dop853",
             make: |n| explicit(DOP853, n),
+            order: 8.0,
+            dense_order: 7.0,
+        },
+        Case {
+            name: "dop853-folded",
+            make: |n| explicit(Dop853, n),
             order: 8.0,
             dense_order: 7.0,
         },
@@ -121,7 +133,7 @@ fn orders(stepper: &mut dyn Stepper<f64>, n: usize, t_end: f64) -> (f64, f64) {
 /// dense output's order, 7.39 from 8 steps, 7.68 from 16, 7.74 from 20, approaches 8 slowly).
 fn grid(name: &str) -> (usize, usize, f64) {
     match name {
-        "dop853" => (8, 20, 2.0),
+        "dop853" | "dop853-folded" => (8, 20, 2.0),
         "dopri5" | "rodas5" => (40, 40, 2.0),
         _ => (80, 80, 2.0),
     }
@@ -165,10 +177,14 @@ fn every_dense_output_has_its_order() {
 }
 
 /// A tableau with the solution weight `b_j` of entry `entry` replaced by `weight`.
-fn with_weight(t: ExplicitTableau, entry: usize, weight: impl Fn(f64) -> Coef) -> ExplicitTableau {
-    let mut rows: Vec<Row> = t.a.to_vec();
+fn with_weight<W: Weight>(
+    t: ExplicitTableau<W>,
+    entry: usize,
+    weight: impl Fn(f64) -> W,
+) -> ExplicitTableau<W> {
+    let mut rows: Vec<Row<W>> = t.a.to_vec();
     let mut b = rows.last().unwrap().to_vec();
-    b[entry].1 = weight(b[entry].1.to_f64());
+    b[entry].1 = weight(b[entry].1.value::<f64>(()));
     *rows.last_mut().unwrap() = Box::leak(b.into_boxed_slice());
     ExplicitTableau {
         a: Box::leak(rows.into_boxed_slice()),
@@ -181,19 +197,51 @@ fn with_weight(t: ExplicitTableau, entry: usize, weight: impl Fn(f64) -> Coef) -
 /// digit), both fail it; the unperturbed tableaus pass on the same grid.
 #[test]
 fn a_perturbed_tableau_fails_the_order_test() {
-    let late_digit = with_weight(DOP853, 0, |b| Coef::Decimal(b * (1.0 + 1e-10)));
+    let late_digit = with_weight(DOP853, 0, |b| b * (1.0 + 1e-10));
     let transposed = with_weight(DOPRI5, 1, |_| Coef::Ratio(500.0, 1131.0));
-    for (t, nominal) in [(late_digit, 8.0), (transposed, 5.0)] {
-        let (n, _, t_end) = grid(t.name);
-        let (order, _) = orders(explicit(t, 3).as_mut(), n, t_end);
-        assert!(!order_conforms(order, nominal), "{}: order {order}", t.name);
-        let (order, _) = orders(
-            explicit(if t.name == "dop853" { DOP853 } else { DOPRI5 }, 3).as_mut(),
-            n,
-            t_end,
-        );
-        assert!(order_conforms(order, nominal), "{}: order {order}", t.name);
+    let cases = [
+        (explicit(late_digit, 3), explicit(DOP853, 3), "dop853", 8.0),
+        (explicit(transposed, 3), explicit(DOPRI5, 3), "dopri5", 5.0),
+    ];
+    for (mut bad, mut good, name, nominal) in cases {
+        let (n, _, t_end) = grid(name);
+        let (order, _) = orders(bad.as_mut(), n, t_end);
+        assert!(!order_conforms(order, nominal), "{name}: order {order}");
+        let (order, _) = orders(good.as_mut(), n, t_end);
+        assert!(order_conforms(order, nominal), "{name}: order {order}");
     }
+}
+
+/// DOP853 specialised on its constant tableau gives the bits of the step that reads it:
+/// the solution, the error norm and the dense output, over the order test's steps of the
+/// smooth problem. Falsifier: the same comparison against the tableau with one weight off in
+/// its 11th digit finds a difference.
+#[test]
+fn folded_dop853_is_bit_identical_to_the_tableau_step() {
+    let trace = |stepper: &mut dyn Stepper<f64>| {
+        let (h, tol) = (0.125, Tolerance::uniform(1e-9, 1e-9));
+        let mut y = smooth_exact(0.0).to_vec();
+        let mut dense = Dense::new(3, ());
+        let mut bits = Vec::new();
+        for _ in 0..16 {
+            let mut f0 = vec![0.0; 3];
+            smooth(&y, &mut f0).unwrap();
+            let err = stepper.attempt(&mut smooth, &y, &f0, None, h, tol).unwrap();
+            stepper
+                .dense_output(&mut smooth, &y, &f0, h, &mut dense)
+                .unwrap();
+            y = stepper.solution().to_vec();
+            bits.push(err.to_bits());
+            for v in y.iter().chain(&dense.eval(0.3 * h)) {
+                bits.push(v.to_bits());
+            }
+        }
+        bits
+    };
+    let folded = trace(explicit(Dop853, 3).as_mut());
+    assert_eq!(folded, trace(explicit(DOP853, 3).as_mut()));
+    let late_digit = with_weight(DOP853, 0, |b| b * (1.0 + 1e-10));
+    assert_ne!(folded, trace(explicit(late_digit, 3).as_mut()));
 }
 
 /// `y' = -lambda (y - cos t)` with `lambda = 1e6` from `y(0) = 0`: after the initial layer

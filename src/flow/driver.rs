@@ -16,14 +16,16 @@ use crate::flow::integrate::{
     radius, radius_bound, unresolved, Explicit, Method, Options, Run, Stiff,
 };
 use crate::flow::jacobian::{ExactJacobian, FlowScalar, MatrixFree};
-use crate::flow::observer::FlowObserver;
+use crate::flow::observer::{Ending, FlowObserver};
 use crate::flow::policy::{ExtendedProbe, FallbackWindow, StiffnessSwitch};
 use crate::flow::problem::{to_f64, Coordinates, Problem, Workspace};
 use crate::flow::rosenbrock;
 use crate::flow::separable::Layout;
 use crate::moments::population::Reduced;
 use crate::observe::{Event, Termination};
-use crate::ode::explicit::Explicit as ExplicitPair;
+use crate::ode::dop853::{Dop853, DOP853};
+use crate::ode::dopri5::DOPRI5;
+use crate::ode::explicit::Explicit as ExplicitStep;
 use crate::ode::rosenbrock::{RODAS5, ROS4};
 use crate::ode::Stepper;
 use crate::scalar::Scalar;
@@ -79,6 +81,57 @@ impl From<StopReason> for Stop {
 /// cubic gave a peak of 7.4e5 where the solution's is 0.365.
 const MAX_DEFECT: f64 = 1.0;
 
+/// The explicit pair of [`Options::explicit`]: DOP853 specialised on its constant tableau,
+/// or Dormand-Prince's read from its tableau.
+enum ExplicitPair<S: Scalar> {
+    Dop853(ExplicitStep<S, Dop853>),
+    Dopri5(ExplicitStep<S>),
+}
+
+/// `$body` on the pair as `$p`, whichever it is.
+macro_rules! on_pair {
+    ($pair:expr, $p:ident => $body:expr) => {
+        match $pair {
+            ExplicitPair::Dop853($p) => $body,
+            ExplicitPair::Dopri5($p) => $body,
+        }
+    };
+}
+
+impl<S: Scalar> ExplicitPair<S> {
+    fn new(explicit: Explicit, n: usize, ctx: S::Ctx) -> Self {
+        match explicit {
+            Explicit::Dop853 => ExplicitPair::Dop853(ExplicitStep::new(Dop853, n, ctx)),
+            Explicit::Dopri5 => ExplicitPair::Dopri5(ExplicitStep::new(DOPRI5, n, ctx)),
+        }
+    }
+
+    /// The pair as a [`Stepper`].
+    fn stepper(&mut self) -> &mut dyn Stepper<S> {
+        on_pair!(self, p => p)
+    }
+
+    fn y1(&self) -> &[S] {
+        on_pair!(self, p => p.y1())
+    }
+
+    fn f1(&self) -> &[S] {
+        on_pair!(self, p => p.f1())
+    }
+
+    fn y1_mut(&mut self) -> &mut Vec<S> {
+        on_pair!(self, p => p.y1_mut())
+    }
+
+    /// Whether the dense output costs evaluations (DOP853's).
+    fn dense_evaluates(&self) -> bool {
+        match self {
+            ExplicitPair::Dop853(_) => DOP853.dense_evaluates(),
+            ExplicitPair::Dopri5(_) => DOPRI5.dense_evaluates(),
+        }
+    }
+}
+
 /// The steppers' work spaces and the driver's buffers, allocated once per run.
 struct Buffers<S: Scalar> {
     /// The explicit pair of [`Options::explicit`].
@@ -115,7 +168,7 @@ impl<S: Scalar> Buffers<S> {
             layout.map_or(n * n, Layout::len)
         };
         Buffers {
-            explicit: ExplicitPair::new(explicit.tableau(), n, ctx),
+            explicit: ExplicitPair::new(explicit, n, ctx),
             rodas5: if matrix_free {
                 rosenbrock::Work::matrix_free(RODAS5, n, ctx)
             } else {
@@ -390,14 +443,14 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
             (self.on_sample)(t, &x)?;
         }
         let c = &self.c;
-        let summary = self.observer.finish(
-            t,
-            &x,
-            stop.reason.termination(),
-            c.acc[0] + c.acc[1],
-            Some(self.rhs.evals + c.extended_evals),
-            Some(c.rej),
-        )?;
+        let summary = self.observer.finish(Ending {
+            tau: t,
+            x: &x,
+            termination: stop.reason.termination(),
+            steps: c.acc[0] + c.acc[1],
+            rhs_evals: self.rhs.evals + c.extended_evals,
+            rejected_steps: c.rej,
+        })?;
         let summary = crate::observe::mark_flow_nonfinite(summary);
         let entry = self.observer.substitution_entry();
         Ok(Run {
@@ -520,7 +573,11 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
         let rhs = &mut self.rhs;
         let f = &mut |y: &[S], dy: &mut [S]| rhs.eval(y, dy);
         if !self.stiff {
-            return self.b.explicit.step(f, &self.y, &self.f0, h, tol);
+            return self
+                .b
+                .explicit
+                .stepper()
+                .attempt(f, &self.y, &self.f0, None, h, tol);
         }
         let b = &mut self.b;
         if !self.have_jac {
@@ -715,16 +772,25 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
         let rhs = &mut self.rhs;
         let f = &mut |y: &[S], dy: &mut [S]| rhs.eval(y, dy);
         match (self.stiff, used) {
-            (false, _) if b.explicit.tableau().dense_evaluates() => {
+            (false, _) if b.explicit.dense_evaluates() => {
                 let pair = &mut b.explicit;
                 b.dense.set_hermite(h, y, pair.y1(), f0, pair.f1());
                 scan = may_cross(problem, self.observer, &b.dense, &mut self.sampler);
-                if (scan || peak) && pair.dense(f, y, h, &mut b.dense).is_err() {
+                if (scan || peak)
+                    && pair
+                        .stepper()
+                        .dense_output(f, y, f0, h, &mut b.dense)
+                        .is_err()
+                {
                     return None;
                 }
             }
             // Dormand-Prince's extension takes no evaluation and cannot fail.
-            (false, _) => b.explicit.dense(f, y, h, &mut b.dense).ok()?,
+            (false, _) => b
+                .explicit
+                .stepper()
+                .dense_output(f, y, f0, h, &mut b.dense)
+                .ok()?,
             (true, Stiff::Rodas5) => match self.extended.as_mut().filter(|_| in_extended) {
                 Some(x) => x.dense_into(h, &mut b.dense),
                 None => b.rodas5.dense_output(f, y, f0, h, &mut b.dense).ok()?,

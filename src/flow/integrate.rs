@@ -17,7 +17,6 @@ use crate::moments::population::{Constants, Reduced};
 use crate::observe::{Cadence, Event, EventTracker, Events, Summary};
 use crate::ode::spectral::spectral_norm_bound;
 pub use crate::ode::spectral::{spectral_radius, spectral_radius_capped};
-use crate::ode::tableau::ExplicitTableau;
 use crate::scalar::Scalar;
 use crate::setting::Config;
 
@@ -73,18 +72,13 @@ impl Explicit {
         <Self as clap::ValueEnum>::from_str(s, false).ok()
     }
 
-    /// The pair's tableau ([`crate::ode::dop853::DOP853`] or
-    /// [`crate::ode::dopri5::DOPRI5`]).
-    pub fn tableau(self) -> ExplicitTableau {
-        match self {
-            Explicit::Dop853 => crate::ode::dop853::DOP853,
-            Explicit::Dopri5 => crate::ode::dopri5::DOPRI5,
-        }
-    }
-
-    /// The order `q` the step-size control uses (local error `O(h^(q+1))`).
+    /// The order `q` the step-size control uses (local error `O(h^(q+1))`) of the pair's
+    /// tableau ([`crate::ode::dop853::DOP853`] or [`crate::ode::dopri5::DOPRI5`]).
     pub fn estimate_order(self) -> u32 {
-        self.tableau().estimate_order
+        match self {
+            Explicit::Dop853 => crate::ode::dop853::DOP853.estimate_order,
+            Explicit::Dopri5 => crate::ode::dopri5::DOPRI5.estimate_order,
+        }
     }
 }
 

@@ -44,7 +44,7 @@ pub mod separable;
 pub mod stiffness;
 
 pub use integrate::{integrate, integrate_observed, Explicit, Method, Options, Run, Stiff};
-pub use observer::FlowObserver;
+pub use observer::{Ending, FlowObserver};
 
 /// A right-hand side `f(y)` ([`crate::ode::Rhs`]): the interface between the problem
 /// ([`Problem::rhs_into`]) and the solvers. It errors where the flow is undefined (a

@@ -23,20 +23,30 @@ pub trait FlowObserver {
     fn time(&self, event: Event) -> Option<f64>;
     /// `|E_ks|` at `t2` ([`EventTracker::substitution_entry`]).
     fn substitution_entry(&self) -> Option<f64>;
-    /// The summary at the final sample `(tau, x)` ([`EventTracker::finish`]).
+    /// The summary of the run that ended as `end` says ([`EventTracker::finish`]).
     ///
     /// # Errors
     ///
     /// As [`EventTracker::finish`].
-    fn finish(
-        &self,
-        tau: f64,
-        x: &Reduced<f64>,
-        termination: Termination,
-        steps: u64,
-        rhs_evals: Option<u64>,
-        rejected_steps: Option<u64>,
-    ) -> Result<Summary>;
+    fn finish(&self, end: Ending<'_>) -> Result<Summary>;
+}
+
+/// How a flow ended, for [`FlowObserver::finish`]: the final sample `(tau, x)`, why it
+/// stopped, the accepted steps, and the evaluations and rejected steps.
+#[derive(Clone, Copy, Debug)]
+pub struct Ending<'a> {
+    /// The final time.
+    pub tau: f64,
+    /// The final state.
+    pub x: &'a Reduced<f64>,
+    /// Why the run stopped.
+    pub termination: Termination,
+    /// Accepted steps.
+    pub steps: u64,
+    /// Right-hand-side evaluations.
+    pub rhs_evals: u64,
+    /// Rejected steps.
+    pub rejected_steps: u64,
 }
 
 impl FlowObserver for EventTracker {
@@ -64,15 +74,8 @@ impl FlowObserver for EventTracker {
         EventTracker::substitution_entry(self)
     }
 
-    fn finish(
-        &self,
-        tau: f64,
-        x: &Reduced<f64>,
-        termination: Termination,
-        steps: u64,
-        rhs_evals: Option<u64>,
-        rejected_steps: Option<u64>,
-    ) -> Result<Summary> {
-        EventTracker::finish(self, tau, x, termination, steps, rhs_evals, rejected_steps)
+    fn finish(&self, e: Ending<'_>) -> Result<Summary> {
+        let counts = (Some(e.rhs_evals), Some(e.rejected_steps));
+        EventTracker::finish(self, e.tau, e.x, e.termination, e.steps, counts.0, counts.1)
     }
 }

@@ -6,15 +6,38 @@ use crate::error::Result;
 use crate::ode::control::{error_norm, Tolerance};
 use crate::ode::dense::{Dense, Kind};
 use crate::ode::stepper::Stepper;
-use crate::ode::tableau::{combine, DenseForm, ErrorWeights, ExplicitTableau};
+use crate::ode::tableau::{combine, DenseForm, ErrorWeights, ExplicitTableau, Row, Weight};
 use crate::ode::Rhs;
 use crate::scalar::Scalar;
 
+/// Where an explicit pair reads its tableau: an [`ExplicitTableau`] value (any pair, read at
+/// run time), or a unit struct whose tableau is a constant, which the compiler folds into
+/// the step ([`crate::ode::dop853::Dop853`]). Both run the same operations in the same
+/// order, so they give the same bits.
+pub trait Coefficients: Copy + std::fmt::Debug {
+    /// The type of the tableau's weights.
+    type W: Weight;
+
+    /// The tableau.
+    fn tableau(&self) -> ExplicitTableau<Self::W>;
+}
+
+impl<W: Weight> Coefficients for ExplicitTableau<W> {
+    type W = W;
+
+    #[inline]
+    fn tableau(&self) -> Self {
+        *self
+    }
+}
+
 /// An explicit pair with its work space for states of length `n`: the stages, the stage
-/// argument, the coefficient buffers, and the attempt's solution.
+/// argument, the coefficient buffer, and the attempt's solution. `T` supplies the tableau
+/// ([`Coefficients`]): `Explicit<S>` reads any [`ExplicitTableau`],
+/// `Explicit<S, Dop853>` is DOP853 specialised on its constant tableau.
 #[derive(Clone, Debug)]
-pub struct Explicit<S: Scalar> {
-    tableau: ExplicitTableau,
+pub struct Explicit<S: Scalar, T: Coefficients = ExplicitTableau> {
+    coefficients: T,
     /// `k_0..` (`k_{a.len()} = f(y1)`, then the dense output's stages).
     k: Vec<Vec<S>>,
     /// The stage argument.
@@ -23,35 +46,29 @@ pub struct Explicit<S: Scalar> {
     errv: Vec<S>,
     /// `h w_j` of the current row.
     coef: Vec<S>,
-    /// The weights of Hairer's estimates (`e5`, `b`, `bhat`), in `S`.
-    e5: Vec<S>,
-    b: Vec<S>,
-    bhh: Vec<S>,
     /// The solution at `h` of the last attempt.
     y1: Vec<S>,
 }
 
-impl<S: Scalar> Explicit<S> {
-    /// The pair `tableau` for states of length `n` at context `ctx`.
-    pub fn new(tableau: ExplicitTableau, n: usize, ctx: S::Ctx) -> Self {
+impl<S: Scalar, T: Coefficients> Explicit<S, T> {
+    /// The pair with the tableau of `coefficients` for states of length `n` at context
+    /// `ctx`.
+    pub fn new(coefficients: T, n: usize, ctx: S::Ctx) -> Self {
+        let tableau = coefficients.tableau();
         let z = || vec![S::zero(ctx); n];
-        let w = vec![S::zero(ctx); tableau.widest_row()];
         Explicit {
-            tableau,
+            coefficients,
             k: (0..tableau.all_stages()).map(|_| z()).collect(),
             arg: z(),
             errv: z(),
-            coef: w.clone(),
-            e5: w.clone(),
-            b: w.clone(),
-            bhh: w,
+            coef: vec![S::zero(ctx); tableau.widest_row()],
             y1: z(),
         }
     }
 
     /// The tableau.
-    pub fn tableau(&self) -> &ExplicitTableau {
-        &self.tableau
+    pub fn tableau(&self) -> ExplicitTableau<T::W> {
+        self.coefficients.tableau()
     }
 
     /// The solution of the last attempt.
@@ -61,7 +78,7 @@ impl<S: Scalar> Explicit<S> {
 
     /// `f(y1)` of the last attempt (first same as last: the next step's first stage).
     pub fn f1(&self) -> &[S] {
-        &self.k[self.tableau.a.len()]
+        &self.k[self.tableau().a.len()]
     }
 
     /// The solution of the last attempt, for swapping out (its content is then stale).
@@ -84,74 +101,26 @@ impl<S: Scalar> Explicit<S> {
         h: f64,
         tol: Tolerance,
     ) -> Result<f64> {
-        let ctx = y0[0].ctx();
-        let hs = S::from_f64(h, ctx);
-        let Explicit {
-            tableau,
-            k,
-            arg,
-            coef,
-            y1,
-            ..
-        } = self;
+        let tableau = self.coefficients.tableau();
+        let hs = S::from_f64(h, y0[0].ctx());
         let last = tableau.a.len() - 1;
+        let (k, coef) = (&mut self.k, &mut self.coef);
         k[0].clone_from_slice(f0);
         for (s, row) in tableau.a[..last].iter().enumerate() {
-            combine(arg, Some(y0), row, k, &hs, coef);
-            f(arg, &mut k[s + 1])?;
+            combine(&mut self.arg, Some(y0), row, k, &hs, coef);
+            f(&self.arg, &mut k[s + 1])?;
         }
-        combine(y1, Some(y0), tableau.a[last], k, &hs, coef);
-        f(y1, &mut k[last + 1])?;
+        combine(&mut self.y1, Some(y0), tableau.a[last], k, &hs, coef);
+        f(&self.y1, &mut k[last + 1])?;
         Ok(match tableau.error {
             ErrorWeights::Embedded(e) => {
-                combine(&mut self.errv, None, e, &self.k, &hs, &mut self.coef);
+                combine(&mut self.errv, None, e, k, &hs, coef);
                 error_norm(&self.errv, y0, &self.y1, tol)
             }
-            ErrorWeights::Hairer { .. } => self.hairer_norm(y0, h, tol),
+            ErrorWeights::Hairer { e5, bhh } => {
+                hairer_norm(k, y0, &self.y1, [e5, tableau.a[last], bhh], h, tol)
+            }
         })
-    }
-
-    /// Hairer's error norm of DOP853 ([`ErrorWeights::Hairer`]) for the step just taken.
-    fn hairer_norm(&mut self, y0: &[S], h: f64, tol: Tolerance) -> f64 {
-        let ErrorWeights::Hairer { e5, bhh } = self.tableau.error else {
-            return f64::NAN;
-        };
-        let ctx = y0[0].ctx();
-        let brow = self.tableau.a[self.tableau.a.len() - 1];
-        for (buf, row) in [
-            (&mut self.e5, e5),
-            (&mut self.b, brow),
-            (&mut self.bhh, bhh),
-        ] {
-            for (c, &(_, w)) in buf.iter_mut().zip(row) {
-                *c = w.value::<S>(ctx);
-            }
-        }
-        let (k, y1, n) = (&self.k, &self.y1, y0.len());
-        // Error estimates: fifth order sum_j E5_j k_j, third order sum_j (b_j - bhat_j) k_j.
-        let mut err5 = 0.0;
-        let mut err3 = 0.0;
-        for i in 0..n {
-            let sc = tol.scale_at(i, y0[i].to_f64().abs().max(y1[i].to_f64().abs()));
-            let mut v5 = S::zero(ctx);
-            for (w, &(j, _)) in self.e5.iter().zip(e5) {
-                v5 = v5 + w.clone() * k[j][i].clone();
-            }
-            let mut v3 = S::zero(ctx);
-            for (w, &(j, _)) in self.b.iter().zip(brow) {
-                v3 = v3 + w.clone() * k[j][i].clone();
-            }
-            for (w, &(j, _)) in self.bhh.iter().zip(bhh) {
-                v3 = v3 - w.clone() * k[j][i].clone();
-            }
-            err5 += (v5.to_f64() / sc).powi(2);
-            err3 += (v3.to_f64() / sc).powi(2);
-        }
-        if err5 == 0.0 && err3 == 0.0 {
-            0.0
-        } else {
-            h.abs() * err5 / ((err5 + 0.01 * err3) * n as f64).sqrt()
-        }
     }
 
     /// The continuous extension of the step just taken by [`Explicit::step`] from `y0` with
@@ -168,17 +137,11 @@ impl<S: Scalar> Explicit<S> {
         h: f64,
         out: &mut Dense<S>,
     ) -> Result<()> {
+        let tableau = self.coefficients.tableau();
         let ctx = y0[0].ctx();
         let hs = S::from_f64(h, ctx);
-        let fsal = self.tableau.a.len();
-        let Explicit {
-            tableau,
-            k,
-            arg,
-            coef,
-            y1,
-            ..
-        } = self;
+        let fsal = tableau.a.len();
+        let (k, coef, y1) = (&mut self.k, &mut self.coef, &self.y1);
         match tableau.dense {
             DenseForm::Dopri(d) => {
                 let c = out.begin(Kind::Dopri, h, y0);
@@ -193,8 +156,8 @@ impl<S: Scalar> Explicit<S> {
             }
             DenseForm::Dop853 { stages, rows } => {
                 for (s, row) in stages.iter().enumerate() {
-                    combine(arg, Some(y0), row, k, &hs, coef);
-                    f(arg, &mut k[fsal + 1 + s])?;
+                    combine(&mut self.arg, Some(y0), row, k, &hs, coef);
+                    f(&self.arg, &mut k[fsal + 1 + s])?;
                 }
                 // y(x h) = y0 + x (F0 + (1-x) (F1 + x (F2 + (1-x) (F3 + x (F4 + (1-x) (F5
                 // + x F6)))))) with F0 = y1 - y0, F1 = h f0 - F0, F2 = 2 F0 - h (f1 + f0),
@@ -217,13 +180,52 @@ impl<S: Scalar> Explicit<S> {
     }
 }
 
-impl<S: Scalar> Stepper<S> for Explicit<S> {
+/// Hairer's error norm of DOP853 ([`ErrorWeights::Hairer`]) for the step from `y0` to `y1`
+/// of size `h` with stages `k`, from the rows `[e5, b, bhh]`: the fifth-order estimate
+/// `sum_j E5_j k_j` and the third-order one `sum_j (b_j - bhat_j) k_j`.
+#[inline]
+fn hairer_norm<S: Scalar, W: Weight>(
+    k: &[Vec<S>],
+    y0: &[S],
+    y1: &[S],
+    [e5, b, bhh]: [Row<W>; 3],
+    h: f64,
+    tol: Tolerance,
+) -> f64 {
+    let ctx = y0[0].ctx();
+    let n = y0.len();
+    let mut err5 = 0.0;
+    let mut err3 = 0.0;
+    for i in 0..n {
+        let sc = tol.scale_at(i, y0[i].to_f64().abs().max(y1[i].to_f64().abs()));
+        let mut v5 = S::zero(ctx);
+        for &(j, w) in e5 {
+            v5 = v5 + w.value::<S>(ctx) * k[j][i].clone();
+        }
+        let mut v3 = S::zero(ctx);
+        for &(j, w) in b {
+            v3 = v3 + w.value::<S>(ctx) * k[j][i].clone();
+        }
+        for &(j, w) in bhh {
+            v3 = v3 - w.value::<S>(ctx) * k[j][i].clone();
+        }
+        err5 += (v5.to_f64() / sc).powi(2);
+        err3 += (v3.to_f64() / sc).powi(2);
+    }
+    if err5 == 0.0 && err3 == 0.0 {
+        0.0
+    } else {
+        h.abs() * err5 / ((err5 + 0.01 * err3) * n as f64).sqrt()
+    }
+}
+
+impl<S: Scalar, T: Coefficients> Stepper<S> for Explicit<S, T> {
     fn order(&self) -> u32 {
-        self.tableau.order
+        self.tableau().order
     }
 
     fn estimate_order(&self) -> u32 {
-        self.tableau.estimate_order
+        self.tableau().estimate_order
     }
 
     fn needs_jacobian(&self) -> bool {
@@ -264,7 +266,12 @@ mod tests {
     use crate::ode::convergence::{errors, f};
     use crate::ode::{dop853::DOP853, dopri5::DOPRI5};
 
-    fn error_after(tableau: ExplicitTableau, n: usize, t_end: f64, thetas: &[f64]) -> (f64, f64) {
+    fn error_after<T: Coefficients>(
+        tableau: T,
+        n: usize,
+        t_end: f64,
+        thetas: &[f64],
+    ) -> (f64, f64) {
         let tol = Tolerance::uniform(1.0, 1.0);
         let mut w = Explicit::new(tableau, 3, ());
         let mut d = Dense::new(3, ());

@@ -1,6 +1,9 @@
 //! Butcher tableaus as data: coefficients, rows of non-zero weights, and the explicit
 //! family's tableau ([`ExplicitTableau`]) with its error estimate and dense output; and the
-//! one linear combination of stages every step uses ([`combine`]).
+//! one linear combination of stages every step uses ([`combine`]). A tableau's weights are
+//! [`Coef`]s (decimals or exact rationals) or plain `f64` decimals ([`Weight`]): DOP853's
+//! are `f64`, so that a step specialised on its constant tableau
+//! ([`crate::ode::dop853::Dop853`]) reads them as constants.
 
 use crate::ode::control::rational;
 use crate::scalar::Scalar;
@@ -30,49 +33,71 @@ impl Coef {
     }
 }
 
+/// A weight of a tableau row: a [`Coef`], or an `f64` decimal (the same value as
+/// `Coef::Decimal` of it, in any precision).
+pub trait Weight: Copy + std::fmt::Debug + PartialEq + 'static {
+    /// The weight at context `ctx`.
+    fn value<S: Scalar>(self, ctx: S::Ctx) -> S;
+}
+
+impl Weight for Coef {
+    #[inline]
+    fn value<S: Scalar>(self, ctx: S::Ctx) -> S {
+        Coef::value(self, ctx)
+    }
+}
+
+impl Weight for f64 {
+    #[inline]
+    fn value<S: Scalar>(self, ctx: S::Ctx) -> S {
+        S::from_f64(self, ctx)
+    }
+}
+
 /// A row of weights: the non-zero entries `(j, w_j)` on the stages `k_j`, in the order they
 /// are summed.
-pub type Row = &'static [(usize, Coef)];
+pub type Row<W = Coef> = &'static [(usize, W)];
 
 /// The error estimate of an explicit pair.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum ErrorWeights {
+pub enum ErrorWeights<W: Weight = Coef> {
     /// `y1 - yhat1 = h sum_j e_j k_j`, measured by [`crate::ode::control::error_norm`].
-    Embedded(Row),
+    Embedded(Row<W>),
     /// Hairer's DOP853 norm: with `e5` and `e3` the scaled RMS norms of the fifth-order
     /// estimate `sum_j e5_j k_j` and the third-order one `sum_j (b_j - bhat_j) k_j`
     /// (`bhh`: the non-zero `bhat_j` subtracted from the solution weights `b_j`),
     /// `err = h e5^2 / sqrt(e5^2 + 0.01 e3^2)`.
     Hairer {
         /// Fifth-order error weights.
-        e5: Row,
+        e5: Row<W>,
         /// The non-zero weights `bhat_j` of the third-order solution.
-        bhh: Row,
+        bhh: Row<W>,
     },
 }
 
 /// The continuous extension of an explicit pair.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum DenseForm {
+pub enum DenseForm<W: Weight = Coef> {
     /// Dormand-Prince's fourth-order extension ([`crate::ode::dense::Kind::Dopri`]) with
     /// the weights of its last coefficient on `k_0..`; no evaluation.
-    Dopri(Row),
+    Dopri(Row<W>),
     /// DOP853's seventh-order extension ([`crate::ode::dense::Kind::Dop853`]): `stages`
     /// more stages (their `a_sj` rows, `k_s = f(y1)` first), and the `rows` of the
     /// coefficients `c_3..`.
     Dop853 {
         /// `a_sj` of the extra stages.
-        stages: &'static [Row],
+        stages: &'static [Row<W>],
         /// The weights of the coefficients `c_3..` on all stages.
-        rows: &'static [Row],
+        rows: &'static [Row<W>],
     },
 }
 
 /// An explicit Runge-Kutta pair with first-same-as-last: stage `s >= 1` is
 /// `k_s = f(y0 + h sum_j a_sj k_j)` from row `a[s - 1]`, the last row holds the solution
-/// weights `b_j`, and `f(y1)` is stage `a.len()` (the next step's `k_0`).
+/// weights `b_j`, and `f(y1)` is stage `a.len()` (the next step's `k_0`). The weights are
+/// `W` ([`Weight`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ExplicitTableau {
+pub struct ExplicitTableau<W: Weight = Coef> {
     /// The method's name.
     pub name: &'static str,
     /// The order of the solution.
@@ -80,14 +105,14 @@ pub struct ExplicitTableau {
     /// The order `q` the step-size control uses (local error `O(h^(q+1))`).
     pub estimate_order: u32,
     /// The stage rows, the solution weights last.
-    pub a: &'static [Row],
+    pub a: &'static [Row<W>],
     /// The error estimate.
-    pub error: ErrorWeights,
+    pub error: ErrorWeights<W>,
     /// The continuous extension.
-    pub dense: DenseForm,
+    pub dense: DenseForm<W>,
 }
 
-impl ExplicitTableau {
+impl<W: Weight> ExplicitTableau<W> {
     /// Stages of a step (`f0` and the evaluations, `f(y1)` included).
     pub fn stages(&self) -> usize {
         self.a.len() + 1
@@ -109,7 +134,7 @@ impl ExplicitTableau {
     /// The longest row (the size of the coefficient buffer of [`combine`]).
     pub fn widest_row(&self) -> usize {
         let rows = self.a.iter().copied();
-        let more: Vec<Row> = match (self.error, self.dense) {
+        let more: Vec<Row<W>> = match (self.error, self.dense) {
             (ErrorWeights::Embedded(e), DenseForm::Dopri(d)) => vec![e, d],
             (ErrorWeights::Hairer { e5, bhh }, DenseForm::Dopri(d)) => vec![e5, bhh, d],
             (ErrorWeights::Embedded(e), DenseForm::Dop853 { stages, rows }) => [e]
@@ -197,10 +222,11 @@ impl RosenbrockTableau {
 /// (`base` absent: zero), the products `h w_j` rounded once into `coef`. Term by term over
 /// the whole vector: each component sums `base`, then the terms in the row's order (the same
 /// operations as component by component), and the inner loop runs over contiguous slices.
-pub fn combine<S: Scalar>(
+#[inline]
+pub fn combine<S: Scalar, W: Weight>(
     out: &mut [S],
     base: Option<&[S]>,
-    row: Row,
+    row: &[(usize, W)],
     k: &[Vec<S>],
     h: &S,
     coef: &mut [S],
@@ -230,18 +256,20 @@ mod tests {
     /// `tests/ode_conformance.rs`).
     #[test]
     fn solution_weights_sum_to_one() {
-        for t in [DOP853, DOPRI5] {
-            let b: f64 = t.a.last().unwrap().iter().map(|&(_, w)| w.to_f64()).sum();
+        fn check<W: Weight>(t: ExplicitTableau<W>) {
+            let v = |w: W| w.value::<f64>(());
+            let b: f64 = t.a.last().unwrap().iter().map(|&(_, w)| v(w)).sum();
             assert!((b - 1.0).abs() < 1e-15, "{}: {b}", t.name);
             for row in t.a {
-                let c: f64 = row.iter().map(|&(_, w)| w.to_f64()).sum();
+                let c: f64 = row.iter().map(|&(_, w)| v(w)).sum();
                 // The rounding of the sum: a few ulps of the sum of magnitudes (DOP853's
                 // rows reach 17 in magnitude for nodes <= 1).
-                let slack =
-                    4.0 * f64::EPSILON * row.iter().map(|&(_, w)| w.to_f64().abs()).sum::<f64>();
+                let slack = 4.0 * f64::EPSILON * row.iter().map(|&(_, w)| v(w).abs()).sum::<f64>();
                 assert!((-slack..=1.0 + slack).contains(&c), "{}: c = {c}", t.name);
             }
         }
+        check(DOP853);
+        check(DOPRI5);
     }
 
     /// [`combine`] skips nothing it should not: one row on unit stages gives `h` times the
