@@ -577,29 +577,37 @@ pub(crate) struct Upstream {
     pub(crate) loss: f64,
     /// `dL_S/dE[j][r]`, zero where not trainable.
     pub(crate) grad_e: Vec<Vec<f64>>,
+}
+
+/// The per-sample arrays of [`upstream`], kept by the caller from step to step.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct UpstreamScratch {
     /// `u[i 2m + v m + j]`: the upstream gradient of `f_j(X^(i, v+1))` (eqs. (G1)-(G3)).
     pub(crate) u: Vec<f64>,
 }
 
 /// [`Upstream`] of a batch of `n` samples with outputs `f1`, `f2` (`n x m`, sample-major)
-/// under `model` and head `e`. Errors when a batch-norm variance is zero or not finite.
+/// under `model` and head `e`; the per-sample upstream gradients go to `scratch.u`. Errors
+/// when a batch-norm variance is zero or not finite.
 pub(crate) fn upstream(
     model: &Model,
     e: &[Vec<f64>],
     f1: &[f64],
     f2: &[f64],
     n: usize,
+    scratch: &mut UpstreamScratch,
 ) -> Result<Upstream> {
     let m = e.len();
     let head = Head::new(model, e, f1, f2, n)?;
     let (mut df, mut u2) = (vec![0.0; m], vec![0.0; m]);
-    let mut u = vec![0.0; n * 2 * m];
+    // Every entry of `u` is written below.
+    let u = &mut scratch.u;
+    u.resize(n * 2 * m, 0.0);
     let mut loss = 0.0;
     let mut grad_e = vec![vec![0.0; m]; m];
-    for i in 0..n {
-        let a = &f1[i * m..(i + 1) * m];
-        let b = &f2[i * m..(i + 1) * m];
-        let (u1, rest) = u[i * 2 * m..(i + 1) * 2 * m].split_at_mut(m);
+    let samples = f1.chunks_exact(m).zip(f2.chunks_exact(m));
+    for ((a, b), ui) in samples.zip(u.chunks_exact_mut(2 * m)) {
+        let (u1, rest) = ui.split_at_mut(m);
         loss += head.backward(a, b, &mut df, u1, &mut u2);
         rest.copy_from_slice(&u2);
         for j in 0..m {
@@ -618,7 +626,6 @@ pub(crate) fn upstream(
     Ok(Upstream {
         loss: loss / n as f64,
         grad_e,
-        u,
     })
 }
 
