@@ -29,7 +29,7 @@ use crate::observe::{
 };
 use crate::setting::Config;
 use crate::sgd::RunOptions;
-use crate::sized::with_neurons;
+use crate::sized::{width, with_neurons};
 use crate::square::Square;
 use crate::state::State;
 use rand::distr::Distribution;
@@ -333,7 +333,14 @@ impl ReducedSgd {
         }
         let blocks = &*blocks;
         let e_rows = x.e.to_rows_f64();
-        let up = crate::sgd::upstream(&config.model, &e_rows, f1, f2, n, upstream)?;
+        let up = with_neurons!(m, |M| crate::sgd::upstream::<M>(
+            &config.model,
+            &e_rows,
+            f1,
+            f2,
+            n,
+            upstream
+        ))?;
         let u = &upstream.u;
         let accumulate_block =
             |block: &Block| with_neurons!(m, |M| accumulate::<M>(config, block, u, rho));
@@ -552,16 +559,6 @@ fn project<const M: usize>(
 /// The batches of at least this many patches (`N P`) are spread over the rayon pool; smaller
 /// ones run on the calling thread (`benches/README.md`, "Reduced SGD").
 const PARALLEL_PATCHES: usize = 4096;
-
-/// The number of neurons: the constant `M` when it is positive (the caller dispatches on
-/// `neurons`, so the two agree), else `neurons`.
-fn width<const M: usize>(neurons: usize) -> usize {
-    if M > 0 {
-        M
-    } else {
-        neurons
-    }
-}
 
 /// The sums of one step over the batch, in sample and patch order.
 struct Accumulated {
