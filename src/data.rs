@@ -102,7 +102,7 @@ pub fn random_subset<R: Rng + ?Sized>(rng: &mut R, n: usize, k: usize) -> Vec<bo
 }
 
 /// [`random_subset`] of `[n]`, `n = mask.len()`, written into `mask` with the work space
-/// `idx` (length `n`): the same draws, without allocating.
+/// `idx` (length at least `n`): the same draws, without allocating.
 pub fn random_subset_into<R: Rng + ?Sized>(
     rng: &mut R,
     k: usize,

@@ -606,7 +606,7 @@ pub(crate) fn upstream<const M: usize>(
 ) -> Result<Upstream> {
     let m = crate::sized::width::<M>(e.len());
     let head = Head::<M>::new(model, e, f1, f2, n)?;
-    let (mut df, mut u2) = (vec![0.0; m], vec![0.0; m]);
+    let mut df = vec![0.0; m];
     // Every entry of `u` is written below.
     let u = &mut scratch.u;
     u.resize(n * 2 * m, 0.0);
@@ -614,11 +614,10 @@ pub(crate) fn upstream<const M: usize>(
     let mut grad_e = vec![0.0; m * m];
     let samples = f1[..n * m].chunks_exact(m).zip(f2.chunks_exact(m));
     for (i, ((a, b), ui)) in samples.zip(u.chunks_exact_mut(2 * m)).enumerate() {
-        let (u1, rest) = ui.split_at_mut(m);
-        loss += head.backward(i, b, &mut df, u1, &mut u2);
-        rest.copy_from_slice(&u2);
-        for (row, dj) in grad_e.chunks_exact_mut(m).zip(&df) {
-            for (g, ar) in row.iter_mut().zip(a) {
+        let (u1, u2) = ui.split_at_mut(m);
+        loss += head.backward(i, b, &mut df, u1, u2);
+        for (row, dj) in grad_e[..m * m].chunks_exact_mut(m).zip(&df[..m]) {
+            for (g, ar) in row.iter_mut().zip(&a[..m]) {
                 *g += dj * ar;
             }
         }

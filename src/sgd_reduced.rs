@@ -522,18 +522,19 @@ fn project<const M: usize>(
         }
         block.value[l] = value;
         block.label[l] = label;
-        let coord = if label == 0 { &x.a } else { &x.b };
-        let ys = block.y[sample.start * m..sample.end * m].chunks_exact_mut(m);
-        let flags = block.features[sample.clone()]
-            .iter()
-            .zip(&block.second[sample.clone()]);
-        for ((q, yp), (&feature, &second)) in sample.zip(ys).zip(flags) {
-            if feature {
+        let coord = if label == 0 { &x.a[..m] } else { &x.b[..m] };
+        let ys = &mut block.y[sample.start * m..sample.end * m];
+        let gs = &mut block.g[sample.start * rho..sample.end * rho];
+        let features = &block.features[sample.clone()];
+        let second = &block.second[sample];
+        for p in 0..pp {
+            let yp = &mut ys[p * m..(p + 1) * m];
+            if features[p] {
                 for (y, c) in yp.iter_mut().zip(coord) {
                     *y = value * c;
                 }
             } else {
-                let gp = &mut block.g[q * rho..(q + 1) * rho];
+                let gp = &mut gs[p * rho..(p + 1) * rho];
                 for gk in gp.iter_mut() {
                     *gk = StandardNormal.sample(&mut rng);
                 }
@@ -548,7 +549,11 @@ fn project<const M: usize>(
                     *y *= s.noise_std;
                 }
             }
-            let f = if second { &mut *f2 } else { &mut *f1 };
+            let f = if second[p] {
+                &mut f2[..m]
+            } else {
+                &mut f1[..m]
+            };
             for (fj, y) in f.iter_mut().zip(yp.iter()) {
                 *fj += y * y * y;
             }
@@ -603,29 +608,36 @@ fn accumulate<const M: usize>(
         ctc: vec![0.0; m * m],
     };
     let mut c = vec![0.0; m];
-    for (l, (&value, &label)) in block.value.iter().zip(&block.label).enumerate() {
-        let i = block.start + l;
+    let c = &mut c[..m];
+    let len = block.value.len();
+    let us = u[block.start * 2 * m..(block.start + len) * 2 * m].chunks_exact(2 * m);
+    let samples = block.value.iter().zip(&block.label).zip(us);
+    for (l, ((&value, &label), ui)) in samples.enumerate() {
+        let patches = l * pp..(l + 1) * pp;
+        let ys = &block.y[patches.start * m..patches.end * m];
+        let gs = &block.g[patches.start * rho..patches.end * rho];
+        let features = &block.features[patches.clone()];
+        let second = &block.second[patches];
         for p in 0..pp {
-            let q = l * pp + p;
-            let view = usize::from(block.second[q]);
-            let ui = &u[i * 2 * m + view * m..i * 2 * m + (view + 1) * m];
-            let yp = &block.y[q * m..(q + 1) * m];
+            let yp = &ys[p * m..(p + 1) * m];
+            let view = usize::from(second[p]);
+            let ui = &ui[view * m..(view + 1) * m];
             for ((cj, y), u) in c.iter_mut().zip(yp).zip(ui) {
                 *cj = 3.0 * y * y * u;
             }
-            if block.features[q] {
-                for (a, cj) in acc.feature[label].iter_mut().zip(&c) {
+            if features[p] {
+                for (a, cj) in acc.feature[label][..m].iter_mut().zip(c.iter()) {
                     *a += cj * value;
                 }
             } else {
-                let gp = &block.g[q * rho..(q + 1) * rho];
+                let gp = &gs[p * rho..(p + 1) * rho];
                 for (row, gk) in acc.gamma_c.chunks_exact_mut(m).zip(gp) {
-                    for (a, cj) in row.iter_mut().zip(&c) {
+                    for (a, cj) in row[..m].iter_mut().zip(c.iter()) {
                         *a += gk * cj;
                     }
                 }
-                for (row, cj) in acc.ctc.chunks_exact_mut(m).zip(&c) {
-                    for (a, ck) in row.iter_mut().zip(&c) {
+                for (row, cj) in acc.ctc[..m * m].chunks_exact_mut(m).zip(c.iter()) {
+                    for (a, ck) in row.iter_mut().zip(c.iter()) {
                         *a += cj * ck;
                     }
                 }
