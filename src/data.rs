@@ -102,7 +102,7 @@ pub fn random_subset<R: Rng + ?Sized>(rng: &mut R, n: usize, k: usize) -> Vec<bo
 }
 
 /// [`random_subset`] of `[n]`, `n = mask.len()`, written into `mask` with the work space
-/// `idx` (length `n`): the same draws, without allocating.
+/// `idx` (length at least `n`): the same draws, without allocating.
 pub fn random_subset_into<R: Rng + ?Sized>(
     rng: &mut R,
     k: usize,
@@ -110,6 +110,7 @@ pub fn random_subset_into<R: Rng + ?Sized>(
     mask: &mut [bool],
 ) {
     let n = mask.len();
+    let idx = &mut idx[..n];
     for (i, x) in idx.iter_mut().enumerate() {
         *x = i;
     }
@@ -117,9 +118,11 @@ pub fn random_subset_into<R: Rng + ?Sized>(
         let j = rng.random_range(i..n);
         idx.swap(i, j);
     }
-    mask.fill(false);
-    for &i in &idx[..k] {
-        mask[i] = true;
+    // `idx` is a permutation of `[n]`: every entry of `mask` is written once, no zeroing.
+    for (pos, &i) in idx.iter().enumerate() {
+        if let Some(x) = mask.get_mut(i) {
+            *x = pos < k;
+        }
     }
 }
 

@@ -115,8 +115,16 @@ struct Stat {
 /// on the second view (target), and the backward means `alpha_j = mean_i g_j(i)`,
 /// `beta_j = mean_i g_j(i) Fh_j(i)`, `gamma_j = mean_i g_j(i) Gh_j(i)` with
 /// `g_j(i) = (2/N)(Fh_j(i) - Gh_j(i))` (`derivations/sgd.md`, eqs. (G1)-(G3)).
-struct Head<'a> {
+///
+/// `M` is the number of neurons when it is a compile-time constant (`1..=4`, the reduced
+/// engine's [`crate::sized::with_neurons`]), or `0` for any `m`: the same operations in the
+/// same order either way.
+struct Head<'a, const M: usize> {
     e: &'a [Vec<f64>],
+    /// `E` row-major (`m x m`).
+    e_flat: Vec<f64>,
+    /// `F_j(X^(i,1)) = sum_r E[j][r] f_r(X^(i,1))` at `i m + j`, computed once.
+    online_values: Vec<f64>,
     n: usize,
     batchnorm: bool,
     stop_gradient: bool,
@@ -154,87 +162,80 @@ fn stats(values: impl Fn(usize) -> f64, n: usize, quantity: &str) -> Result<Stat
     })
 }
 
-impl<'a> Head<'a> {
+impl<'a, const M: usize> Head<'a, M> {
     /// The statistics of the batch from `f1`, `f2` (`N x m`, sample-major).
     fn new(model: &Model, e: &'a [Vec<f64>], f1: &[f64], f2: &[f64], n: usize) -> Result<Self> {
-        let m = e.len();
+        let m = crate::sized::width::<M>(e.len());
         let batchnorm = model.normalization == Normalization::Batchnorm;
-        let online_value = |i: usize, j: usize| -> f64 {
-            let mut z = 0.0;
-            for r in 0..m {
-                z += e[j][r] * f1[i * m + r];
+        let e_flat: Vec<f64> = e.iter().flat_map(|row| row[..m].iter().copied()).collect();
+        let ef = &e_flat[..m * m];
+        let mut online_values = Vec::with_capacity(n * m);
+        for f1 in f1[..n * m].chunks_exact(m) {
+            for row in ef.chunks_exact(m) {
+                let mut z = 0.0;
+                for (e, x) in row.iter().zip(f1) {
+                    z += e * x;
+                }
+                online_values.push(z);
             }
-            z
-        };
+        }
+        let fo = &online_values[..n * m];
+        let f2 = &f2[..n * m];
         let identity = Stat { mean: 0.0, sd: 1.0 };
         let mut online = vec![identity; m];
         let mut target = vec![identity; m];
         if batchnorm {
             for j in 0..m {
-                online[j] = stats(|i| online_value(i, j), n, &format!("F_{j}"))?;
+                online[j] = stats(|i| fo[i * m + j], n, &format!("F_{j}"))?;
                 target[j] = stats(|i| f2[i * m + j], n, &format!("f_{j}(X^(2))"))?;
             }
         }
-        let mut head = Head {
-            e,
-            n,
-            batchnorm,
-            stop_gradient: model.stop_gradient,
-            online,
-            target,
-            alpha: vec![0.0; m],
-            beta: vec![0.0; m],
-            gamma: vec![0.0; m],
-        };
+        let mut alpha = vec![0.0; m];
+        let mut beta = vec![0.0; m];
+        let mut gamma = vec![0.0; m];
         if batchnorm {
             let two_n = 2.0 / n as f64;
             for j in 0..m {
+                let (o, t) = (online[j], target[j]);
                 let (mut a, mut b, mut c) = (0.0, 0.0, 0.0);
-                for i in 0..n {
-                    let fh = (online_value(i, j) - head.online[j].mean) / head.online[j].sd;
-                    let gh = (f2[i * m + j] - head.target[j].mean) / head.target[j].sd;
+                for (fo, f2) in fo.chunks_exact(m).zip(f2.chunks_exact(m)) {
+                    let fh = (fo[j] - o.mean) / o.sd;
+                    let gh = (f2[j] - t.mean) / t.sd;
                     let g = two_n * (fh - gh);
                     a += g;
                     b += g * fh;
                     c += g * gh;
                 }
-                head.alpha[j] = a / n as f64;
-                head.beta[j] = b / n as f64;
-                head.gamma[j] = c / n as f64;
+                alpha[j] = a / n as f64;
+                beta[j] = b / n as f64;
+                gamma[j] = c / n as f64;
             }
         }
-        Ok(head)
+        Ok(Head {
+            e,
+            e_flat,
+            online_values,
+            n,
+            batchnorm,
+            stop_gradient: model.stop_gradient,
+            online,
+            target,
+            alpha,
+            beta,
+            gamma,
+        })
     }
 
     fn neurons(&self) -> usize {
-        self.e.len()
+        crate::sized::width::<M>(self.e.len())
     }
 
-    /// `F_j(X^(i,1)) = sum_r E[j][r] f_r(X^(i,1))`.
-    fn online_value(&self, f1: &[f64], j: usize) -> f64 {
-        let mut z = 0.0;
-        for (r, x) in f1.iter().enumerate() {
-            z += self.e[j][r] * x;
-        }
-        z
-    }
-
-    /// The normalized outputs `(Fh_j, Gh_j)` of one sample.
-    fn normalized(&self, f1: &[f64], f2: &[f64], j: usize) -> (f64, f64) {
-        let o = self.online[j];
-        let t = self.target[j];
-        (
-            (self.online_value(f1, j) - o.mean) / o.sd,
-            (f2[j] - t.mean) / t.sd,
-        )
-    }
-
-    /// The loss contribution of one sample and its upstream gradients: `dF[j]` (of `F_j`),
-    /// `u1[r]` (of `f_r(X^(1))`) and `u2[j]` (of `f_j(X^(2))`, zero with stop-gradient),
-    /// eqs. (G2)-(G3), computed directly.
+    /// The loss contribution of sample `i` (target-view outputs `f2`) and its upstream
+    /// gradients: `dF[j]` (of `F_j`), `u1[r]` (of `f_r(X^(1))`) and `u2[j]` (of
+    /// `f_j(X^(2))`, zero with stop-gradient), eqs. (G2)-(G3), computed directly.
     fn backward(
         &self,
-        f1: &[f64],
+        i: usize,
         f2: &[f64],
         df: &mut [f64],
         u1: &mut [f64],
@@ -242,30 +243,36 @@ impl<'a> Head<'a> {
     ) -> f64 {
         let m = self.neurons();
         let two_n = 2.0 / self.n as f64;
+        let fo = &self.online_values[i * m..(i + 1) * m];
+        let (f2, df, u1, u2) = (&f2[..m], &mut df[..m], &mut u1[..m], &mut u2[..m]);
+        let (online, target) = (&self.online[..m], &self.target[..m]);
+        let (alpha, beta, gamma) = (&self.alpha[..m], &self.beta[..m], &self.gamma[..m]);
         let mut loss = 0.0;
         for j in 0..m {
-            let (fh, gh) = self.normalized(f1, f2, j);
+            let (o, t) = (online[j], target[j]);
+            let (fh, gh) = ((fo[j] - o.mean) / o.sd, (f2[j] - t.mean) / t.sd);
             let diff = fh - gh;
             loss += diff * diff;
             let g = two_n * diff;
             if self.batchnorm {
-                df[j] = (g - self.alpha[j] - self.beta[j] * fh) / self.online[j].sd;
+                df[j] = (g - alpha[j] - beta[j] * fh) / o.sd;
                 u2[j] = if self.stop_gradient {
                     0.0
                 } else {
-                    (-g + self.alpha[j] + self.gamma[j] * gh) / self.target[j].sd
+                    (-g + alpha[j] + gamma[j] * gh) / t.sd
                 };
             } else {
                 df[j] = g;
                 u2[j] = if self.stop_gradient { 0.0 } else { -g };
             }
         }
-        for r in 0..m {
+        let ef = &self.e_flat[..m * m];
+        for (r, u) in u1.iter_mut().enumerate() {
             let mut acc = 0.0;
-            for j in 0..m {
-                acc += self.e[j][r] * df[j];
+            for (row, d) in ef.chunks_exact(m).zip(df.iter()) {
+                acc += row[r] * d;
             }
-            u1[r] = acc;
+            *u = acc;
         }
         loss
     }
@@ -535,7 +542,7 @@ struct HeadPass {
 
 fn head_pass(
     job: &Job<'_>,
-    head: &Head<'_>,
+    head: &Head<'_, 0>,
     f1: &[f64],
     f2: &[f64],
     mut per_sample: impl FnMut(usize, &[f64], &[f64]),
@@ -549,7 +556,7 @@ fn head_pass(
     for i in 0..job.n {
         let a = &f1[i * m..(i + 1) * m];
         let b = &f2[i * m..(i + 1) * m];
-        loss += head.backward(a, b, &mut df, &mut u1, &mut u2);
+        loss += head.backward(i, b, &mut df, &mut u1, &mut u2);
         for j in 0..m {
             for r in 0..m {
                 grad_e[j][r] += df[j] * a[r];
@@ -577,48 +584,55 @@ pub(crate) struct Upstream {
     pub(crate) loss: f64,
     /// `dL_S/dE[j][r]`, zero where not trainable.
     pub(crate) grad_e: Vec<Vec<f64>>,
+}
+
+/// The per-sample arrays of [`upstream`], kept by the caller from step to step.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct UpstreamScratch {
     /// `u[i 2m + v m + j]`: the upstream gradient of `f_j(X^(i, v+1))` (eqs. (G1)-(G3)).
     pub(crate) u: Vec<f64>,
 }
 
 /// [`Upstream`] of a batch of `n` samples with outputs `f1`, `f2` (`n x m`, sample-major)
-/// under `model` and head `e`. Errors when a batch-norm variance is zero or not finite.
-pub(crate) fn upstream(
+/// under `model` and head `e`; the per-sample upstream gradients go to `scratch.u`. Errors
+/// when a batch-norm variance is zero or not finite. `M` as in [`Head`].
+pub(crate) fn upstream<const M: usize>(
     model: &Model,
     e: &[Vec<f64>],
     f1: &[f64],
     f2: &[f64],
     n: usize,
+    scratch: &mut UpstreamScratch,
 ) -> Result<Upstream> {
-    let m = e.len();
-    let head = Head::new(model, e, f1, f2, n)?;
-    let (mut df, mut u2) = (vec![0.0; m], vec![0.0; m]);
-    let mut u = vec![0.0; n * 2 * m];
+    let m = crate::sized::width::<M>(e.len());
+    let head = Head::<M>::new(model, e, f1, f2, n)?;
+    let mut df = vec![0.0; m];
+    // Every entry of `u` is written below.
+    let u = &mut scratch.u;
+    u.resize(n * 2 * m, 0.0);
     let mut loss = 0.0;
-    let mut grad_e = vec![vec![0.0; m]; m];
-    for i in 0..n {
-        let a = &f1[i * m..(i + 1) * m];
-        let b = &f2[i * m..(i + 1) * m];
-        let (u1, rest) = u[i * 2 * m..(i + 1) * 2 * m].split_at_mut(m);
-        loss += head.backward(a, b, &mut df, u1, &mut u2);
-        rest.copy_from_slice(&u2);
-        for j in 0..m {
-            for r in 0..m {
-                grad_e[j][r] += df[j] * a[r];
+    let mut grad_e = vec![0.0; m * m];
+    let samples = f1[..n * m].chunks_exact(m).zip(f2.chunks_exact(m));
+    for (i, ((a, b), ui)) in samples.zip(u.chunks_exact_mut(2 * m)).enumerate() {
+        let (u1, u2) = ui.split_at_mut(m);
+        loss += head.backward(i, b, &mut df, u1, u2);
+        for (row, dj) in grad_e[..m * m].chunks_exact_mut(m).zip(&df[..m]) {
+            for (g, ar) in row.iter_mut().zip(&a[..m]) {
+                *g += dj * ar;
             }
         }
     }
-    for j in 0..m {
-        for r in 0..m {
-            if !model.head.trainable(j, r) {
-                grad_e[j][r] = 0.0;
-            }
-        }
-    }
+    let grad_e = grad_e
+        .chunks_exact(m)
+        .enumerate()
+        .map(|(j, row)| {
+            let keep = |(r, &g): (usize, &f64)| if model.head.trainable(j, r) { g } else { 0.0 };
+            row.iter().enumerate().map(keep).collect()
+        })
+        .collect();
     Ok(Upstream {
         loss: loss / n as f64,
         grad_e,
-        u,
     })
 }
 
@@ -692,7 +706,7 @@ fn fused(job: &Job<'_>) -> Result<BatchGradient> {
         a
     };
     let (acc, f1, f2) = tree_reduce(0, job.blocks(), &leaf, &merge);
-    let head = Head::new(job.model, &job.state.e, &f1, &f2, job.n)?;
+    let head = Head::<0>::new(job.model, &job.state.e, &f1, &f2, job.n)?;
     let hp = head_pass(job, &head, &f1, &f2, |_, _, _| {});
     let coef = head.affine();
     let mut grad_w = vec![vec![0.0; d]; m];
@@ -746,7 +760,7 @@ fn regenerate(job: &Job<'_>) -> Result<BatchGradient> {
         a
     };
     let (f1, f2, ys) = tree_reduce(0, job.blocks(), &forward, &concat);
-    let head = Head::new(job.model, &job.state.e, &f1, &f2, job.n)?;
+    let head = Head::<0>::new(job.model, &job.state.e, &f1, &f2, job.n)?;
     let mut u = vec![0.0; job.n * 2 * m];
     let hp = head_pass(job, &head, &f1, &f2, |i, u1, u2| {
         u[i * 2 * m..i * 2 * m + m].copy_from_slice(u1);

@@ -29,7 +29,7 @@ use crate::observe::{
 };
 use crate::setting::Config;
 use crate::sgd::RunOptions;
-use crate::sized::with_neurons;
+use crate::sized::{width, with_neurons};
 use crate::square::Square;
 use crate::state::State;
 use rand::distr::Distribution;
@@ -91,6 +91,28 @@ pub struct ReducedSgd {
     /// Which transition is sampled (tests only; [`Variant::Exact`] by default).
     #[doc(hidden)]
     pub variant: Variant,
+    /// The work space of [`ReducedSgd::step`], reused from step to step.
+    scratch: Scratch,
+}
+
+/// The per-step arrays of [`ReducedSgd::step`], kept between steps so that a step neither
+/// allocates nor zeroes them (`benches/README.md`, "Reduced SGD step cost"). Their contents
+/// between steps are meaningless: a clone starts empty.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// The blocks of the batch, in block order.
+    blocks: Vec<Block>,
+    /// `f1[i m + j] = f_j(X^(i,1))`, `f2[i m + j] = f_j(X^(i,2))`.
+    f1: Vec<f64>,
+    f2: Vec<f64>,
+    /// The work space of [`crate::sgd::upstream`].
+    upstream: crate::sgd::UpstreamScratch,
+}
+
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        Scratch::default()
+    }
 }
 
 /// Validates the sizes of the reduced engine: `3 <= d`, `m <= MAX_NEURONS`, and the
@@ -163,6 +185,7 @@ impl ReducedSgd {
             step: 0,
             seed,
             variant: Variant::Exact,
+            scratch: Scratch::default(),
         })
     }
 
@@ -252,6 +275,14 @@ impl ReducedSgd {
     /// # Ok::<(), predhead::Error>(())
     /// ```
     pub fn step(&mut self) -> Result<f64> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self.step_with(&mut scratch);
+        self.scratch = scratch;
+        result
+    }
+
+    /// [`ReducedSgd::step`] with the work space `scratch`.
+    fn step_with(&mut self, scratch: &mut Scratch) -> Result<f64> {
         let config = &self.config;
         let (s, t) = (&config.setting, &config.training);
         let m = s.neurons;
@@ -264,29 +295,55 @@ impl ReducedSgd {
         // costs more than the work. The blocks, and the order in which they are summed, are
         // the same either way.
         let parallel = n * s.patches >= PARALLEL_PATCHES && rayon::current_num_threads() > 1;
-        let project_block = |b: usize| {
-            let range = b * size..((b + 1) * size).min(n);
-            let stream = (self.seed, self.step);
-            with_neurons!(m, |M| project::<M>(config, x, &r, rho, stream, range))
-        };
         let nblocks = n.div_ceil(size);
-        let blocks: Vec<Block> = if parallel {
-            (0..nblocks).into_par_iter().map(project_block).collect()
-        } else {
-            (0..nblocks).map(project_block).collect()
+        let Scratch {
+            blocks,
+            f1,
+            f2,
+            upstream,
+        } = scratch;
+        blocks.resize_with(nblocks, Block::default);
+        f1.resize(n * m, 0.0);
+        f2.resize(n * m, 0.0);
+        let job = Job {
+            config,
+            x,
+            r: &r,
+            rho,
+            seed: self.seed,
+            step: self.step,
         };
-        let mut f1 = Vec::with_capacity(n * m);
-        let mut f2 = Vec::with_capacity(n * m);
-        for block in &blocks {
-            for f in block.f.chunks_exact(2 * m) {
-                f1.extend_from_slice(&f[..m]);
-                f2.extend_from_slice(&f[m..]);
-            }
+        let project_block = |(b, (block, (f1, f2))): BlockJob<'_>| {
+            let range = b * size..((b + 1) * size).min(n);
+            with_neurons!(m, |M| project::<M>(&job, range, block, f1, f2))
+        };
+        let chunk = size * m;
+        if parallel {
+            blocks
+                .par_iter_mut()
+                .zip(f1.par_chunks_mut(chunk).zip(f2.par_chunks_mut(chunk)))
+                .enumerate()
+                .for_each(project_block);
+        } else {
+            blocks
+                .iter_mut()
+                .zip(f1.chunks_mut(chunk).zip(f2.chunks_mut(chunk)))
+                .enumerate()
+                .for_each(project_block);
         }
+        let blocks = &*blocks;
         let e_rows = x.e.to_rows_f64();
-        let up = crate::sgd::upstream(&config.model, &e_rows, &f1, &f2, n)?;
+        let up = with_neurons!(m, |M| crate::sgd::upstream::<M>(
+            &config.model,
+            &e_rows,
+            f1,
+            f2,
+            n,
+            upstream
+        ))?;
+        let u = &upstream.u;
         let accumulate_block =
-            |block: &Block| with_neurons!(m, |M| accumulate::<M>(config, block, &up.u, rho));
+            |block: &Block| with_neurons!(m, |M| accumulate::<M>(config, block, u, rho));
         let partial: Vec<Accumulated> = if parallel {
             blocks.par_iter().map(accumulate_block).collect()
         } else {
@@ -375,6 +432,7 @@ impl ReducedSgd {
 }
 
 /// The projections of a block of consecutive samples (eqs. (R1), (R5)).
+#[derive(Debug, Default)]
 struct Block {
     /// The first sample of the block.
     start: usize,
@@ -386,69 +444,97 @@ struct Block {
     second: Vec<bool>,
     /// `y[(l P + p) m + j]`, the projection of patch `p` of the block's sample `l` on `w_j`.
     y: Vec<f64>,
-    /// `g[(l P + p) rho + k]`, the normals of the noise patches (zero for feature patches).
+    /// `g[(l P + p) rho + k]`, the normals of the noise patches (left as they were for
+    /// feature patches: never read there).
     g: Vec<f64>,
-    /// `f[l 2m + v m + j] = f_j(X^(v+1))` of the block's sample `l`.
-    f: Vec<f64>,
+    /// The work space of `data::random_subset_into` (length `P`).
+    idx: Vec<usize>,
 }
 
-/// Projects the samples `range` of stream step `(seed, step)`: feature patches
+impl Block {
+    /// Sizes the arrays for `len` samples of `pp` patches, `m` neurons and `rho` normals per
+    /// noise patch, without zeroing what is already there (every entry read is written
+    /// first by [`project`]).
+    fn resize(&mut self, start: usize, len: usize, pp: usize, m: usize, rho: usize) {
+        self.start = start;
+        self.value.resize(len, 0.0);
+        self.label.resize(len, 0);
+        self.features.resize(len * pp, false);
+        self.second.resize(len * pp, false);
+        self.y.resize(len * pp * m, 0.0);
+        self.g.resize(len * pp * rho, 0.0);
+        self.idx.resize(pp, 0);
+    }
+}
+
+/// One block's share of a step: its index, its arrays and its rows of `f1` and `f2`.
+type BlockJob<'a> = (usize, (&'a mut Block, (&'a mut [f64], &'a mut [f64])));
+
+/// What every block of a step reads: the configuration, the state, the factor `R`
+/// (`rho x m`) and the stream address `(seed, step)`.
+struct Job<'a> {
+    config: &'a Config,
+    x: &'a Reduced<f64>,
+    r: &'a [f64],
+    rho: usize,
+    seed: u64,
+    step: u64,
+}
+
+/// Projects the samples `range` of stream step `(seed, step)` into `block`: feature patches
 /// `eps alpha_l (a_j or b_j)`, noise patches `h = s R^T g` with `g ~ N(0, I_rho)` read in
-/// patch order from the sample's own stream (eq. (R5)).
+/// patch order from the sample's own stream (eq. (R5)); `f1`, `f2` (`range.len() x m`)
+/// receive `f_j(X^(i,1))`, `f_j(X^(i,2))`.
 ///
 /// `M` is the number of neurons when it is a compile-time constant (`1..=4`), or `0` for any
 /// `m`: the same code, in the same summation order (so bit-identical), with the short loops
 /// over neurons unrolled when `M > 0` (a benchmark lever, `benches/README.md`).
 fn project<const M: usize>(
-    config: &Config,
-    x: &Reduced<f64>,
-    r: &[f64],
-    rho: usize,
-    (seed, step): (u64, u64),
+    job: &Job<'_>,
     range: std::ops::Range<usize>,
-) -> Block {
-    let s = &config.setting;
+    block: &mut Block,
+    f1: &mut [f64],
+    f2: &mut [f64],
+) {
+    let (s, x, r, rho) = (&job.config.setting, job.x, job.r, job.rho);
     let (m, pp) = (width::<M>(s.neurons), s.patches);
-    let len = range.len();
-    let mut idx = vec![0; pp];
-    let mut block = Block {
-        start: range.start,
-        value: vec![0.0; len],
-        label: vec![0; len],
-        features: vec![false; len * pp],
-        second: vec![false; len * pp],
-        y: vec![0.0; len * pp * m],
-        g: vec![0.0; len * pp * rho],
-        f: vec![0.0; len * 2 * m],
-    };
-    for (l, i) in range.enumerate() {
-        let mut rng = data::stream_rng(Domain::ReducedSgd, seed, step, i as u64);
+    block.resize(range.start, range.len(), pp, m, rho);
+    f1.fill(0.0);
+    f2.fill(0.0);
+    // One generator for the block, moved to each sample's stream at word 0: the same
+    // numbers as `data::stream_rng(Domain::ReducedSgd, seed, step, i)`.
+    let mut rng = data::stream_rng(Domain::ReducedSgd, job.seed, job.step, range.start as u64);
+    let samples = f1.chunks_exact_mut(m).zip(f2.chunks_exact_mut(m));
+    for ((l, i), (f1, f2)) in range.enumerate().zip(samples) {
+        rng.set_word_pos(0);
+        rng.set_stream(i as u64);
         // The discrete draws of `data::draw_from`, in its order, without allocating.
         let label = usize::from(rng.random::<bool>());
         let sign = if rng.random::<bool>() { 1.0 } else { -1.0 };
         let value = sign * s.alpha[label];
         let sample = l * pp..(l + 1) * pp;
         let features = &mut block.features[sample.clone()];
-        data::random_subset_into(&mut rng, s.feature_patches, &mut idx, features);
-        let second = &mut block.second[sample];
-        data::random_subset_into(&mut rng, s.half(), &mut idx, second);
+        data::random_subset_into(&mut rng, s.feature_patches, &mut block.idx, features);
+        let second = &mut block.second[sample.clone()];
+        data::random_subset_into(&mut rng, s.half(), &mut block.idx, second);
         for x in second.iter_mut() {
             *x = !*x;
         }
         block.value[l] = value;
         block.label[l] = label;
-        let f = &mut block.f[l * 2 * m..(l + 1) * 2 * m];
+        let coord = if label == 0 { &x.a[..m] } else { &x.b[..m] };
+        let ys = &mut block.y[sample.start * m..sample.end * m];
+        let gs = &mut block.g[sample.start * rho..sample.end * rho];
+        let features = &block.features[sample.clone()];
+        let second = &block.second[sample];
         for p in 0..pp {
-            let q = l * pp + p;
-            let view = usize::from(block.second[q]);
-            let yp = &mut block.y[q * m..(q + 1) * m];
-            if block.features[q] {
-                let coord = if label == 0 { &x.a } else { &x.b };
+            let yp = &mut ys[p * m..(p + 1) * m];
+            if features[p] {
                 for (y, c) in yp.iter_mut().zip(coord) {
                     *y = value * c;
                 }
             } else {
-                let gp = &mut block.g[q * rho..(q + 1) * rho];
+                let gp = &mut gs[p * rho..(p + 1) * rho];
                 for gk in gp.iter_mut() {
                     *gk = StandardNormal.sample(&mut rng);
                 }
@@ -463,27 +549,21 @@ fn project<const M: usize>(
                     *y *= s.noise_std;
                 }
             }
-            for (fj, y) in f[view * m..(view + 1) * m].iter_mut().zip(yp.iter()) {
+            let f = if second[p] {
+                &mut f2[..m]
+            } else {
+                &mut f1[..m]
+            };
+            for (fj, y) in f.iter_mut().zip(yp.iter()) {
                 *fj += y * y * y;
             }
         }
     }
-    block
 }
 
 /// The batches of at least this many patches (`N P`) are spread over the rayon pool; smaller
 /// ones run on the calling thread (`benches/README.md`, "Reduced SGD").
 const PARALLEL_PATCHES: usize = 4096;
-
-/// The number of neurons: the constant `M` when it is positive (the caller dispatches on
-/// `neurons`, so the two agree), else `neurons`.
-fn width<const M: usize>(neurons: usize) -> usize {
-    if M > 0 {
-        M
-    } else {
-        neurons
-    }
-}
 
 /// The sums of one step over the batch, in sample and patch order.
 struct Accumulated {
@@ -528,29 +608,36 @@ fn accumulate<const M: usize>(
         ctc: vec![0.0; m * m],
     };
     let mut c = vec![0.0; m];
-    for (l, (&value, &label)) in block.value.iter().zip(&block.label).enumerate() {
-        let i = block.start + l;
+    let c = &mut c[..m];
+    let len = block.value.len();
+    let us = u[block.start * 2 * m..(block.start + len) * 2 * m].chunks_exact(2 * m);
+    let samples = block.value.iter().zip(&block.label).zip(us);
+    for (l, ((&value, &label), ui)) in samples.enumerate() {
+        let patches = l * pp..(l + 1) * pp;
+        let ys = &block.y[patches.start * m..patches.end * m];
+        let gs = &block.g[patches.start * rho..patches.end * rho];
+        let features = &block.features[patches.clone()];
+        let second = &block.second[patches];
         for p in 0..pp {
-            let q = l * pp + p;
-            let view = usize::from(block.second[q]);
-            let ui = &u[i * 2 * m + view * m..i * 2 * m + (view + 1) * m];
-            let yp = &block.y[q * m..(q + 1) * m];
+            let yp = &ys[p * m..(p + 1) * m];
+            let view = usize::from(second[p]);
+            let ui = &ui[view * m..(view + 1) * m];
             for ((cj, y), u) in c.iter_mut().zip(yp).zip(ui) {
                 *cj = 3.0 * y * y * u;
             }
-            if block.features[q] {
-                for (a, cj) in acc.feature[label].iter_mut().zip(&c) {
+            if features[p] {
+                for (a, cj) in acc.feature[label][..m].iter_mut().zip(c.iter()) {
                     *a += cj * value;
                 }
             } else {
-                let gp = &block.g[q * rho..(q + 1) * rho];
+                let gp = &gs[p * rho..(p + 1) * rho];
                 for (row, gk) in acc.gamma_c.chunks_exact_mut(m).zip(gp) {
-                    for (a, cj) in row.iter_mut().zip(&c) {
+                    for (a, cj) in row[..m].iter_mut().zip(c.iter()) {
                         *a += gk * cj;
                     }
                 }
-                for (row, cj) in acc.ctc.chunks_exact_mut(m).zip(&c) {
-                    for (a, ck) in row.iter_mut().zip(&c) {
+                for (row, cj) in acc.ctc[..m * m].chunks_exact_mut(m).zip(c.iter()) {
+                    for (a, ck) in row.iter_mut().zip(c.iter()) {
                         *a += cj * ck;
                     }
                 }

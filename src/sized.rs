@@ -37,3 +37,13 @@ macro_rules! with_neurons {
     };
 }
 pub(crate) use with_neurons;
+
+/// The number of neurons: the constant `M` when it is positive (the caller dispatches on
+/// `neurons` with [`with_neurons`], so the two agree), else `neurons`.
+pub(crate) fn width<const M: usize>(neurons: usize) -> usize {
+    if M > 0 {
+        M
+    } else {
+        neurons
+    }
+}
