@@ -244,6 +244,14 @@ fn diagnostic_convergence_in_the_tolerance() {
     for rtol in [1e-10, 1e-11, 1e-12] {
         let mut o = tight(&c, rtol);
         let s = run_at(&c, &base.inputs, &dirs, &o, None).unwrap();
+        o.in_norm = false;
+        let s3 = run_at(&c, &base.inputs, &dirs, &o, None).unwrap();
+        eprintln!(
+            "rtol {rtol:e}: state-only norm: dt3 {:.12e} steps {:?}",
+            s3.events[2].as_ref().unwrap()[0],
+            s3.steps
+        );
+        o.in_norm = true;
         o.coordinates = Some(predhead::flow::problem::Coordinates::Plain);
         let s2 = run_at(&c, &base.inputs, &dirs, &o, None).unwrap();
         eprintln!(
@@ -257,4 +265,45 @@ fn diagnostic_convergence_in_the_tolerance() {
     }
     let fd = richardson(&base, Parameter::Alpha1, &tight(&c, 1e-13));
     eprintln!("fd at 1e-13: {:?}", fd[2]);
+}
+
+/// Diagnostic (ignored): at `d = 1e4`, `loss` and `corr` at fixed horizons (no moving end,
+/// no event) against the tolerance and finite differences: separates the integration of
+/// `S` from the events' assembly.
+#[test]
+#[ignore]
+fn diagnostic_fixed_horizons() {
+    let c = config(10_000, "identity-offdiag");
+    let x0 = predhead::init::reduced(&c.setting, 1).unwrap();
+    let base = Base::new(&c, &x0, true);
+    let p = Parameter::Alpha1;
+    let dirs = vec![base.direction(p).unwrap()];
+    let s = run_at(&c, &base.inputs, &dirs, &tight(&c, 1e-11), None).unwrap();
+    let t: Vec<f64> = s.event_times.iter().map(|t| t.unwrap()).collect();
+    eprintln!("events {t:?} steps {:?}", s.steps);
+    for horizon in [0.5 * t[0], 0.5 * (t[0] + t[2]), 0.5 * (t[2] + t[3]), t[3]] {
+        for rtol in [1e-10, 1e-11, 1e-12] {
+            let mut o = tight(&c, rtol);
+            o.stop_at_t_end = false;
+            o.horizon = horizon;
+            let s = run_at(&c, &base.inputs, &dirs, &o, None).unwrap();
+            eprintln!(
+                "T {horizon:.6e} rtol {rtol:e}: loss {:.12e} dloss {:.12e} dcorr {:.12e} steps {:?}",
+                s.loss_final.0,
+                s.loss_final.1[0],
+                s.corr_final.as_ref().unwrap().1[0],
+                s.steps
+            );
+        }
+        for rtol in [1e-12, 1e-13] {
+            let mut o = tight(&c, rtol);
+            o.stop_at_t_end = false;
+            o.horizon = horizon;
+            let fd = richardson(&base, p, &o);
+            eprintln!(
+                "T {horizon:.6e} fd at {rtol:e}: dloss {:?} dcorr {:?}",
+                fd[4], fd[5]
+            );
+        }
+    }
 }
