@@ -69,42 +69,48 @@ fn fd_step(base: &Base, p: Parameter) -> f64 {
 
 /// Central differences at steps `h` and `h/2`, Richardson-extrapolated:
 /// `(4 D(h/2) - D(h)) / 3`, error `O(h^4)`.
-fn richardson(base: &Base, p: Parameter, opts: &SensitivityOptions) -> Vec<Option<f64>> {
+fn richardson(
+    base: &Base,
+    p: Parameter,
+    opts: &SensitivityOptions,
+) -> Result<Vec<Option<f64>>, String> {
     let h = fd_step(base, p);
     let q = |delta: f64| {
         let inputs = base.perturbed(p, delta).unwrap();
-        let s = run_at(&base.config, &inputs, &[], opts, None).unwrap();
-        quantities(&s)
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect::<Vec<_>>()
+        let s = run_at(&base.config, &inputs, &[], opts, None).map_err(|e| e.to_string())?;
+        Ok::<_, String>(
+            quantities(&s)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>(),
+        )
     };
-    let (a, b, c, d) = (q(h), q(-h), q(h / 2.0), q(-h / 2.0));
-    (0..a.len())
+    let (a, b, c, d) = (q(h)?, q(-h)?, q(h / 2.0)?, q(-h / 2.0)?);
+    Ok((0..a.len())
         .map(|i| {
             let (a, b, c, d) = (a[i]?, b[i]?, c[i]?, d[i]?);
             let d1 = (a - b) / (2.0 * h);
             let d2 = (c - d) / h;
             Some((4.0 * d2 - d1) / 3.0)
         })
-        .collect()
+        .collect())
 }
 
 /// The largest disagreement `|S - FD| / max(|FD|, 1e-3 |Q| / scale)` over the quantities
 /// (the floor measures a derivative that vanishes against the quantity's own size per
 /// parameter scale), with the quantity's name.
-fn worst(
+fn try_worst(
     base: &Base,
     params: &[Parameter],
     opts: &SensitivityOptions,
     drop: Option<usize>,
-) -> (f64, String) {
+) -> Result<(f64, String), String> {
     let dirs: Vec<_> = params.iter().map(|&p| base.direction(p).unwrap()).collect();
-    let s = run_at(&base.config, &base.inputs, &dirs, opts, drop).unwrap();
+    let s = run_at(&base.config, &base.inputs, &dirs, opts, drop).map_err(|e| e.to_string())?;
     let qs = quantities(&s);
     let mut out = (0.0f64, String::new());
     for (i, &p) in params.iter().enumerate() {
-        let fd = richardson(base, p, opts);
+        let fd = richardson(base, p, opts)?;
         let an = derivatives(&s, i);
         let scale = fd_step(base, p) / 2e-3;
         for ((name, q), (a, f)) in qs.iter().zip(an.iter().zip(&fd)) {
@@ -133,7 +139,17 @@ fn worst(
             }
         }
     }
-    out
+    Ok(out)
+}
+
+/// [`try_worst`], failing on a run that fails.
+fn worst(
+    base: &Base,
+    params: &[Parameter],
+    opts: &SensitivityOptions,
+    drop: Option<usize>,
+) -> (f64, String) {
+    try_worst(base, params, opts, drop).unwrap()
 }
 
 /// The regression configuration (d = 100, seed 0): every parameter kind, to `1e-6`
@@ -172,6 +188,7 @@ fn sensitivities_match_richardson_finite_differences() {
 #[test]
 #[ignore]
 fn held_out_dimensions_1e2_to_1e12() {
+    let mut failures = Vec::new();
     for (d, seed) in [
         (100u64, 3u64),
         (10_000, 1),
@@ -182,15 +199,20 @@ fn held_out_dimensions_1e2_to_1e12() {
         let c = config(d, "identity-offdiag");
         let x0 = predhead::init::reduced(&c.setting, seed).unwrap();
         let base = Base::new(&c, &x0, true);
-        let (rel, at) = worst(
+        let clock = std::time::Instant::now();
+        let r = try_worst(
             &base,
             &[Parameter::LnD, Parameter::Alpha1],
             &tight(&c, 1e-12),
             None,
         );
-        eprintln!("d = {d:e}: worst {rel:.2e} at {at}");
-        assert!(rel <= 1e-6, "d = {d}: {rel:e} at {at}");
+        eprintln!("d = {d:e}: {r:?} ({:.1} s)", clock.elapsed().as_secs_f64());
+        match r {
+            Ok((rel, _)) if rel <= 1e-6 => {}
+            other => failures.push((d, other)),
+        }
     }
+    assert!(failures.is_empty(), "{failures:?}");
 }
 
 /// The falsifier: the same check with one term of `dF/dtheta` dropped (the derivative of
@@ -263,7 +285,7 @@ fn diagnostic_convergence_in_the_tolerance() {
             s2.steps
         );
     }
-    let fd = richardson(&base, Parameter::Alpha1, &tight(&c, 1e-13));
+    let fd = richardson(&base, Parameter::Alpha1, &tight(&c, 1e-13)).unwrap();
     eprintln!("fd at 1e-13: {:?}", fd[2]);
 }
 
@@ -279,10 +301,14 @@ fn diagnostic_fixed_horizons() {
     let p = Parameter::Alpha1;
     let dirs = vec![base.direction(p).unwrap()];
     let s = run_at(&c, &base.inputs, &dirs, &tight(&c, 1e-11), None).unwrap();
-    let t: Vec<f64> = s.event_times.iter().map(|t| t.unwrap()).collect();
+    let t: Vec<f64> = s
+        .event_times
+        .iter()
+        .map(|t| t.unwrap_or(f64::NAN))
+        .collect();
     eprintln!("events {t:?} steps {:?}", s.steps);
-    for horizon in [0.5 * t[0], 0.5 * (t[0] + t[2]), 0.5 * (t[2] + t[3]), t[3]] {
-        for rtol in [1e-10, 1e-11, 1e-12] {
+    for horizon in [0.5 * (t[0] + t[2]), t[3]] {
+        for rtol in [1e-11, 1e-12] {
             let mut o = tight(&c, rtol);
             o.stop_at_t_end = false;
             o.horizon = horizon;
@@ -299,7 +325,7 @@ fn diagnostic_fixed_horizons() {
             let mut o = tight(&c, rtol);
             o.stop_at_t_end = false;
             o.horizon = horizon;
-            let fd = richardson(&base, p, &o);
+            let fd = richardson(&base, p, &o).unwrap();
             eprintln!(
                 "T {horizon:.6e} fd at {rtol:e}: dloss {:?} dcorr {:?}",
                 fd[4], fd[5]

@@ -75,6 +75,8 @@ pub(crate) struct EventLog {
     k: Constants<f64>,
     pub(crate) times: [Option<f64>; 4],
     pub(crate) states: [Option<Vec<f64>>; 4],
+    /// The time shifts `sigma` of the states' sensitivities (eq. (Y14)).
+    pub(crate) shifts: [Option<Vec<f64>>; 4],
     pub(crate) at_start: [bool; 4],
     pub(crate) strong: Option<usize>,
     pub(crate) active: [usize; 4],
@@ -88,6 +90,7 @@ impl EventLog {
             k: plain.constants.clone(),
             times: [None; 4],
             states: [None, None, None, None],
+            shifts: [None, None, None, None],
             at_start: [false; 4],
             strong: None,
             active: [0; 4],
@@ -208,6 +211,8 @@ impl EventLog {
 #[derive(Default)]
 pub(crate) struct Peak {
     best: Option<(f64, f64, Vec<f64>)>,
+    /// The time shifts of the kept state's sensitivities (eq. (Y14)).
+    pub(crate) shift: Vec<f64>,
 }
 
 impl Peak {
@@ -268,7 +273,10 @@ fn ift<const K: usize>(g: &Tangent<f64, K>, along: f64, k: usize) -> Vec<f64> {
     (0..k).map(|p| -g.d[p] / along).collect()
 }
 
-/// Builds [`Sensitivities`] from the run's events, peak and final state.
+/// Builds [`Sensitivities`] from the run's events, peak and final state. Each state's
+/// sensitivities are `S~ = S - F sigma` with its shift `sigma` (eq. (Y14)): an event time's
+/// derivative is the implicit function theorem's on `S~` minus `sigma`, a value's gains
+/// `(grad Q . F) sigma`, and at a moving end the two shifts cancel exactly.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn assemble<const K: usize>(
     aug: &mut Augmented<K>,
@@ -276,8 +284,7 @@ pub(crate) fn assemble<const K: usize>(
     config: &Config,
     log: &EventLog,
     peak: &Peak,
-    tau_final: f64,
-    y_final: &[f64],
+    (tau_final, y_final, shift_final): (f64, &[f64], &[f64]),
     steps: [u64; 2],
     evals: [u64; 2],
 ) -> Result<Sensitivities> {
@@ -286,13 +293,15 @@ pub(crate) fn assemble<const K: usize>(
     let plain_k = unseeded(&seeded);
     let phases = &config.phases;
     let f_at = |y: &[f64]| plain.rhs(y);
-    let mut events: [Option<Vec<f64>>; 4] = [None, None, None, None];
+    // The implicit function theorem on S~ (before the shift), and its shift.
+    let mut raw: [Option<(Vec<f64>, Vec<f64>)>; 4] = [None, None, None, None];
     for (i, &e) in Event::ALL.iter().enumerate() {
         let Some(ya) = &log.states[i] else { continue };
+        let shift = log.shifts[i].clone().unwrap_or_else(|| vec![0.0; k]);
         if log.at_start[i] {
-            events[i] = match e.start() {
-                None => Some(vec![0.0; k]),
-                Some(s) => events[Event::ALL.iter().position(|&v| v == s).unwrap_or(0)].clone(),
+            raw[i] = match e.start() {
+                None => Some((vec![0.0; k], shift)),
+                Some(s) => raw[Event::ALL.iter().position(|&v| v == s).unwrap_or(0)].clone(),
             };
             continue;
         }
@@ -303,18 +312,20 @@ pub(crate) fn assemble<const K: usize>(
         let f = f_at(&ya[..n])?;
         let (xa, _, _) = aug.eval_along(&ya[..n], &f)?;
         let ga = event_value(e, &plain_k, phases, s, j, &xa);
-        events[i] = Some(ift(&g, ga.d[0], k));
+        raw[i] = Some((ift(&g, ga.d[0], k), shift));
     }
+    let events = raw.clone().map(|r| r.map(|(d, s)| unshift(&d, &s)));
     // (Y11): the final quantities, with the time term when the run stopped at t_end.
     let ff = f_at(&y_final[..n])?;
     let (xt, _, lt) = aug.eval_tangent(y_final)?;
     let (xa, _, la) = aug.eval_along(&y_final[..n], &ff)?;
     let stop = log.times[3]
         .filter(|&t| t == tau_final)
-        .and(events[3].clone());
+        .and(raw[3].clone())
+        .map(|r| r.0);
     let total = |v: &Tangent<f64, K>, along: f64| -> Vec<f64> {
         (0..k)
-            .map(|p| v.d[p] + stop.as_ref().map_or(0.0, |dt| along * dt[p]))
+            .map(|p| v.d[p] + along * stop.as_ref().map_or(shift_final[p], |dt| dt[p]))
             .collect()
     };
     let loss_final = (lt.v, total(&lt, la.d[0]));
@@ -337,11 +348,13 @@ pub(crate) fn assemble<const K: usize>(
             let r = rate(plain, &yt, &ft);
             let f = f_at(&ya[..n])?;
             let (xa, fa, _) = aug.eval_along(&ya[..n], &f)?;
+            let na = offdiag(&xa);
             let ya_t = aug.problem.pack(&xa);
             let ra = rate(plain, &ya_t, &fa);
+            let sh = |p: usize| peak.shift.get(p).copied().unwrap_or(0.0);
             (
-                Some((nv.v, (0..k).map(|p| nv.d[p]).collect())),
-                Some((*tp, ift(&r, ra.d[0], k))),
+                Some((nv.v, (0..k).map(|p| nv.d[p] + na.d[0] * sh(p)).collect())),
+                Some((*tp, unshift(&ift(&r, ra.d[0], k), &peak.shift))),
             )
         }
     };
@@ -357,4 +370,12 @@ pub(crate) fn assemble<const K: usize>(
         steps,
         evals,
     })
+}
+
+/// `d - sigma` componentwise (`sigma` empty: zero).
+fn unshift(d: &[f64], sigma: &[f64]) -> Vec<f64> {
+    d.iter()
+        .enumerate()
+        .map(|(p, x)| x - sigma.get(p).copied().unwrap_or(0.0))
+        .collect()
 }

@@ -48,6 +48,9 @@ pub struct SensitivityOptions {
     pub in_norm: bool,
     /// The coordinates (`None`: decay when every `G_jj > 0`, as the plain flow).
     pub coordinates: Option<Coordinates>,
+    /// Whether the sensitivities are re-anchored in time after each step (eq. (Y14);
+    /// default `true`; `false` integrates `S` itself).
+    pub reanchor: bool,
 }
 
 impl SensitivityOptions {
@@ -60,6 +63,7 @@ impl SensitivityOptions {
             max_steps: o.max_steps,
             in_norm: true,
             coordinates: o.coordinates,
+            reanchor: true,
         }
     }
 }
@@ -363,6 +367,11 @@ struct Run<'a, const K: usize> {
     f0: Vec<f64>,
     t: f64,
     h: f64,
+    /// The time shifts `sigma_i` of the sensitivities (eq. (Y14)): `S_i = S~_i + F sigma_i`
+    /// with `S~_i` the sensitivity part of `ya`.
+    shift: Vec<f64>,
+    /// Whether the sensitivities are re-anchored after each step (eq. (Y14)).
+    reanchor: bool,
     /// Accepted, rejected steps; right-hand-side evaluations, Jacobian passes.
     counts: [u64; 4],
 }
@@ -419,6 +428,8 @@ impl<'a, const K: usize> Run<'a, K> {
             tol,
             ya,
             f0,
+            shift: vec![0.0; k],
+            reanchor: opts.reanchor,
             aug,
             plain,
             counts: [0, 0, 1, 0],
@@ -504,6 +515,7 @@ impl<'a, const K: usize> Run<'a, K> {
         self.log.step(&self.plain, self.t, &self.dense)?;
         for i in 0..4 {
             if let (None, Some(te)) = (before[i], self.log.times[i]) {
+                self.log.shifts[i] = Some(self.shift.clone());
                 if te > self.t && !self.log.at_start[i] {
                     let y = self.exact_from_start(te - self.t)?;
                     self.log.states[i] = Some(y);
@@ -530,13 +542,19 @@ impl<'a, const K: usize> Run<'a, K> {
             self.counts[0] += 1;
             end = self.events()?;
             // The peak: the rate (E6) turns from positive to non-positive in the step.
-            let y1 = self.step.y1().to_vec();
+            let mut y1 = self.step.y1().to_vec();
+            // The shift of this step's states (events, peak), before the re-anchoring.
+            let shift = self.shift.clone();
+            if self.reanchor {
+                self.reanchor_at(&mut y1)?;
+            }
             let mut f1 = vec![0.0; y1.len()];
             self.aug.rhs(&y1, &mut f1)?;
             self.counts[2] += 1;
             let rate1 = self.plain.offdiag_rate(&y1[..n], &f1[..n]);
             if rate0 > 0.0 && rate1 <= 0.0 {
                 if let Some(tl) = self.peak.locate(&self.plain, self.t, &self.dense)? {
+                    self.peak.shift = shift;
                     if tl > 0.0 {
                         let y = self.exact_from_start(tl)?;
                         self.peak.set_state(y);
@@ -550,18 +568,51 @@ impl<'a, const K: usize> Run<'a, K> {
             self.h *= step_factor(err, 4, after_reject);
         }
         let [accepted, rejected, evals, jacs] = self.counts;
-        let (tau_final, y_final) = end.unwrap_or((self.t, self.ya));
+        let (tau_final, y_final, shift_final) = match end {
+            Some((te, y)) => (te, y, self.log.shifts[3].clone().unwrap_or_default()),
+            None => (self.t, self.ya, self.shift),
+        };
         derivatives::assemble(
             &mut self.aug,
             &self.plain,
             config,
             &self.log,
             &self.peak,
-            tau_final,
-            &y_final,
+            (tau_final, &y_final, &shift_final),
             [accepted, rejected],
             [evals, jacs],
         )
+    }
+
+    /// Re-anchors the sensitivities of the augmented state `ya` in time (eq. (Y14)):
+    /// `S~_i -= c_i F`, `sigma_i += c_i`, with `c_i = <F, S~_i> / <F, F>` in the inner
+    /// product weighted by the state's error scales, so that `S~_i` has no component along
+    /// the flow. Exact for the variational equation (`F` solves its homogeneous part), it
+    /// keeps the time-shift part of `S` (as large as `F dt3/dtheta` through a fast
+    /// transition) out of the integrated vector.
+    fn reanchor_at(&mut self, ya: &mut [f64]) -> Result<()> {
+        let n = self.aug.n;
+        let f = self.plain.rhs(&ya[..n])?;
+        self.counts[2] += 1;
+        let w: Vec<f64> = (0..n)
+            .map(|i| 1.0 / self.tol.scale_at(i, ya[i].abs()).powi(2))
+            .collect();
+        let ff: f64 = (0..n).map(|i| w[i] * f[i] * f[i]).sum();
+        if !(ff > 0.0 && ff.is_finite()) {
+            return Ok(());
+        }
+        for p in 0..self.aug.k {
+            let sp = &mut ya[n + p * n..n + (p + 1) * n];
+            let c = (0..n).map(|i| w[i] * f[i] * sp[i]).sum::<f64>() / ff;
+            if !c.is_finite() {
+                continue;
+            }
+            for (x, fi) in sp.iter_mut().zip(&f) {
+                *x -= c * fi;
+            }
+            self.shift[p] += c;
+        }
+        Ok(())
     }
 }
 
