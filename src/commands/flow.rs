@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::flow::control::Tolerance;
 use crate::flow::global_error::{self, Check, Checked, EventErrors, Role};
 use crate::flow::problem::Coordinates;
+use crate::flow::sensitivity::{self, Base, Parameter, Sensitivities, SensitivityOptions};
 use crate::flow::{integrate, Explicit, Method, Options, Run, Stiff};
 use crate::moments::population::Reduced;
 use crate::observe::{Summary, TrajectoryRecorder};
@@ -90,6 +91,16 @@ pub struct Args {
     /// (docs/cli.md, "flow --certify"; derivations/interval.md, (V11)-(V17)).
     #[arg(long)]
     pub certify: bool,
+    /// Derivatives of the event times and final quantities with respect to these
+    /// parameters (comma-separated: ln_d, ln_d_family, alpha1, alpha2, s, lr_head/lr, P0/P,
+    /// a_J, b_J, g_J_K, e_J_R), added as the JSON key `sensitivities`
+    /// (derivations/sensitivities.md).
+    #[arg(long)]
+    pub sensitivities: Option<String>,
+    /// With --sensitivities: also write them as a CSV (one row per quantity, one column per
+    /// parameter) to this file.
+    #[arg(long, requires = "sensitivities")]
+    pub sensitivities_csv: Option<PathBuf>,
 }
 
 /// The JSON output: the summary, then the integrator's extras.
@@ -149,6 +160,9 @@ struct Report<'a> {
     /// The validated flow (`--certify` only; absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     certify: Option<crate::validated::CertifyReport>,
+    /// `--sensitivities`: each quantity's derivatives by parameter (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sensitivities: Option<serde_json::Value>,
 }
 
 /// The integration options that the command's flags set (method, pairs, coordinates, stop
@@ -211,6 +225,7 @@ pub fn run(args: &Args) -> Result<String> {
     let opts = opts_at(args.rtol, 1.0);
     check_tolerances(&opts.tol, args.event_rtol)?;
     let (x0, init) = initial_state(args, &config)?;
+    let params = sensitivity_params(args, &config, &x0)?;
     let check = Check {
         target: args.event_rtol,
         max_refinements: args.max_refinements,
@@ -248,6 +263,10 @@ pub fn run(args: &Args) -> Result<String> {
     };
     let reported = opts_at(checked.rtol, checked.head_scale);
     let run = &checked.run;
+    let sens = match &params {
+        Some(p) => Some(sensitivities_of(args, &config, &x0, p, &reported, run)?),
+        None => None,
+    };
     if args.json {
         let report = Report {
             summary: &run.summary,
@@ -283,6 +302,7 @@ pub fn run(args: &Args) -> Result<String> {
             check_error: checked.check_error.clone(),
             init,
             certify,
+            sensitivities: sens.as_ref().map(Sensitivities::to_json),
         };
         let text = serde_json::to_string(&report)
             .map_err(|e| Error::numerical("summary", e.to_string()))?;
@@ -302,6 +322,9 @@ pub fn run(args: &Args) -> Result<String> {
                 "certify: {}\n",
                 serde_json::to_string(c).map_err(|e| Error::numerical("certify", e.to_string()))?
             );
+        }
+        if let Some(s) = &sens {
+            out += &format!("sensitivities: {}\n", s.to_json());
         }
         Ok(out)
     }
@@ -337,6 +360,70 @@ fn certify_report(
     };
     let c = certify_flow(config, &x0box, horizon, TubeOptions::default())?;
     Ok(CertifyReport::new(&c))
+}
+
+/// The parameters of `--sensitivities`, checked against the configuration (`None`
+/// without the flag).
+fn sensitivity_params(
+    args: &Args,
+    config: &Config,
+    x0: &Reduced<f64>,
+) -> Result<Option<Vec<Parameter>>> {
+    let params = args
+        .sensitivities
+        .as_deref()
+        .map(Parameter::parse_list)
+        .transpose()?;
+    if let Some(p) = &params {
+        Base::new(config, x0, args.state.is_none()).check(p)?;
+    }
+    Ok(params)
+}
+
+/// The sensitivities of the reported run's options and coordinates (and their CSV, with
+/// `--sensitivities-csv`).
+fn sensitivities_of(
+    args: &Args,
+    config: &Config,
+    x0: &Reduced<f64>,
+    params: &[Parameter],
+    reported: &Options,
+    run: &Run,
+) -> Result<Sensitivities> {
+    let mut so = SensitivityOptions::from_options(reported);
+    so.coordinates = Some(run.coordinates);
+    let s = sensitivity::sensitivities(config, x0, args.state.is_none(), params, &so)?;
+    if let Some(path) = &args.sensitivities_csv {
+        write_sensitivities_csv(&s, path)?;
+    }
+    Ok(s)
+}
+
+/// Writes the sensitivities as a CSV: a header `quantity,value,<parameter>..`, then one
+/// row per quantity (`t1`, `t2`, `t3`, `t_end`, `loss_final`, `corr_final`, `offdiag_peak`,
+/// `t_peak`), empty cells where a quantity is undefined.
+fn write_sensitivities_csv(s: &Sensitivities, path: &Path) -> Result<()> {
+    let io = |e: std::io::Error| {
+        Error::invalid("--sensitivities-csv", format!("{}: {e}", path.display()))
+    };
+    let mut out = String::from("quantity,value");
+    for p in &s.parameters {
+        out += &format!(",{}", p.name());
+    }
+    out += "\n";
+    for (name, value, row) in s.rows() {
+        out += name;
+        out += &format!(",{}", value.map_or(String::new(), |v| format!("{v:?}")));
+        for i in 0..s.parameters.len() {
+            out += &format!(
+                ",{}",
+                row.as_ref()
+                    .map_or(String::new(), |r| format!("{:?}", r[i]))
+            );
+        }
+        out += "\n";
+    }
+    std::fs::write(path, out).map_err(io)
 }
 
 /// Refuses tolerances that are negative or not finite, `rtol = atol = 0`, and an

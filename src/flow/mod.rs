@@ -40,6 +40,7 @@ pub mod observer;
 pub mod policy;
 pub mod problem;
 pub mod rosenbrock;
+pub mod sensitivity;
 pub mod separable;
 pub mod stiffness;
 

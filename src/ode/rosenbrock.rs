@@ -346,9 +346,26 @@ impl<S: Scalar, L> Rosenbrock<S, L> {
         stages(&self.tableau, f, y0, f0, h, tol, &mut self.stages, solve)
     }
 
+    /// The local error estimate of the last attempt (unscaled): `k_s` for a stiffly accurate
+    /// method, else `sum_i e_i k_i`. For callers that measure it in their own norm (a system
+    /// whose blocks are weighed separately).
+    pub fn error_estimate(&self) -> &[S] {
+        if self.tableau.stiffly_accurate() {
+            &self.stages.k[self.stages.k.len() - 1]
+        } else {
+            &self.stages.err
+        }
+    }
+
+    /// The solution of the last attempt (also [`Stepper::solution`], which needs a
+    /// [`StageSolver`]; this one serves the stages solved by [`Rosenbrock::stages_with`]).
+    pub fn y1(&self) -> &[S] {
+        &self.stages.y1
+    }
+
     /// The continuous extension from the dense rows (no evaluation), when the tableau has
     /// them; else nothing is written and the answer is `false`.
-    fn dense_rows(&self, y0: &[S], h: f64, out: &mut Dense<S>) -> bool {
+    pub fn dense_rows(&self, y0: &[S], h: f64, out: &mut Dense<S>) -> bool {
         let t = &self.tableau;
         if t.dense.is_empty() {
             return false;

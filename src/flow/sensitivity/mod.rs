@@ -1,0 +1,628 @@
+//! Forward sensitivities of the flow, its event times and its final quantities to the
+//! parameters (`derivations/sensitivities.md`, eqs. (Y1)-(Y13)).
+//!
+//! The augmented system `(y, S_1..S_k)`, `S_i = dy/dtheta_i`, `S_i' = J S_i + dF/dtheta_i`
+//! ([`augmented`]), is integrated by Rodas5 with its block lower-triangular Jacobian
+//! factored once per step at the size of `y` (eq. (Y5)); the sensitivities are in the error
+//! norm (eq. (Y4)). Each event is located on the augmented run's own dense output, and its
+//! time's derivative follows from the implicit function theorem (eq. (Y10)); `loss_final`,
+//! `corr_final`, `offdiag_peak` and the peak's time follow (eqs. (Y11)-(Y13)).
+//!
+//! - [`tangent`]: forward-mode tangents over any scalar;
+//! - [`params`]: the parameters and how they move the flow's inputs;
+//! - [`augmented`]: the augmented right-hand side and Jacobian blocks;
+//! - [`derivatives`]: events, the implicit function theorem, the final quantities.
+
+pub(crate) mod augmented;
+pub mod derivatives;
+pub mod params;
+pub mod tangent;
+
+use crate::error::{Error, Result};
+use crate::flow::control::{error_norm, initial_step, step_factor, Tolerance};
+use crate::flow::dense::Dense;
+use crate::flow::integrate::Options;
+use crate::flow::linear::ScaledLu;
+use crate::flow::problem::{Coordinates, Problem};
+use crate::flow::sensitivity::augmented::{values, Augmented};
+use crate::flow::sensitivity::derivatives::{EventLog, Peak};
+use crate::moments::population::Reduced;
+use crate::observe::Event;
+use crate::ode::rosenbrock::{Rosenbrock, RODAS5};
+use crate::setting::Config;
+pub use params::{Base, Inputs, Parameter};
+
+/// Options of a sensitivity run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SensitivityOptions {
+    /// The local error tolerance (the Rodas5 steps run at a tenth of it, as in the plain
+    /// flow, [`crate::flow::Stiff::tolerance_factor`]).
+    pub tol: Tolerance,
+    /// End of flow time.
+    pub horizon: f64,
+    /// Stop at `t_end`.
+    pub stop_at_t_end: bool,
+    /// Step budget (accepted plus rejected).
+    pub max_steps: u64,
+    /// Whether the sensitivities are in the error norm (eq. (Y4); default `true`).
+    pub in_norm: bool,
+    /// The coordinates (`None`: decay when every `G_jj > 0`, as the plain flow).
+    pub coordinates: Option<Coordinates>,
+    /// Whether the sensitivities are re-anchored in time after each step (eq. (Y14);
+    /// default `true`; `false` integrates `S` itself).
+    pub reanchor: bool,
+}
+
+impl SensitivityOptions {
+    /// The options of a plain run's [`Options`].
+    pub fn from_options(o: &Options) -> Self {
+        SensitivityOptions {
+            tol: o.tol,
+            horizon: o.horizon,
+            stop_at_t_end: o.stop_at_t_end,
+            max_steps: o.max_steps,
+            in_norm: true,
+            coordinates: o.coordinates,
+            reanchor: true,
+        }
+    }
+}
+
+/// The derivatives of one quantity with respect to each parameter (`None`: the quantity
+/// is undefined, e.g. an event that does not happen).
+pub type Row = Option<Vec<f64>>;
+
+/// The result of [`sensitivities`].
+#[derive(Clone, Debug)]
+pub struct Sensitivities {
+    /// The parameters, in order.
+    pub parameters: Vec<Parameter>,
+    /// The event times `t1, t2, t3, t_end` of the augmented run.
+    pub event_times: [Option<f64>; 4],
+    /// `d t_e / d theta` (eq. (Y10)).
+    pub events: [Row; 4],
+    /// `loss_final` and its derivatives (eq. (Y11)).
+    pub loss_final: (f64, Vec<f64>),
+    /// `corr_final` and its derivatives (eq. (Y11)); `None` for `m = 1`.
+    pub corr_final: Option<(f64, Vec<f64>)>,
+    /// `offdiag_peak` and its derivatives (eq. (Y12)); `None` without an interior peak.
+    pub offdiag_peak: Option<(f64, Vec<f64>)>,
+    /// The time of the peak and its derivatives (eq. (Y13)).
+    pub peak_time: Option<(f64, Vec<f64>)>,
+    /// The end of the run.
+    pub tau_final: f64,
+    /// Accepted and rejected steps.
+    pub steps: [u64; 2],
+    /// Augmented right-hand-side evaluations and Jacobian passes.
+    pub evals: [u64; 2],
+}
+
+impl Sensitivities {
+    /// `(name, value, derivatives)` of each quantity, in the order of [`Sensitivities::to_json`].
+    pub fn rows(&self) -> Vec<(&'static str, Option<f64>, Row)> {
+        let mut v: Vec<(&'static str, Option<f64>, Row)> = Event::ALL
+            .iter()
+            .zip(self.event_times.iter().zip(&self.events))
+            .map(|(e, (t, r))| (e.name(), *t, r.clone()))
+            .collect();
+        let pair = |p: &Option<(f64, Vec<f64>)>| {
+            (p.as_ref().map(|c| c.0), p.as_ref().map(|c| c.1.clone()))
+        };
+        v.push((
+            "loss_final",
+            Some(self.loss_final.0),
+            Some(self.loss_final.1.clone()),
+        ));
+        let (a, b) = pair(&self.corr_final);
+        v.push(("corr_final", a, b));
+        let (a, b) = pair(&self.offdiag_peak);
+        v.push(("offdiag_peak", a, b));
+        let (a, b) = pair(&self.peak_time);
+        v.push(("t_peak", a, b));
+        v
+    }
+
+    /// The `sensitivities` JSON object of `predhead flow --sensitivities`: each quantity
+    /// (`t1`, `t2`, `t3`, `t_end`, `loss_final`, `corr_final`, `offdiag_peak`, `t_peak`)
+    /// maps each parameter name to its derivative, or is `null`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut o = serde_json::Map::new();
+        for (name, _, r) in self.rows() {
+            let v = match r {
+                None => serde_json::Value::Null,
+                Some(v) => serde_json::Value::Object(
+                    self.parameters
+                        .iter()
+                        .zip(v)
+                        .map(|(p, x)| (p.name(), json_number(x)))
+                        .collect(),
+                ),
+            };
+            o.insert(name.to_string(), v);
+        }
+        serde_json::Value::Object(o)
+    }
+}
+
+/// A finite number, or null.
+fn json_number(x: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(x).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+/// The sensitivities of the flow of `config` from `x0` to `params`
+/// (`derivations/sensitivities.md`). `seeded`: `x0` is [`crate::init::reduced`] at the
+/// configuration's `d` (the `ln d` parameters need it).
+///
+/// # Examples
+///
+/// The derivative of `t1` in `ln d` at `d = 100` is close to 2 t1 (Lemma 5.1):
+///
+/// ```
+/// use predhead::config::parse_config;
+/// use predhead::flow::sensitivity::{sensitivities, Parameter, SensitivityOptions};
+/// use predhead::flow::Options;
+/// let config = parse_config(
+///     "[setting]\ndim = 100\npatches = 8\nfeature_patches = 2\nalpha = [2.0, 1.0]\n\
+///      noise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
+///      normalization = \"batchnorm\"\nstop_gradient = true\n\
+///      [training]\nlr = 1e-3\nlr_head = 2e-4\n",
+/// )?;
+/// let x0 = predhead::init::reduced(&config.setting, 0)?;
+/// let mut opts = SensitivityOptions::from_options(&Options::new(&config));
+/// opts.stop_at_t_end = true;
+/// let s = sensitivities(&config, &x0, true, &[Parameter::LnD, Parameter::Alpha1], &opts)?;
+/// let t1 = s.event_times[0].unwrap();
+/// let exponent = s.events[0].as_ref().unwrap()[0] / t1;
+/// assert!(exponent > 1.5 && exponent < 2.5, "{exponent}");
+/// // A stronger feature shortens Phase I.
+/// assert!(s.events[0].as_ref().unwrap()[1] < 0.0);
+/// # Ok::<(), predhead::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Invalid`] on `sensitivities` for a parameter that does not apply (see
+/// [`Base::check`]) or more than 24 of them; the errors of the flow's right-hand side;
+/// [`Error::Numerical`] when the step budget is spent or the step underflows.
+pub fn sensitivities(
+    config: &Config,
+    x0: &Reduced<f64>,
+    seeded: bool,
+    params: &[Parameter],
+    opts: &SensitivityOptions,
+) -> Result<Sensitivities> {
+    let base = Base::new(config, x0, seeded);
+    base.check(params)?;
+    let dirs = params
+        .iter()
+        .map(|&p| base.direction(p))
+        .collect::<Result<Vec<_>>>()?;
+    let mut s = run_at(config, &base.inputs, &dirs, opts, None)?;
+    s.parameters = params.to_vec();
+    Ok(s)
+}
+
+/// The augmented run at `inputs` with tangent directions `dirs` (no direction: the plain
+/// flow through the same integrator, for the finite-difference checks). `drop` is the
+/// falsifier's hook ([`params`]): one term of `dF/dtheta` set to zero.
+///
+/// # Errors
+///
+/// As [`sensitivities`].
+pub fn run_at(
+    config: &Config,
+    inputs: &Inputs,
+    dirs: &[Inputs],
+    opts: &SensitivityOptions,
+    drop: Option<usize>,
+) -> Result<Sensitivities> {
+    macro_rules! dispatch {
+        ($($k:literal)*) => {
+            $(if dirs.len() <= $k {
+                return run_k::<$k>(config, inputs, dirs, opts, drop);
+            })*
+        };
+    }
+    dispatch!(4 16);
+    Err(Error::invalid(
+        "sensitivities",
+        format!("at most {MAX_PARAMETERS} parameters, got {}", dirs.len()),
+    ))
+}
+
+/// The scaled error norm of the augmented estimate `e` (eq. (Y4)): the root mean square
+/// of the blocks' norms under the state's tolerance (the sensitivities' blocks only when
+/// `in_norm`).
+fn augmented_norm(
+    e: &[f64],
+    y0: &[f64],
+    y1: &[f64],
+    n: usize,
+    tol: Tolerance,
+    in_norm: bool,
+) -> f64 {
+    let blocks = if in_norm { e.len() / n } else { 1 };
+    let mut acc = 0.0;
+    for b in 0..blocks {
+        let r = b * n..(b + 1) * n;
+        let x = error_norm(&e[r.clone()], &y0[r.clone()], &y1[r], tol);
+        acc += x * x;
+    }
+    (acc / blocks as f64).sqrt()
+}
+
+/// The most parameters of one run (the tangent width is 4 or 16: two instantiations of
+/// the right-hand side, to keep the compile time down).
+pub const MAX_PARAMETERS: usize = 16;
+
+/// The Rodas5 step on the augmented system, its stages solved by [`Stage`].
+type Step = Rosenbrock<f64, ()>;
+
+/// The stage solver of one Rodas5 attempt on the augmented system (eq. (Y5)): the LU of
+/// `I/(gamma h) - J` at the state's size (factored by the caller), the blocks `H_i`, a
+/// buffer.
+struct Stage<'a> {
+    lu: &'a ScaledLu<f64>,
+    hb: &'a [f64],
+    tmp: &'a mut [f64],
+    n: usize,
+    k: usize,
+}
+
+impl Stage<'_> {
+    /// `g = A_aug^(-1) w` by block forward substitution: `g_y = A^-1 w_y`,
+    /// `g_i = A^-1 (w_i + H_i g_y)`.
+    fn solve(&mut self, w: &[f64], g: &mut [f64]) {
+        let (n, lu) = (self.n, self.lu);
+        lu.solve_into(&w[..n], &mut g[..n]);
+        let (gy, gs) = g.split_at_mut(n);
+        for p in 0..self.k {
+            let hp = &self.hb[p * n * n..(p + 1) * n * n];
+            for (i, ti) in self.tmp.iter_mut().enumerate() {
+                let row = &hp[i * n..(i + 1) * n];
+                *ti = w[n + p * n + i] + row.iter().zip(&*gy).map(|(a, b)| a * b).sum::<f64>();
+            }
+            lu.solve_into(self.tmp, &mut gs[p * n..(p + 1) * n]);
+        }
+    }
+}
+
+/// The Jacobian blocks at a step's start and the factored stage matrix.
+struct Blocks {
+    jac: Vec<f64>,
+    hb: Vec<f64>,
+    lu: ScaledLu<f64>,
+    tmp: Vec<f64>,
+    fy: Vec<f64>,
+    /// The step size the LU is factored for (`NaN`: none).
+    h: f64,
+}
+
+impl Blocks {
+    fn new(n: usize, k: usize) -> Self {
+        Blocks {
+            jac: vec![0.0; n * n],
+            hb: vec![0.0; k * n * n],
+            lu: ScaledLu::<f64>::with_size(n, ()),
+            tmp: vec![0.0; n],
+            fy: vec![0.0; n],
+            h: f64::NAN,
+        }
+    }
+
+    /// The blocks `J`, `H_i` at `ya` (eq. (Y5)).
+    fn at<const K: usize>(&mut self, aug: &mut Augmented<K>, ya: &[f64]) -> Result<()> {
+        self.h = f64::NAN;
+        aug.jacobian(ya, &mut self.fy, &mut self.jac, &mut self.hb)
+    }
+
+    /// One Rodas5 attempt of size `h` from `ya` (with `f0 = F(ya)`, the blocks at `ya`)
+    /// into `step`.
+    fn attempt<const K: usize>(
+        &mut self,
+        aug: &mut Augmented<K>,
+        ya: &[f64],
+        f0: &[f64],
+        h: f64,
+        tol: Tolerance,
+        step: &mut Step,
+    ) -> Result<()> {
+        let (n, k) = (aug.n, aug.k);
+        if self.h.to_bits() != h.to_bits() {
+            let shift = step.shift(h, ());
+            self.h = f64::NAN;
+            self.lu.factor(&self.jac, &shift, &ya[..n], tol)?;
+            self.h = h;
+        }
+        let mut stage = Stage {
+            lu: &self.lu,
+            hb: &self.hb,
+            tmp: &mut self.tmp,
+            n,
+            k,
+        };
+        let mut solve = |w: &[f64], g: &mut [f64]| {
+            stage.solve(w, g);
+            Ok(())
+        };
+        let mut rhs = |y: &[f64], dy: &mut [f64]| aug.rhs(y, dy);
+        step.stages_with(&mut rhs, ya, f0, h, tol, &mut solve)?;
+        Ok(())
+    }
+}
+
+/// The state of an augmented run (one per [`run_k`]).
+struct Run<'a, const K: usize> {
+    aug: Augmented<K>,
+    plain: Problem<f64>,
+    blocks: Blocks,
+    step: Step,
+    exact: Step,
+    dense: Dense<f64>,
+    log: EventLog,
+    peak: Peak,
+    opts: &'a SensitivityOptions,
+    tol: Tolerance,
+    ya: Vec<f64>,
+    f0: Vec<f64>,
+    t: f64,
+    h: f64,
+    /// The time shifts `sigma_i` of the sensitivities (eq. (Y14)): `S_i = S~_i + F sigma_i`
+    /// with `S~_i` the sensitivity part of `ya`.
+    shift: Vec<f64>,
+    /// Whether the sensitivities are re-anchored after each step (eq. (Y14)).
+    reanchor: bool,
+    /// Accepted, rejected steps; right-hand-side evaluations, Jacobian passes.
+    counts: [u64; 4],
+}
+
+impl<'a, const K: usize> Run<'a, K> {
+    /// The run at `inputs` with directions `dirs` from `tau = 0` (eq. (Y3)).
+    fn new(
+        config: &Config,
+        inputs: &Inputs,
+        dirs: &[Inputs],
+        opts: &'a SensitivityOptions,
+        drop: Option<usize>,
+    ) -> Result<Self> {
+        let coordinates = opts.coordinates.unwrap_or_else(|| {
+            let x = &inputs.x0;
+            if (0..x.neurons()).all(|j| *x.gram.at(j, j) > 0.0) {
+                Coordinates::Decay
+            } else {
+                Coordinates::Plain
+            }
+        });
+        let mut aug = Augmented::<K>::new(config, inputs, dirs, coordinates, drop);
+        let (n, k, na) = (aug.n, aug.k, aug.len());
+        let mut plain = Problem::with_coordinates(config, &inputs.x0, coordinates, ());
+        plain.constants = values(aug.constants());
+        plain.head_ratio = aug.problem.head_ratio.v;
+        plain.set_separable(false);
+        // (Y3): the initial augmented state, packed in tangent arithmetic.
+        let x0t = params::seeded_state::<f64, K>(inputs, dirs, ());
+        let mut ya = vec![0.0; na];
+        for (i, t) in aug.problem.pack(&x0t).iter().enumerate() {
+            ya[i] = t.v;
+            for p in 0..k {
+                ya[n + p * n + i] = t.d[p];
+            }
+        }
+        let tol = plain
+            .tolerance(opts.tol)
+            .scaled(crate::flow::Stiff::Rodas5.tolerance_factor());
+        let mut f0 = vec![0.0; na];
+        aug.rhs(&ya, &mut f0)?;
+        let mut log = EventLog::new(config, &plain);
+        log.start(&plain, &ya[..n])?;
+        Ok(Run {
+            blocks: Blocks::new(n, k),
+            step: Step::with_solver(RODAS5, na, (), ()),
+            exact: Step::with_solver(RODAS5, na, (), ()),
+            dense: Dense::<f64>::new(na, ()),
+            log,
+            peak: Peak::default(),
+            h: initial_step(&ya[..n], &f0[..n], tol, opts.horizon),
+            t: 0.0,
+            opts,
+            tol,
+            ya,
+            f0,
+            shift: vec![0.0; k],
+            reanchor: opts.reanchor,
+            aug,
+            plain,
+            counts: [0, 0, 1, 0],
+        })
+    }
+
+    /// Attempts steps from `t` until one is accepted (its solution in `self.step`); returns
+    /// its error norm and whether a rejection preceded it.
+    fn accept(&mut self) -> Result<(f64, bool)> {
+        let n = self.aug.n;
+        self.blocks.at(&mut self.aug, &self.ya)?;
+        self.counts[3] += 1;
+        let mut after_reject = false;
+        loop {
+            if self.counts[0] + self.counts[1] >= self.opts.max_steps {
+                return Err(Error::numerical(
+                    "sensitivities",
+                    format!(
+                        "step budget {} spent at tau = {:e}",
+                        self.opts.max_steps, self.t
+                    ),
+                ));
+            }
+            self.h = self.h.min(self.opts.horizon - self.t);
+            if self.h.is_nan() || self.h <= self.t.abs() * 1e-15 {
+                return Err(Error::numerical(
+                    "sensitivities",
+                    format!("step underflow at tau = {:e}", self.t),
+                ));
+            }
+            let attempt = self.blocks.attempt(
+                &mut self.aug,
+                &self.ya,
+                &self.f0,
+                self.h,
+                self.tol,
+                &mut self.step,
+            );
+            self.counts[2] += 7;
+            let err = match attempt {
+                Ok(()) => augmented_norm(
+                    self.step.error_estimate(),
+                    &self.ya,
+                    self.step.y1(),
+                    n,
+                    self.tol,
+                    self.opts.in_norm,
+                ),
+                Err(_) => f64::INFINITY,
+            };
+            if err <= 1.0 {
+                return Ok((err, after_reject));
+            }
+            self.counts[1] += 1;
+            self.h *= if err.is_finite() {
+                step_factor(err, 4, true)
+            } else {
+                0.25
+            };
+            after_reject = true;
+        }
+    }
+
+    /// A Rodas5 step of length `dt` from the accepted step's start (the blocks there): the
+    /// accuracy of a step, not of the continuous extension (events and the peak).
+    fn exact_from_start(&mut self, dt: f64) -> Result<Vec<f64>> {
+        self.blocks.attempt(
+            &mut self.aug,
+            &self.ya,
+            &self.f0,
+            dt,
+            self.tol,
+            &mut self.exact,
+        )?;
+        self.counts[2] += 7;
+        Ok(self.exact.y1().to_vec())
+    }
+
+    /// Locates the events of the accepted step (eq. (Y10): their states by
+    /// [`Run::exact_from_start`]); returns whether the run ends at `t_end`.
+    fn events(&mut self) -> Result<Option<(f64, Vec<f64>)>> {
+        let before = self.log.times;
+        self.log.step(&self.plain, self.t, &self.dense)?;
+        for i in 0..4 {
+            if let (None, Some(te)) = (before[i], self.log.times[i]) {
+                self.log.shifts[i] = Some(self.shift.clone());
+                if te > self.t && !self.log.at_start[i] {
+                    let y = self.exact_from_start(te - self.t)?;
+                    self.log.states[i] = Some(y);
+                }
+            }
+        }
+        if self.opts.stop_at_t_end {
+            if let (Some(te), Some(y)) = (self.log.times[3], &self.log.states[3]) {
+                return Ok(Some((te, y.clone())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The whole run, then the derivatives (eqs. (Y10)-(Y13)).
+    fn run(mut self, config: &Config) -> Result<Sensitivities> {
+        let n = self.aug.n;
+        let mut rate0 = self.plain.offdiag_rate(&self.ya[..n], &self.f0[..n]);
+        let mut end: Option<(f64, Vec<f64>)> = None;
+        while self.t < self.opts.horizon && end.is_none() {
+            let (err, after_reject) = self.accept()?;
+            let h = self.h;
+            self.step.dense_rows(&self.ya, h, &mut self.dense);
+            self.counts[0] += 1;
+            end = self.events()?;
+            // The peak: the rate (E6) turns from positive to non-positive in the step.
+            let mut y1 = self.step.y1().to_vec();
+            // The shift of this step's states (events, peak), before the re-anchoring.
+            let shift = self.shift.clone();
+            if self.reanchor {
+                self.reanchor_at(&mut y1)?;
+            }
+            let mut f1 = vec![0.0; y1.len()];
+            self.aug.rhs(&y1, &mut f1)?;
+            self.counts[2] += 1;
+            let rate1 = self.plain.offdiag_rate(&y1[..n], &f1[..n]);
+            if rate0 > 0.0 && rate1 <= 0.0 {
+                if let Some(tl) = self.peak.locate(&self.plain, self.t, &self.dense)? {
+                    self.peak.shift = shift;
+                    if tl > 0.0 {
+                        let y = self.exact_from_start(tl)?;
+                        self.peak.set_state(y);
+                    }
+                }
+            }
+            rate0 = rate1;
+            self.ya = y1;
+            self.f0 = f1;
+            self.t += h;
+            self.h *= step_factor(err, 4, after_reject);
+        }
+        let [accepted, rejected, evals, jacs] = self.counts;
+        let (tau_final, y_final, shift_final) = match end {
+            Some((te, y)) => (te, y, self.log.shifts[3].clone().unwrap_or_default()),
+            None => (self.t, self.ya, self.shift),
+        };
+        derivatives::assemble(
+            &mut self.aug,
+            &self.plain,
+            config,
+            &self.log,
+            &self.peak,
+            (tau_final, &y_final, &shift_final),
+            [accepted, rejected],
+            [evals, jacs],
+        )
+    }
+
+    /// Re-anchors the sensitivities of the augmented state `ya` in time (eq. (Y14)):
+    /// `S~_i -= c_i F`, `sigma_i += c_i`, with `c_i = <F, S~_i> / <F, F>` in the inner
+    /// product weighted by the state's error scales, so that `S~_i` has no component along
+    /// the flow. Exact for the variational equation (`F` solves its homogeneous part), it
+    /// keeps the time-shift part of `S` (as large as `F dt3/dtheta` through a fast
+    /// transition) out of the integrated vector.
+    fn reanchor_at(&mut self, ya: &mut [f64]) -> Result<()> {
+        let n = self.aug.n;
+        let f = self.plain.rhs(&ya[..n])?;
+        self.counts[2] += 1;
+        let w: Vec<f64> = (0..n)
+            .map(|i| 1.0 / self.tol.scale_at(i, ya[i].abs()).powi(2))
+            .collect();
+        let ff: f64 = (0..n).map(|i| w[i] * f[i] * f[i]).sum();
+        if !(ff > 0.0 && ff.is_finite()) {
+            return Ok(());
+        }
+        for p in 0..self.aug.k {
+            let sp = &mut ya[n + p * n..n + (p + 1) * n];
+            let c = (0..n).map(|i| w[i] * f[i] * sp[i]).sum::<f64>() / ff;
+            if !c.is_finite() {
+                continue;
+            }
+            for (x, fi) in sp.iter_mut().zip(&f) {
+                *x -= c * fi;
+            }
+            self.shift[p] += c;
+        }
+        Ok(())
+    }
+}
+
+/// [`run_at`] for at most `K` directions.
+fn run_k<const K: usize>(
+    config: &Config,
+    inputs: &Inputs,
+    dirs: &[Inputs],
+    opts: &SensitivityOptions,
+    drop: Option<usize>,
+) -> Result<Sensitivities> {
+    Run::<K>::new(config, inputs, dirs, opts, drop)?.run(config)
+}
