@@ -1,6 +1,6 @@
 //! The validated flow (`predhead flow --certify`): an enclosure of the exact gradient flow's
 //! trajectory, of its event times and of its outcome (`derivations/interval.md`,
-//! (V11)-(V16)).
+//! (V11)-(V22)).
 //!
 //! - [`fi`]: `f64` intervals with outward rounding (the inner loop's scalar);
 //! - [`taylor`]: Taylor-mode automatic differentiation over any `Copy` scalar (the guide's
