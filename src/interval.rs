@@ -67,6 +67,32 @@ pub type NearestInterval = Ival<false>;
 thread_local! {
     /// The first failure of the running certified computation (see [`certified`]).
     static FAILURE: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Set by [`lenient`]: branches marked by [`either_arm`] are not recorded.
+    static LENIENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the branches marked by [`either_arm`] unrecorded when undecided (the
+/// validated flow, `derivations/interval.md`, eq. (V22)); `eval --certify` stays strict
+/// (eq. (V7)).
+pub fn lenient<T>(f: impl FnOnce() -> T) -> T {
+    let before = LENIENT.with(|l| l.replace(true));
+    let out = f();
+    LENIENT.with(|l| l.set(before));
+    out
+}
+
+/// The comparison `f()` of a branch whose two arms are both valid wherever either is
+/// evaluated (so an undecided comparison may take either arm): inside [`lenient`], an
+/// undecided comparison is not recorded as a failure; elsewhere it is, as every comparison
+/// (eq. (V7)). In `f64` this is `f()` (the register is never written).
+pub fn either_arm(f: impl FnOnce() -> bool) -> bool {
+    if !LENIENT.with(|l| l.get()) {
+        return f();
+    }
+    let saved = FAILURE.with(|r| r.borrow_mut().take());
+    let out = f();
+    FAILURE.with(|r| *r.borrow_mut() = saved);
+    out
 }
 
 /// Records a failure (the first one wins).

@@ -102,6 +102,57 @@ fn an_early_t1_is_bracketed_around_the_mpfr_reference() {
     );
 }
 
+/// On the default regression trajectory (`d = 100`, seed 0, the paper's `t1` threshold):
+/// the Lohner tube ((V18)-(V21)) passes the fast transient before `t1` and certifies `t1`
+/// with the 256-bit MPFR reference inside and a relative width below `1e-6`; the strong
+/// neuron is certified.
+/// Negative control: the norm-ball tube of (V15) alone (`lohner: false`) stops before `t1`
+/// (the failure this method removes). Falsifier: the same Lohner tube for a planted
+/// right-hand-side error (`alpha_1` off by `1e-6` relative) certifies a bracket that
+/// excludes the reference, or none.
+#[test]
+fn the_default_t1_is_certified_around_the_mpfr_reference() {
+    let c = config(100);
+    let x0 = predhead::init::reduced(&c.setting, 0).unwrap();
+    let horizon = 14_320.0;
+    let reference = mpfr_t1(&c, &x0, horizon);
+    let run = certify(&c, &x0, horizon, 1e-15);
+    let t1 = run.events[0].unwrap_or_else(|| panic!("t1 not certified: {:?}", run.reason));
+    eprintln!(
+        "t1 in [{}, {}] rel width {:.2e}; MPFR {reference}; steps {}",
+        t1.lo,
+        t1.hi,
+        t1.rel_width(),
+        run.steps
+    );
+    assert!(
+        t1.lo <= reference && reference <= t1.hi,
+        "{t1:?} vs {reference}"
+    );
+    assert!(t1.rel_width() < 1e-6, "{}", t1.rel_width());
+    assert!(run.strong.is_some());
+    let ball = certify_flow(
+        &c,
+        &lift::<Fi>(&x0, ()),
+        horizon,
+        TubeOptions {
+            lohner: false,
+            ..TubeOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(ball.events[0].is_none(), "{:?}", ball.events[0]);
+    assert!(ball.last_certified_tau < reference);
+    let mut planted = c.clone();
+    planted.setting.alpha[0] *= 1.0 + 1e-6;
+    let p = certify(&planted, &x0, horizon, 1e-15).events[0];
+    eprintln!("planted: {p:?}");
+    assert!(
+        p.is_none_or(|b| reference < b.lo || reference > b.hi),
+        "{p:?}"
+    );
+}
+
 /// A tie between the neurons (`w_1 = w_0` in reduced coordinates) lies on the boundary
 /// between the outcome with neuron 0 strong and that with neuron 1 strong: `t1` is bracketed
 /// but the strong neuron is not certified, and nothing after it is. Control: with

@@ -88,7 +88,7 @@ pub struct Args {
     #[arg(long)]
     pub no_error_estimate: bool,
     /// Also run the validated flow: certified enclosures of the event times and the outcome
-    /// (docs/cli.md, "flow --certify"; derivations/interval.md, (V11)-(V17)).
+    /// (docs/cli.md, "flow --certify"; derivations/interval.md, (V11)-(V22)).
     #[arg(long)]
     pub certify: bool,
     /// Derivatives of the event times and final quantities with respect to these

@@ -706,8 +706,10 @@ fn batchnorm_row<S: Scalar>(
     let qt = q.clone() * t.clone();
     let sq = qt.clone().sqrt();
     let kx = k.ek2.clone() * x_j.clone();
-    // (P9): 1 - beta_j with q t - (E[K^2] x)^2 as a sum of non-negative terms.
-    let one_minus_beta = if kx > *zero {
+    // (P9): 1 - beta_j with q t - (E[K^2] x)^2 as a sum of non-negative terms. Both arms
+    // are identities wherever sqrt(q t) > 0 (the first needs kx > 0 only for its
+    // denominator and to avoid cancellation): interval.md (V22).
+    let one_minus_beta = if crate::interval::either_arm(|| kx > *zero) {
         let gap = bn.ek2_sq_hh.clone() * dj.sq()
             + bn.ek2_n.clone() * (a_j.clone() * psi_jj.clone() + b_j.clone() * phi_jj.clone())
             + bn.n_sq.clone() * b_j.clone() * psi_jj.clone();

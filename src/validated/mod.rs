@@ -1,6 +1,6 @@
 //! The validated flow (`predhead flow --certify`): an enclosure of the exact gradient flow's
 //! trajectory, of its event times and of its outcome (`derivations/interval.md`,
-//! (V11)-(V16)).
+//! (V11)-(V22)).
 //!
 //! - [`fi`]: `f64` intervals with outward rounding (the inner loop's scalar);
 //! - [`taylor`]: Taylor-mode automatic differentiation over any `Copy` scalar (the guide's
@@ -64,8 +64,8 @@ impl CertifiedFlow {
 /// #   alpha = [2.0, 1.0]\nnoise_std = 1.0\nneurons = 2\n[model]\nhead = \"identity-offdiag\"\n\
 /// #   normalization = \"batchnorm\"\nstop_gradient = true\n[training]\nlr = 1e-3\nlr_head = 2e-4\n").unwrap();
 /// let x0 = predhead::init::reduced(&config.setting, 0).unwrap();
-/// // An early t1 (1.05 times the initial max |a_j|): the tube does not yet reach the
-/// // default t1 = 0.5 (derivations/interval.md, "Status").
+/// // An early t1 (1.05 times the initial max |a_j|), so that the example runs in a moment
+/// // (the default t1 = 0.5 takes ~40 s of tube at d = 100; derivations/interval.md, "Status").
 /// config.phases.t1 = 1.05 * x0.a.iter().fold(0.0f64, |m, a| m.max(a.abs()));
 /// let x0 = predhead::flow::problem::lift::<Fi>(&x0, ());
 /// let c = certify_flow(&config, &x0, 3000.0, TubeOptions::default()).unwrap();

@@ -13,6 +13,10 @@ use crate::setting::Config;
 use crate::square::Square;
 use crate::validated::{Fi, Tay};
 
+mod lohner;
+use lohner::Parallelepiped;
+pub use lohner::VORDER;
+
 /// The order `N` of the guide's Taylor polynomial.
 pub const ORDER: usize = 14;
 const K: usize = ORDER + 1;
@@ -26,6 +30,10 @@ pub struct TubeOptions {
     pub floor: f64,
     /// At most this many steps.
     pub max_steps: usize,
+    /// Carry the error set as a parallelepiped through the step's variational matrix
+    /// (Lohner, (V18)-(V21)) on steps where the logarithmic norm is positive; `false`: the
+    /// norm ball of (V15) on every step.
+    pub lohner: bool,
 }
 
 impl Default for TubeOptions {
@@ -34,6 +42,7 @@ impl Default for TubeOptions {
             tol: 1e-15,
             floor: 1e-9,
             max_steps: 200_000,
+            lohner: true,
         }
     }
 }
@@ -130,6 +139,7 @@ pub struct Validated {
     series: Problem<Tay<Fi, K>>,
     jac: Problem<Tay<Fi, 2>>,
     jac_f64: Problem<Tay<f64, 2>>,
+    var: Problem<Tay<Tay<Fi, 2>, { lohner::KV }>>,
     /// The flow in `Fi` (unpacking boxes of the state vector).
     pub boxes: Problem<Fi>,
     /// Tuning.
@@ -172,6 +182,12 @@ impl Validated {
             jac_f64: Problem::with_coordinates(
                 config,
                 &lift_reduced(x0, |v| Tay::constant(v.mid())),
+                c,
+                (),
+            ),
+            var: Problem::with_coordinates(
+                config,
+                &lift_reduced(x0, |v| Tay::constant(Tay::constant(v))),
                 c,
                 (),
             ),
@@ -286,7 +302,7 @@ impl Validated {
         problem: &Problem<Tay<Fi, L>>,
         y: &[Tay<Fi, L>],
     ) -> std::result::Result<Vec<Tay<Fi, L>>, String> {
-        let (out, failure) = certified(|| problem.rhs(y));
+        let (out, failure) = certified(|| crate::interval::lenient(|| problem.rhs(y)));
         match (out, failure) {
             (Ok(v), None) => Ok(v),
             (_, Some(f)) => Err(f),
@@ -316,24 +332,7 @@ impl Validated {
                 h = h.min(0.9 * (self.options.tol / size).powf(1.0 / j as f64));
             }
         }
-        // The point part of the defect (V13): delta_j = (j + 1) p_{j+1} - g_j(0), per
-        // component, then in the norm of the basis (coefficientwise through |T^-1|).
-        let pts: Vec<Tay<Fi, K>> = (0..n)
-            .map(|i| Tay::from_coefficients(std::array::from_fn(|j| Fi::point(coef[j][i]))))
-            .collect();
-        let g0 = Self::series_rhs(&self.series, &pts)?;
-        let dsize: Vec<f64> = (0..ORDER)
-            .map(|j| {
-                let v: Vec<f64> = (0..n)
-                    .map(|i| {
-                        let delta =
-                            Fi::point((j + 1) as f64) * Fi::point(coef[j + 1][i]) - g0[i].c[j];
-                        delta.mag()
-                    })
-                    .collect();
-                basis.norm_of_magnitudes(&v)
-            })
-            .collect();
+        let dsize = self.point_defect(&coef, basis)?;
         let mut last = String::new();
         for _ in 0..30 {
             let t1 = t0 + h;
@@ -357,6 +356,32 @@ impl Validated {
         Err(format!(
             "no step size closes the bound at tau = {t0:e}: {last}"
         ))
+    }
+
+    /// The point part of the defect (V13): `delta_j = (j + 1) p_{j+1} - g_j(0)`, per
+    /// component, then in the norm of the basis (coefficientwise through `|T^-1|`).
+    fn point_defect(
+        &self,
+        coef: &[Vec<f64>],
+        basis: &Basis,
+    ) -> std::result::Result<Vec<f64>, String> {
+        let n = basis.n;
+        let pts: Vec<Tay<Fi, K>> = (0..n)
+            .map(|i| Tay::from_coefficients(std::array::from_fn(|j| Fi::point(coef[j][i]))))
+            .collect();
+        let g0 = Self::series_rhs(&self.series, &pts)?;
+        Ok((0..ORDER)
+            .map(|j| {
+                let v: Vec<f64> = (0..n)
+                    .map(|i| {
+                        let delta =
+                            Fi::point((j + 1) as f64) * Fi::point(coef[j + 1][i]) - g0[i].c[j];
+                        delta.mag()
+                    })
+                    .collect();
+                basis.norm_of_magnitudes(&v)
+            })
+            .collect())
     }
 
     /// The bounds of one step of length at most `hh` (V13)-(V15): `(eps_tube, eps1, mu)`.
@@ -473,9 +498,7 @@ impl Validated {
     /// Runs the tube from the box `y0` (state vector, decay coordinates) to `t_max`, calling
     /// `observe` with the steps so far after each step; it returns `true` to stop.
     pub fn run(&self, y0: &[Fi], t_max: f64, mut observe: impl FnMut(&[Step]) -> bool) -> TubeRun {
-        let mut y: Vec<f64> = y0.iter().map(Fi::mid).collect();
-        let mut basis = self.basis(&y);
-        let mut eps = basis.radius_of(y0, &y, None);
+        let mut set = Parallelepiped::from_box(y0);
         let mut steps: Vec<Step> = Vec::new();
         let mut t = 0.0;
         let mut h_max = f64::INFINITY;
@@ -490,8 +513,8 @@ impl Validated {
                     )),
                 };
             }
-            let s = match self.step(t, &y, eps, &basis, h_max.min(t_max - t)) {
-                Ok(s) => s,
+            let (s, next, lohner) = match self.advance(t, &set, h_max.min(t_max - t)) {
+                Ok(x) => x,
                 Err(why) => {
                     return TubeRun {
                         steps,
@@ -499,46 +522,27 @@ impl Validated {
                     }
                 }
             };
-            // y(t1) in p(h) + T e~ with ||e~|| <= eps1: the center and basis move to p(h).
-            let end = s.poly(s.offset(s.t1));
-            if !end.iter().all(Fi::valid) {
-                return TubeRun {
-                    steps,
-                    failure: Some(format!("the enclosure is not finite at tau = {t:e}")),
-                };
-            }
-            y = end.iter().map(Fi::mid).collect();
-            // Keep the old basis or take the new center's eigenbasis, whichever predicts the
-            // smaller error after the transfer and ten more steps of this size (a heuristic:
-            // either choice is rigorous).
-            let next = self.basis(&y);
-            let eps_new = next.radius_of(&end, &y, Some((&basis, s.eps1)));
-            let eps_old = basis.radius_of(&end, &y, Some((&basis, s.eps1)));
-            let ahead = 10.0 * (s.t1 - s.t0);
-            let keep = match self.point_jacobian(&y) {
-                Some(j) => {
-                    eps_old.ln() + basis.point_mu(&j) * ahead
-                        <= eps_new.ln() + next.point_mu(&j) * ahead
-                }
-                None => false,
-            };
-            if keep {
-                eps = eps_old;
-            } else {
-                eps = eps_new;
-                basis = next;
-            }
+            set = next;
             h_max = 4.0 * (s.t1 - s.t0);
             t = s.t1;
             if debug {
+                let w = self.scale(&set.c);
+                let spread = set
+                    .hull()
+                    .iter()
+                    .zip(&set.c)
+                    .zip(&w)
+                    .map(|((x, c), w)| (*x - Fi::point(*c)).mag() / w)
+                    .fold(0.0, f64::max);
                 eprintln!(
-                    "t {:e} h {:e} eps_tube {:e} eps1 {:e} eps {:e} mu {:e}",
+                    "t {:e} h {:e} eps_tube {:e} eps1 {:e} set {:e} mu {:e} lohner {}",
                     s.t0,
                     s.t1 - s.t0,
                     s.eps_tube,
                     s.eps1,
-                    eps,
-                    s.mu
+                    spread,
+                    s.mu,
+                    lohner
                 );
             }
             steps.push(s);
@@ -603,35 +607,6 @@ impl Basis {
             })
             .collect();
         Some(Basis { n, t, tinv, d })
-    }
-
-    /// The logarithmic norm of `T^-1 J T` at a point Jacobian `j` (midpoints; a heuristic
-    /// for choosing a basis, not a bound).
-    fn point_mu(&self, j: &[f64]) -> f64 {
-        let n = self.n;
-        let jt: Vec<f64> = (0..n * n)
-            .map(|il| {
-                (0..n)
-                    .map(|k| j[(il / n) * n + k] * self.t[k * n + il % n])
-                    .sum()
-            })
-            .collect();
-        (0..n)
-            .map(|i| {
-                (0..n)
-                    .map(|l| {
-                        let a: f64 = (0..n)
-                            .map(|k| self.tinv[i * n + k].mid() * jt[k * n + l])
-                            .sum();
-                        if l == i {
-                            a
-                        } else {
-                            a.abs()
-                        }
-                    })
-                    .sum::<f64>()
-            })
-            .fold(f64::NEG_INFINITY, f64::max)
     }
 
     /// `max_i sum_c |T^-1|_ic v_c` for magnitudes `v >= 0`: a bound of `||x||_T` for every
