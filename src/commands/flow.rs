@@ -197,31 +197,8 @@ pub fn run(args: &Args) -> Result<String> {
     let config = load_config(&args.config)?;
     let setting = &config.setting;
     let base = base_options(args, &config)?;
-    // The options at relative tolerance `rtol`: the given absolute tolerances scaled in
-    // proportion, or the defaults at `rtol` (so that a refined run is the run that
-    // `--rtol` at its tolerance gives).
-    // `head_scale` multiplies the head's absolute tolerance (1 but in a refinement for an
-    // unresolved event, eq. (G3)).
-    let opts_at = |rtol: f64, head_scale: f64| {
-        let scale = if rtol == args.rtol {
-            1.0
-        } else {
-            rtol / args.rtol
-        };
-        Options {
-            tol: Tolerance {
-                atol: args
-                    .atol
-                    .map_or_else(|| Options::default_atol(rtol, setting.dim), |a| a * scale),
-                atol_head: head_scale
-                    * args
-                        .atol_head
-                        .map_or_else(|| Options::DEFAULT_ATOL_HEAD_FACTOR * rtol, |a| a * scale),
-                ..Options::default_tolerance(rtol, setting.dim)
-            },
-            ..base
-        }
-    };
+    let opts_at =
+        |rtol: f64, head_scale: f64| options_at(args, setting.dim, &base, rtol, head_scale);
     let opts = opts_at(args.rtol, 1.0);
     check_tolerances(&opts.tol, args.event_rtol)?;
     let (x0, init) = initial_state(args, &config)?;
@@ -308,26 +285,65 @@ pub fn run(args: &Args) -> Result<String> {
             .map_err(|e| Error::numerical("summary", e.to_string()))?;
         Ok(text + "\n")
     } else {
-        let mut out = run.summary.text();
-        out += &format!(
-            "stiff (Rosenbrock) from tau = {}\n",
-            run.stiff_from
-                .map_or("never".to_string(), |t| t.to_string())
-        );
-        if estimated {
-            out += &estimate_text(&checked, &check);
-        }
-        if let Some(c) = &certify {
-            out += &format!(
-                "certify: {}\n",
-                serde_json::to_string(c).map_err(|e| Error::numerical("certify", e.to_string()))?
-            );
-        }
-        if let Some(s) = &sens {
-            out += &format!("sensitivities: {}\n", s.to_json());
-        }
-        Ok(out)
+        let check = estimated.then_some(&check);
+        text_output(&checked, check, certify.as_ref(), sens.as_ref())
     }
+}
+
+/// The options at relative tolerance `rtol`: the given absolute tolerances scaled in
+/// proportion, or the defaults at `rtol` (so that a refined run is the run that `--rtol` at
+/// its tolerance gives). `head_scale` multiplies the head's absolute tolerance (1 but in a
+/// refinement for an unresolved event, eq. (G3)).
+fn options_at(args: &Args, dim: u64, base: &Options, rtol: f64, head_scale: f64) -> Options {
+    let scale = if rtol == args.rtol {
+        1.0
+    } else {
+        rtol / args.rtol
+    };
+    Options {
+        tol: Tolerance {
+            atol: args
+                .atol
+                .map_or_else(|| Options::default_atol(rtol, dim), |a| a * scale),
+            atol_head: head_scale
+                * args
+                    .atol_head
+                    .map_or_else(|| Options::DEFAULT_ATOL_HEAD_FACTOR * rtol, |a| a * scale),
+            ..Options::default_tolerance(rtol, dim)
+        },
+        ..*base
+    }
+}
+
+/// The text summary of `flow` without `--json`: the run's summary, where the stiff phase
+/// began, the event-error estimate (`check`, when one was made), the certificate and the
+/// sensitivities when asked for.
+fn text_output(
+    checked: &Checked,
+    check: Option<&Check>,
+    certify: Option<&crate::validated::CertifyReport>,
+    sens: Option<&Sensitivities>,
+) -> Result<String> {
+    let run = &checked.run;
+    let mut out = run.summary.text();
+    out += &format!(
+        "stiff (Rosenbrock) from tau = {}\n",
+        run.stiff_from
+            .map_or("never".to_string(), |t| t.to_string())
+    );
+    if let Some(check) = check {
+        out += &estimate_text(checked, check);
+    }
+    if let Some(c) = certify {
+        out += &format!(
+            "certify: {}\n",
+            serde_json::to_string(c).map_err(|e| Error::numerical("certify", e.to_string()))?
+        );
+    }
+    if let Some(s) = sens {
+        out += &format!("sensitivities: {}\n", s.to_json());
+    }
+    Ok(out)
 }
 
 /// The validated flow from the exact initial state (`--state`: its decimals enclosed; a
