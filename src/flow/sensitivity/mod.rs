@@ -223,7 +223,7 @@ pub fn run_at(
             })*
         };
     }
-    dispatch!(4 16);
+    dispatch!(16);
     Err(Error::invalid(
         "sensitivities",
         format!("at most {MAX_PARAMETERS} parameters, got {}", dirs.len()),
@@ -251,7 +251,7 @@ fn augmented_norm(
     (acc / blocks as f64).sqrt()
 }
 
-/// The most parameters of one run (the tangent width is 4 or 16: two instantiations of
+/// The most parameters of one run (the tangent width is 16: one instantiation of
 /// the right-hand side, to keep the compile time down).
 pub const MAX_PARAMETERS: usize = 16;
 
