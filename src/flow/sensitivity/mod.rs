@@ -216,18 +216,13 @@ pub fn run_at(
     opts: &SensitivityOptions,
     drop: Option<usize>,
 ) -> Result<Sensitivities> {
-    macro_rules! dispatch {
-        ($($k:literal)*) => {
-            $(if dirs.len() <= $k {
-                return run_k::<$k>(config, inputs, dirs, opts, drop);
-            })*
-        };
+    if dirs.len() > MAX_PARAMETERS {
+        return Err(Error::invalid(
+            "sensitivities",
+            format!("at most {MAX_PARAMETERS} parameters, got {}", dirs.len()),
+        ));
     }
-    dispatch!(16);
-    Err(Error::invalid(
-        "sensitivities",
-        format!("at most {MAX_PARAMETERS} parameters, got {}", dirs.len()),
-    ))
+    run_k::<MAX_PARAMETERS>(config, inputs, dirs, opts, drop)
 }
 
 /// The scaled error norm of the augmented estimate `e` (eq. (Y4)): the root mean square
