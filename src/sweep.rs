@@ -946,6 +946,14 @@ pub struct Record {
 pub trait TaskRunner: Sync {
     /// Runs one task.
     fn run(&self, task: &Task) -> Result<serde_json::Value>;
+
+    /// Tasks with the same share key have the same result by construction (the runner
+    /// knows its result does not depend on what tells them apart): [`run`] computes the
+    /// first of them once and records that result for each. `None` (the default): the
+    /// task runs on its own.
+    fn share_key(&self, _task: &Task) -> Option<String> {
+        None
+    }
 }
 
 impl<F> TaskRunner for F
@@ -1296,34 +1304,36 @@ pub fn run(spec: &Spec, runner: &dyn TaskRunner, options: &RunOptions) -> Result
 
     let shared = Mutex::new((file, Vec::new()));
     let bar = progress_bar(options.progress, todo.len(), &spec.name);
-    todo.par_iter().try_for_each(|task| -> Result<()> {
-        let result = match runner.run(task) {
-            Ok(v) => v,
-            Err(e) => serde_json::json!({ "error": e.to_string() }),
-        };
-        let rec = Record {
-            task: task.id,
-            key: task.key.clone(),
-            seed: task.seed,
-            point: task.point.clone(),
-            result,
-        };
-        let body = serde_json::to_string(&rec)
-            .map_err(|e| Error::numerical("result record", e.to_string()))?;
-        let line = file::seal(&body);
-        {
-            let mut g = shared
-                .lock()
-                .map_err(|_| Error::numerical("results file", "lock poisoned"))?;
-            let (f, new) = &mut *g;
-            f.write_all(format!("{line}\n").as_bytes())
-                .map_err(|e| Error::io(path, &e))?;
-            f.flush().map_err(|e| Error::io(path, &e))?;
-            new.push((task.id, line));
-        }
-        bar.inc(1);
-        Ok(())
-    })?;
+    share_groups(runner, todo)
+        .par_iter()
+        .try_for_each(|group| -> Result<()> {
+            let result = match runner.run(group[0]) {
+                Ok(v) => v,
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            };
+            for task in group {
+                let rec = Record {
+                    task: task.id,
+                    key: task.key.clone(),
+                    seed: task.seed,
+                    point: task.point.clone(),
+                    result: result.clone(),
+                };
+                let body = serde_json::to_string(&rec)
+                    .map_err(|e| Error::numerical("result record", e.to_string()))?;
+                let line = file::seal(&body);
+                let mut g = shared
+                    .lock()
+                    .map_err(|_| Error::numerical("results file", "lock poisoned"))?;
+                let (f, new) = &mut *g;
+                f.write_all(format!("{line}\n").as_bytes())
+                    .map_err(|e| Error::io(path, &e))?;
+                f.flush().map_err(|e| Error::io(path, &e))?;
+                new.push((task.id, line));
+                bar.inc(1);
+            }
+            Ok(())
+        })?;
     bar.finish_and_clear();
     let (file, new) = shared
         .into_inner()
@@ -1342,6 +1352,27 @@ pub fn run(spec: &Spec, runner: &dyn TaskRunner, options: &RunOptions) -> Result
         ran: todo.len(),
         remaining,
     })
+}
+
+/// `todo` in groups of tasks that share a result ([`TaskRunner::share_key`]), each group in
+/// task order and the groups in the order of their first task; a task without a key is a
+/// group of its own.
+fn share_groups<'a>(runner: &dyn TaskRunner, todo: &[&'a Task]) -> Vec<Vec<&'a Task>> {
+    let mut groups: Vec<Vec<&Task>> = Vec::new();
+    let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
+    for &task in todo {
+        match runner.share_key(task) {
+            Some(key) => match by_key.get(&key) {
+                Some(&g) => groups[g].push(task),
+                None => {
+                    by_key.insert(key, groups.len());
+                    groups.push(vec![task]);
+                }
+            },
+            None => groups.push(vec![task]),
+        }
+    }
+    groups
 }
 
 /// What [`merge_with`] wrote.
@@ -1606,6 +1637,57 @@ stop_gradient = true
         assert!(Spec::parse(&bad, "t", Path::new(".")).is_err());
         let bad = SPEC.replace("[axes]", "[family]\nname = \"other\"\n[axes]");
         assert!(Spec::parse(&bad, "t", Path::new(".")).is_err());
+    }
+
+    /// A runner that counts its runs and keys its tasks by `key`.
+    struct Counting {
+        key: fn(&Task) -> Option<String>,
+        runs: std::sync::atomic::AtomicUsize,
+    }
+
+    impl TaskRunner for Counting {
+        fn run(&self, task: &Task) -> Result<serde_json::Value> {
+            self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(serde_json::json!({ "seed": task.seed }))
+        }
+        fn share_key(&self, task: &Task) -> Option<String> {
+            (self.key)(task)
+        }
+    }
+
+    /// Tasks shared by seed (the only input of this runner's result) run once per seed and
+    /// leave the same file as unshared ones. Falsifier: a key that ignores the seed records
+    /// seed 0's result for every task, and the file differs.
+    #[test]
+    fn shared_tasks_run_once_and_write_the_same_file() {
+        let spec = Spec::parse(SPEC, "t", Path::new(".")).unwrap();
+        let dir = std::env::temp_dir().join(format!("predhead-share-{}", std::process::id()));
+        let file_of = |name: &str, key: fn(&Task) -> Option<String>| {
+            let runner = Counting {
+                key,
+                runs: 0.into(),
+            };
+            let options = RunOptions {
+                results: dir.join(format!("{name}.jsonl")),
+                shard: Shard::parse("0/1").unwrap(),
+                quick: false,
+                max_tasks: None,
+                progress: false,
+            };
+            let stats = run(&spec, &runner, &options).unwrap();
+            assert_eq!(stats.ran, 12);
+            (
+                runner.runs.into_inner(),
+                std::fs::read(&options.results).unwrap(),
+            )
+        };
+        let (alone, plain) = file_of("alone", |_| None);
+        let (shared, file) = file_of("seed", |t| Some(t.seed.to_string()));
+        let (wrong, bad) = file_of("wrong", |_| Some(String::new()));
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!((alone, shared, wrong), (12, 3, 1));
+        assert_eq!(plain, file);
+        assert_ne!(plain, bad);
     }
 
     /// The paper family at d = e^4: ln d = 4, ln ln d = ln 4.

@@ -90,26 +90,30 @@ fn statistic(cell: &[Deviation], idx: &[usize]) -> f64 {
 
 /// `lr_crit` of one column from the statistics `dev` (grid order, `lr` descending):
 /// the first grid point from the largest `lr` down whose `D <= tol`, interpolated in
-/// `(ln lr, ln D)` with the failing point above it (R13). `None` when it is censored (no
-/// point passes, or the largest does, or the point above is `+inf`: then only a bound is
-/// known).
+/// `(ln lr, ln D)` with the failing point above it (R13). When that point's `D` is `+inf`
+/// (a run there never reached an event) the crossing is bracketed by the two grid points
+/// but cannot be interpolated: the geometric midpoint of the bracket (an error of at most
+/// half a grid step in `ln lr`, the resolution of the grid). `None` when it is censored: no
+/// point passes (`lr_crit` is below the grid), or the largest does (above it).
 fn crit(lr: &[f64], dev: &[f64], tol: f64) -> Option<f64> {
     let k = dev.iter().position(|&x| x <= tol)?;
-    if k == 0 || !dev[k - 1].is_finite() || dev[k] <= 0.0 {
+    if k == 0 {
         return None;
+    }
+    if !dev[k - 1].is_finite() || dev[k] <= 0.0 {
+        return Some((lr[k - 1] * lr[k]).sqrt());
     }
     let (x0, x1) = (lr[k - 1].ln(), lr[k].ln());
     let (y0, y1) = (dev[k - 1].ln(), dev[k].ln());
     Some((x0 + (tol.ln() - y0) * (x1 - x0) / (y1 - y0)).exp())
 }
 
-/// `lr_crit` of each column with the seeds `pick[c]` of column `c`.
-fn crits(cols: &[Column], pick: &[Vec<usize>], tol: f64) -> Vec<Option<f64>> {
+/// `lr_crit` of each column with the seeds `pick` (the same in every column).
+fn crits(cols: &[Column], pick: &[usize], tol: f64) -> Vec<Option<f64>> {
     cols.iter()
-        .zip(pick)
-        .map(|(c, idx)| {
+        .map(|c| {
             let lr: Vec<f64> = c.lr_d.iter().map(|x| x / c.d as f64).collect();
-            let dev: Vec<f64> = c.cells.iter().map(|cell| statistic(cell, idx)).collect();
+            let dev: Vec<f64> = c.cells.iter().map(|cell| statistic(cell, pick)).collect();
             crit(&lr, &dev, tol)
         })
         .collect()
@@ -138,23 +142,35 @@ struct Fit {
     bands: Vec<Option<(f64, f64)>>,
 }
 
-/// Resamples the seeds of each column with replacement (the same draw in every cell of a
-/// column: the runs of one seed are paired across `lr`), `rule.resamples` times, from a
-/// fixed ChaCha8 stream, and takes the 2.5% and 97.5% points of the slopes.
-fn bootstrap(cols: &[Column], rule: &Rule) -> Fit {
-    let all: Vec<Vec<usize>> = cols
+/// Resamples the seeds with replacement, `rule.resamples` times, from a fixed ChaCha8
+/// stream, and takes the 2.5% and 97.5% points of the slopes. The draw is the same in every
+/// cell of every column: a seed is the same data stream at every `lr` and every `d` (and
+/// the same initial state), so its runs are paired across both, and the resampling keeps
+/// the pairs (resampling each `d` on its own would treat correlated columns as independent).
+///
+/// # Errors
+/// Columns, or cells, with different numbers of seeds (the pairing is then undefined).
+fn bootstrap(cols: &[Column], rule: &Rule) -> Result<Fit> {
+    let n = cols
+        .first()
+        .map_or(0, |c| c.cells.first().map_or(0, Vec::len));
+    if cols
         .iter()
-        .map(|c| (0..c.cells[0].len()).collect())
-        .collect();
+        .flat_map(|c| &c.cells)
+        .any(|cell| cell.len() != n)
+    {
+        return Err(Error::invalid(
+            "seeds",
+            "the lr_crit report pairs seeds across d and lr: every cell needs the same seeds",
+        ));
+    }
+    let all: Vec<usize> = (0..n).collect();
     let lr_crit = crits(cols, &all, rule.tol);
     let mut rng = ChaCha8Rng::seed_from_u64(rule.seed);
     let mut slopes = Vec::new();
     let mut per_col: Vec<Vec<f64>> = vec![Vec::new(); cols.len()];
     for _ in 0..rule.resamples {
-        let pick: Vec<Vec<usize>> = all
-            .iter()
-            .map(|a| (0..a.len()).map(|_| rng.random_range(0..a.len())).collect())
-            .collect();
+        let pick: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
         let l = crits(cols, &pick, rule.tol);
         for (v, x) in per_col.iter_mut().zip(&l) {
             v.extend(x);
@@ -170,13 +186,13 @@ fn bootstrap(cols: &[Column], rule: &Rule) -> Fit {
         Some((at(0.025), at(0.975)))
     };
     let defined = slopes.len() as f64 / rule.resamples.max(1) as f64;
-    Fit {
+    Ok(Fit {
         slope: slope(cols, &lr_crit),
         interval: pct(&mut slopes),
         defined,
         bands: per_col.iter_mut().map(pct).collect(),
         lr_crit,
-    }
+    })
 }
 
 /// The rule (R14): holds when the interval holds the derived exponent and excludes 0 (the
@@ -309,7 +325,7 @@ pub fn lr_crit(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     let mut says = Vec::new();
     for (engine, label) in ENGINES {
         let cols = columns(ctx, recs, engine, label, &mut cells)?;
-        let fit = bootstrap(&cols, &rule);
+        let fit = bootstrap(&cols, &rule)?;
         for ((c, l), b) in cols.iter().zip(&fit.lr_crit).zip(&fit.bands) {
             crit_t.push(vec![
                 label.into(),
@@ -345,10 +361,13 @@ pub fn lr_crit(ctx: &Context, recs: &[&Record]) -> Result<Body> {
          `k = d - 2 - rho` of (R7). The flow's `t1` and `t3` are compared with reduced SGD's \
          (runner `sgd-reduced-ref`, data seed = the run's seed, `lr = lr_d / d`, the batch \
          N of the table) by `D = max(|median(t1/t1_flow - 1)|, |median(t3/t3_flow - 1)|)` \
-         over the seeds of a cell (a run that never reaches an event counts as +inf). \
+         over the seeds of a cell (a run that never reaches an event counts as +inf; one \
+         that reaches `t3` has a neuron other than `v1`'s carrying `v2`, the flow's outcome, \
+         so the rule also compares outcomes). \
          `lr_crit(d)` interpolates, in log-log, between the largest grid `lr` with \
-         `D <= tol = {}` and the failing grid point above it (censored when no such pair \
-         exists). Derivation: `derivations/sgd_reduced.md`, (R12)-(R14): the Wishart term \
+         `D <= tol = {}` and the failing grid point above it (the geometric midpoint of \
+         the two when the one above has `D = inf`; censored when no grid point passes or \
+         the largest does). Derivation: `derivations/sgd_reduced.md`, (R12)-(R14): the Wishart term \
          adds a drift of order `lr k s^2 (P - P0) / N` per unit of flow time to `G`, so \
          `D ~ beta lr k / N + gamma lr` and `lr_crit = tol / (beta k / N + gamma)`, whose \
          exponent in d tends to {} once `beta k / N >> gamma`. The same rule on the engine \
@@ -366,7 +385,8 @@ pub fn lr_crit(ctx: &Context, recs: &[&Record]) -> Result<Body> {
     let rule_text = format!(
         "the exponent is the least-squares slope of ln lr_crit on ln d; its interval the \
          2.5% and 97.5% points of {} bootstrap resamples (seeds resampled with replacement \
-         within each d, paired across lr; ChaCha8 seed {}), defined when at least 90% of \
+         with the same draw at every d and lr, since a seed is the same data stream there: \
+         paired across d and lr; ChaCha8 seed {}), defined when at least 90% of \
          the resamples give a slope. The claim holds when the interval contains the derived \
          exponent {} and excludes 0, fails when it excludes {}, else inconclusive. The \
          falsifier (no Wishart term) must fail under the same rule; the verdict is that of \
@@ -413,7 +433,8 @@ mod tests {
         }
     }
 
-    /// `crit` interpolates between the failing and the passing point, and censors.
+    /// `crit` interpolates between the failing and the passing point, takes the bracket's
+    /// geometric midpoint when the point above is `+inf`, and censors.
     #[test]
     fn crit_interpolates_and_censors() {
         let lr = [0.04, 0.02, 0.01];
@@ -422,11 +443,8 @@ mod tests {
         assert!((l - 0.02 / 2f64.sqrt()).abs() < 1e-12, "{l}");
         assert_eq!(crit(&lr, &[0.05, 0.02, 0.01], 0.1), None, "largest passes");
         assert_eq!(crit(&lr, &[0.4, 0.3, 0.2], 0.1), None, "none passes");
-        assert_eq!(
-            crit(&lr, &[f64::INFINITY, 0.05, 0.01], 0.1),
-            None,
-            "inf above"
-        );
+        let l = crit(&lr, &[f64::INFINITY, 0.05, 0.01], 0.1).unwrap();
+        assert!((l - 0.02 * 2f64.sqrt()).abs() < 1e-15, "inf above: {l}");
     }
 
     /// The rule holds for an exact `lr_crit ∝ 1/d` and fails for a `d`-blind one (its
@@ -452,17 +470,49 @@ mod tests {
                             0.1 * lr * if blind { 100.0 } else { d as f64 } / 1.5
                         })
                         .collect();
-                    col(d, &lr_d, &dev, &[0.7, 0.85, 1.0, 1.2, 1.4])
+                    // Each d spreads its seeds in its own order, so paired resamples
+                    // still move the columns differently.
+                    let mut spread = vec![0.7, 0.85, 1.0, 1.2, 1.4];
+                    spread.rotate_left((d / 100) as usize);
+                    col(d, &lr_d, &dev, &spread)
                 })
                 .collect()
         };
-        let exact = bootstrap(&make(false), &rule);
+        let exact = bootstrap(&make(false), &rule).unwrap();
         assert!((exact.slope.unwrap() + 1.0).abs() < 1e-12);
         let (lo, hi) = exact.interval.unwrap();
         assert!(lo < -1.0 && -1.0 < hi && hi < 0.0, "{lo} {hi}");
-        let blind = bootstrap(&make(true), &rule);
+        let blind = bootstrap(&make(true), &rule).unwrap();
         assert!(blind.slope.unwrap().abs() < 1e-12);
         assert_eq!(verdict(&exact, &rule), Verdict::Holds);
         assert_eq!(verdict(&blind, &rule), Verdict::Fails);
+    }
+
+    /// Paired resampling: columns that hold the same runs (a `d`-blind engine whose seeds
+    /// are the same streams at every `d`) give the same `lr_crit` in every resample, so a
+    /// slope of exactly 0 and an interval that excludes -1 however noisy the seeds are.
+    /// Columns with different seed counts cannot be paired and are refused (its falsifier).
+    #[test]
+    fn paired_resamples_keep_identical_columns_identical() {
+        let rule = Rule {
+            tol: 0.1,
+            expected: -1.0,
+            resamples: 200,
+            seed: 3,
+        };
+        let lr_d = [16.0, 8.0, 4.0, 2.0];
+        // lr_d is per d, so a d-blind engine on the same lr grid: lr_d scales with d.
+        let same = |d: u64| {
+            let l: Vec<f64> = lr_d.iter().map(|x| x * d as f64 / 100.0).collect();
+            col(d, &l, &[0.5, 0.2, 0.08, 0.05], &[0.3, 0.9, 1.3, 2.0])
+        };
+        let cols = [same(100), same(200), same(400)];
+        let fit = bootstrap(&cols, &rule).unwrap();
+        let (lo, hi) = fit.interval.unwrap();
+        assert!(lo.abs() < 1e-12 && hi.abs() < 1e-12, "{lo} {hi}");
+        assert_eq!(verdict(&fit, &rule), Verdict::Fails);
+        let mut short = same(400);
+        short.cells[0].pop();
+        assert!(bootstrap(&[same(100), short], &rule).is_err());
     }
 }

@@ -35,7 +35,10 @@
 //!   dimension's). The flow in reduced coordinates does not depend on `d`, so `d`
 //!   enters only SGD's Wishart term (`derivations/sgd_reduced.md`, (R12)-(R14)).
 //!   `-nowishart` drops that term (the planted bug [`crate::sgd_reduced::Variant::NoWishart`],
-//!   the falsifier of the `lr_crit` report).
+//!   the falsifier of the `lr_crit` report). Without that term `d` enters the chain only
+//!   through the noise rank `min(d - 2, m)` ([`crate::sgd_reduced::rank`]), so its tasks that
+//!   differ only in `d` (at the same `lr`, rank and horizon) share one run
+//!   ([`TaskRunner::share_key`]; test `the_no_wishart_chain_is_blind_to_d`).
 
 use crate::error::{Error, Result};
 use crate::flow::{integrate, Options};
@@ -580,6 +583,24 @@ fn acceleration(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
 }
 
 impl TaskRunner for ModelRunner {
+    /// The `sgd-reduced-ref-nowishart` tasks: the run's configuration with `d` replaced by
+    /// its noise rank (the chain's only use of `d` without the Wishart term), so tasks that
+    /// differ in `d` alone share one run. Every other runner: `None`.
+    fn share_key(&self, task: &Task) -> Option<String> {
+        if task.point.runner != "sgd-reduced-ref-nowishart" {
+            return None;
+        }
+        let (mut config, _) = reference_start(&task.config).ok()?;
+        let rank = crate::sgd_reduced::rank(&config);
+        config.setting.dim = REFERENCE_DIM;
+        Some(format!(
+            "{}\n{}\nrank {rank}\n{}",
+            task.point.runner,
+            task.seed,
+            config.to_toml()
+        ))
+    }
+
     fn run(&self, task: &Task) -> Result<Value> {
         let config = &task.config;
         let mut none = |_: f64, _: &Reduced<f64>| Ok(());
@@ -705,5 +726,38 @@ mod tests {
         assert!(check_result(&json!({ "error": 3 })).is_err());
         assert!(check_result(&json!({ "t1": 1.0 })).is_err());
         assert!(check_result(&json!(1)).is_err());
+    }
+
+    /// The tasks of a small `lr_crit`-like spec with `runner` at `d = 100, 200` and
+    /// `lr d = 2, 1`: tasks 1 (`d = 100`) and 2 (`d = 200`) have the same `lr = 0.01`.
+    fn ref_tasks(runner: &str) -> Vec<Task> {
+        let text = format!(
+            "report = \"lr_crit\"\nseeds = 1\nhorizon_factor = 0.0001\n[axes]\n\
+             dim = [100, 200]\nrunner = [\"{runner}\"]\nlr_d = [2.0, 1.0]\n\
+             [base.setting]\ndim = 100\npatches = 4\nfeature_patches = 2\n\
+             alpha = [3.0, 2.0]\nnoise_std = 1.0\nneurons = 2\n[base.model]\n\
+             head = \"identity-offdiag\"\nnormalization = \"batchnorm\"\n\
+             stop_gradient = true\n[base.training]\nlr = 0.01\nlr_head = 0.01\nbatch = 64\n"
+        );
+        let spec = crate::sweep::Spec::parse(&text, "t", std::path::Path::new(".")).unwrap();
+        spec.tasks(false).unwrap()
+    }
+
+    /// The no-Wishart chain at one `lr` is bit-identical at `d = 100` and `200`, and the two
+    /// tasks share a key (so sharing the run is exact), while tasks at another `lr` do not.
+    /// Falsifier: the exact chain, whose Wishart term sees `d`, differs between the same two
+    /// tasks (so the equality can fail), and has no share key.
+    #[test]
+    fn the_no_wishart_chain_is_blind_to_d() {
+        let r = ModelRunner;
+        let t = ref_tasks("sgd-reduced-ref-nowishart");
+        assert_eq!(t[1].config.training.lr, t[2].config.training.lr);
+        assert!(r.share_key(&t[1]).is_some());
+        assert_eq!(r.share_key(&t[1]), r.share_key(&t[2]));
+        assert_ne!(r.share_key(&t[0]), r.share_key(&t[1]));
+        assert_eq!(r.run(&t[1]).unwrap(), r.run(&t[2]).unwrap());
+        let e = ref_tasks("sgd-reduced-ref");
+        assert_eq!(r.share_key(&e[1]), None);
+        assert_ne!(r.run(&e[1]).unwrap(), r.run(&e[2]).unwrap());
     }
 }
