@@ -71,7 +71,7 @@ fn offdiag<S: Scalar>(x: &Reduced<S>) -> S {
 /// The events of the augmented run: times, the augmented states there, whether each
 /// happened at its start, the strong neuron and the active neuron of `t2`, `t3`.
 pub(crate) struct EventLog {
-    phases: Phases,
+    pub(crate) phases: Phases,
     k: Constants<f64>,
     pub(crate) times: [Option<f64>; 4],
     pub(crate) states: [Option<Vec<f64>>; 4],
