@@ -9,6 +9,7 @@ use crate::flow::sensitivity::tangent::Tangent;
 use crate::flow::sensitivity::Sensitivities;
 use crate::moments::population::{correlation, Constants, Reduced};
 use crate::observe::{offdiag_norm, Event};
+use crate::ode::clock::Clock;
 use crate::ode::roots::first_crossing;
 use crate::scalar::Scalar;
 use crate::setting::{Config, Phases};
@@ -71,13 +72,15 @@ fn offdiag<S: Scalar>(x: &Reduced<S>) -> S {
 /// The events of the augmented run: times, the augmented states there, whether each
 /// happened at its start, the strong neuron and the active neuron of `t2`, `t3`.
 pub(crate) struct EventLog {
-    phases: Phases,
+    pub(crate) phases: Phases,
     k: Constants<f64>,
     pub(crate) times: [Option<f64>; 4],
     pub(crate) states: [Option<Vec<f64>>; 4],
     /// The time shifts `sigma` of the states' sensitivities (eq. (Y14)).
     pub(crate) shifts: [Option<Vec<f64>>; 4],
     pub(crate) at_start: [bool; 4],
+    /// The local times (from the current step's start) of the events of the current step.
+    pub(crate) local: [Option<f64>; 4],
     pub(crate) strong: Option<usize>,
     pub(crate) active: [usize; 4],
     buf: Vec<f64>,
@@ -92,6 +95,7 @@ impl EventLog {
             states: [None, None, None, None],
             shifts: [None, None, None, None],
             at_start: [false; 4],
+            local: [None; 4],
             strong: None,
             active: [0; 4],
             buf: Vec::new(),
@@ -151,30 +155,43 @@ impl EventLog {
 
     /// Locates the events inside the accepted step from `t0` (its extension `dense`); the
     /// caller replaces the states at the new events by steps of exact length.
-    pub(crate) fn step(&mut self, plain: &Problem<f64>, t0: f64, dense: &Dense<f64>) -> Result<()> {
+    pub(crate) fn step(
+        &mut self,
+        plain: &Problem<f64>,
+        clock: &Clock,
+        dense: &Dense<f64>,
+    ) -> Result<()> {
         let n = plain.len();
+        // Offsets from the step's start, not differences of f64 times (which do not
+        // resolve the step at large tau: `derivations/numerics.md`, "Time resolution").
+        self.local = [None; 4];
         let (_, h) = dense.span();
         self.buf.resize(dense.eval(0.0).len(), 0.0);
         for (i, &e) in Event::ALL.iter().enumerate() {
             if self.times[i].is_some() {
                 continue;
             }
+            // The start's offset in this step (`None`: before it, or at `tau = 0`).
             let start = match e.start() {
-                None => 0.0,
-                Some(s) => match self.times[Event::ALL.iter().position(|&v| v == s).unwrap_or(0)] {
-                    Some(ts) => ts,
-                    None => continue,
-                },
+                None => (clock.value() == 0.0).then_some(0.0),
+                Some(s) => {
+                    let k = Event::ALL.iter().position(|&v| v == s).unwrap_or(0);
+                    if self.times[k].is_none() {
+                        continue;
+                    }
+                    self.local[k]
+                }
             };
-            let lo = (start - t0).max(0.0);
+            let lo = start.unwrap_or(0.0).max(0.0);
             let at = |tl: f64, buf: &mut Vec<f64>| {
                 dense.eval_into(tl, buf);
                 plain.unpack(&buf[..n])
             };
             let mut buf = std::mem::take(&mut self.buf);
             let x = at(lo, &mut buf);
-            if start >= t0 && self.margin(e, &x) >= 0.0 {
-                self.fire(e, t0 + lo, buf.clone(), &x, true);
+            if start.is_some() && self.margin(e, &x) >= 0.0 {
+                self.local[i] = Some(lo);
+                self.fire(e, clock.plus(lo), buf.clone(), &x, true);
                 self.buf = buf;
                 continue;
             }
@@ -199,7 +216,8 @@ impl EventLog {
                     b,
                 );
                 let x = at(tl, &mut buf);
-                self.fire(e, t0 + tl, buf.clone(), &x, false);
+                self.local[i] = Some(tl);
+                self.fire(e, clock.plus(tl), buf.clone(), &x, false);
             }
             self.buf = buf;
         }
@@ -222,7 +240,7 @@ impl Peak {
     pub(crate) fn locate(
         &mut self,
         plain: &Problem<f64>,
-        t0: f64,
+        clock: &Clock,
         dense: &Dense<f64>,
     ) -> Result<Option<f64>> {
         let n = plain.len();
@@ -241,7 +259,7 @@ impl Peak {
         let ya = dense.eval(tl);
         let v = offdiag_norm(&plain.unpack(&ya[..n]));
         if self.best.as_ref().is_none_or(|b| v > b.1) {
-            self.best = Some((t0 + tl, v, ya));
+            self.best = Some((clock.plus(tl), v, ya));
             return Ok(Some(tl));
         }
         Ok(None)

@@ -24,10 +24,12 @@ use crate::flow::dense::Dense;
 use crate::flow::integrate::Options;
 use crate::flow::linear::ScaledLu;
 use crate::flow::problem::{Coordinates, Problem};
+use crate::flow::sensitivity::augmented::unseeded;
 use crate::flow::sensitivity::augmented::{values, Augmented};
-use crate::flow::sensitivity::derivatives::{EventLog, Peak};
+use crate::flow::sensitivity::derivatives::{event_value, EventLog, Peak};
 use crate::moments::population::Reduced;
 use crate::observe::Event;
+use crate::ode::clock::Clock;
 use crate::ode::rosenbrock::{Rosenbrock, RODAS5};
 use crate::setting::Config;
 pub use params::{Base, Inputs, Parameter};
@@ -246,6 +248,11 @@ fn augmented_norm(
     (acc / blocks as f64).sqrt()
 }
 
+/// Newton iterations of [`Run::refine`] (eq. (Y15)): the root on the continuous extension
+/// is within the extension's error of the steps' root, so two or three suffice; the
+/// iteration stops earlier when it no longer moves.
+const REFINE_ITERATIONS: usize = 4;
+
 /// The most parameters of one run (the tangent width is 16: one instantiation of
 /// the right-hand side, to keep the compile time down).
 pub const MAX_PARAMETERS: usize = 16;
@@ -360,6 +367,9 @@ struct Run<'a, const K: usize> {
     tol: Tolerance,
     ya: Vec<f64>,
     f0: Vec<f64>,
+    /// Flow time, accumulated in double-double (`derivations/numerics.md`, "Time
+    /// resolution"); `t` is its value rounded to `f64`.
+    clock: Clock,
     t: f64,
     h: f64,
     /// The time shifts `sigma_i` of the sensitivities (eq. (Y14)): `S_i = S~_i + F sigma_i`
@@ -418,6 +428,7 @@ impl<'a, const K: usize> Run<'a, K> {
             log,
             peak: Peak::default(),
             h: initial_step(&ya[..n], &f0[..n], tol, opts.horizon),
+            clock: Clock::zero(),
             t: 0.0,
             opts,
             tol,
@@ -448,8 +459,10 @@ impl<'a, const K: usize> Run<'a, K> {
                     ),
                 ));
             }
-            self.h = self.h.min(self.opts.horizon - self.t);
-            if self.h.is_nan() || self.h <= self.t.abs() * 1e-15 {
+            self.h = self.h.min(self.clock.until(self.opts.horizon));
+            // The plain flow's threshold: the double-double clock resolves about 2^-105 tau
+            // (`derivations/numerics.md`, "Time resolution").
+            if self.h.is_nan() || self.h <= 1e-30 * self.t.abs() || self.h <= 0.0 {
                 return Err(Error::numerical(
                     "sensitivities",
                     format!("step underflow at tau = {:e}", self.t),
@@ -503,16 +516,45 @@ impl<'a, const K: usize> Run<'a, K> {
         Ok(self.exact.y1().to_vec())
     }
 
+    /// The root of event `i`'s function `g` (eq. (Y9)) on Rodas5 steps of exact length from
+    /// the accepted step's start, by Newton's method from the root `tl` (local time) located
+    /// on the continuous extension (eq. (Y15)); returns the event's time and the augmented
+    /// state there. The continuous extension is less accurate than a step: where `g` moves
+    /// slowly, its error moves the located time, and with it every quantity taken at the
+    /// event, by far more than the steps' own error.
+    fn refine(&mut self, i: usize, tl: f64) -> Result<(f64, Vec<f64>)> {
+        let (n, h) = (self.aug.n, self.dense.span().1);
+        let e = Event::ALL[i];
+        let (s, j) = (self.log.strong.unwrap_or(0), self.log.active[i]);
+        let k = unseeded(self.aug.constants());
+        let mut tl = tl;
+        let mut y = self.exact_from_start(tl)?;
+        for _ in 0..REFINE_ITERATIONS {
+            let f = self.plain.rhs(&y[..n])?;
+            let (xa, _, _) = self.aug.eval_along(&y[..n], &f)?;
+            let g = event_value(e, &k, &self.log.phases, s, j, &xa);
+            let next = (tl - g.v / g.d[0]).clamp(0.0, h);
+            if !next.is_finite() || next == tl {
+                break;
+            }
+            tl = next;
+            y = self.exact_from_start(tl)?;
+        }
+        Ok((self.clock.plus(tl), y))
+    }
+
     /// Locates the events of the accepted step (eq. (Y10): their states by
     /// [`Run::exact_from_start`]); returns whether the run ends at `t_end`.
     fn events(&mut self) -> Result<Option<(f64, Vec<f64>)>> {
         let before = self.log.times;
-        self.log.step(&self.plain, self.t, &self.dense)?;
+        self.log.step(&self.plain, &self.clock, &self.dense)?;
         for i in 0..4 {
             if let (None, Some(te)) = (before[i], self.log.times[i]) {
                 self.log.shifts[i] = Some(self.shift.clone());
-                if te > self.t && !self.log.at_start[i] {
-                    let y = self.exact_from_start(te - self.t)?;
+                let tl = self.log.local[i].unwrap_or(te - self.t);
+                if tl > 0.0 && !self.log.at_start[i] {
+                    let (te, y) = self.refine(i, tl)?;
+                    self.log.times[i] = Some(te);
                     self.log.states[i] = Some(y);
                 }
             }
@@ -530,7 +572,7 @@ impl<'a, const K: usize> Run<'a, K> {
         let n = self.aug.n;
         let mut rate0 = self.plain.offdiag_rate(&self.ya[..n], &self.f0[..n]);
         let mut end: Option<(f64, Vec<f64>)> = None;
-        while self.t < self.opts.horizon && end.is_none() {
+        while self.clock.until(self.opts.horizon) > 0.0 && end.is_none() {
             let (err, after_reject) = self.accept()?;
             let h = self.h;
             self.step.dense_rows(&self.ya, h, &mut self.dense);
@@ -548,7 +590,7 @@ impl<'a, const K: usize> Run<'a, K> {
             self.counts[2] += 1;
             let rate1 = self.plain.offdiag_rate(&y1[..n], &f1[..n]);
             if rate0 > 0.0 && rate1 <= 0.0 {
-                if let Some(tl) = self.peak.locate(&self.plain, self.t, &self.dense)? {
+                if let Some(tl) = self.peak.locate(&self.plain, &self.clock, &self.dense)? {
                     self.peak.shift = shift;
                     if tl > 0.0 {
                         let y = self.exact_from_start(tl)?;
@@ -559,7 +601,8 @@ impl<'a, const K: usize> Run<'a, K> {
             rate0 = rate1;
             self.ya = y1;
             self.f0 = f1;
-            self.t += h;
+            self.clock.advance(h);
+            self.t = self.clock.value();
             self.h *= step_factor(err, 4, after_reject);
         }
         let [accepted, rejected, evals, jacs] = self.counts;
