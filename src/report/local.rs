@@ -32,7 +32,7 @@ pub const CURVATURE_FACTOR: f64 = 6.0 / 12.0;
 /// The smallest lower end of a checked decade (eq. (Y16)). Below it the premise of the
 /// trapezoid's tolerance, an exponent smooth on the scale of the grid, fails: on the held
 /// draw of seed 2 from `d = 100` the exponent rises from 1.996 to 2.016 near `d = 190` and
-/// falls back to 2.000 at `d = 1000` (`tests/report_local.rs::diagnostic_first_decade`), a
+/// falls back to 2.000 at `d = 1000` (`tests/reports.rs::diagnostic_first_decade`), a
 /// bump that the second differences of a decade grid cannot see; and the draw at `d = 1000`
 /// differs from the held one by `O(1/d)` in `G`, which moves its exponent by 0.002 there.
 pub const CHECK_FROM: u64 = 1000;
@@ -136,7 +136,7 @@ pub fn seed_checks(points: &[SeedPoint]) -> Vec<DecadeCheck> {
 
 /// A run's `sens` object, its state.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Sens<'a> {
+pub(super) enum Sens<'a> {
     /// No sensitivities (a replicate outside the subset, or another runner).
     Absent,
     /// The augmented run failed (its message).
@@ -148,7 +148,7 @@ pub enum Sens<'a> {
 }
 
 /// The `sens` object of a record.
-pub fn sens_of(r: &Record) -> Sens<'_> {
+pub(super) fn sens_of(r: &Record) -> Sens<'_> {
     match r.result.get("sens") {
         None => Sens::Absent,
         Some(s) => match (s.get("error"), s.get("skipped")) {
@@ -166,7 +166,7 @@ fn log_derivative(s: &Value, key: &str, param: &str) -> Option<f64> {
 }
 
 /// The local exponent `d ln t1 / d ln d` of a record in `param`.
-pub fn t1_exponent(r: &Record, param: &str) -> Option<f64> {
+pub(super) fn t1_exponent(r: &Record, param: &str) -> Option<f64> {
     match sens_of(r) {
         Sens::Ok(s) => log_derivative(s, "t1", param),
         _ => None,
@@ -175,7 +175,7 @@ pub fn t1_exponent(r: &Record, param: &str) -> Option<f64> {
 
 /// Lemma 5.2's local rate `d ln((t2 - t1)/t1) / d ln d` of a record in `param`:
 /// `(t2' - t1') / (t2 - t1) - t1' / t1` (primes: `d / d ln d`).
-pub fn ratio_rate(r: &Record, param: &str) -> Option<f64> {
+pub(super) fn ratio_rate(r: &Record, param: &str) -> Option<f64> {
     let Sens::Ok(s) = sens_of(r) else {
         return None;
     };
@@ -264,7 +264,7 @@ pub const LEMMA51_LOCAL: &str = "t1's local exponent from the sensitivities";
 
 /// The verdict of the decade checks: holds when every checked seed and decade agrees (and
 /// one was checked), fails when one disagrees, else inconclusive.
-pub fn checks_verdict(checks: &[DecadeCheck]) -> Verdict {
+pub(super) fn checks_verdict(checks: &[DecadeCheck]) -> Verdict {
     let v: Vec<bool> = checks.iter().filter_map(DecadeCheck::agrees).collect();
     if v.contains(&false) {
         Verdict::Fails
@@ -282,7 +282,7 @@ pub fn checks_verdict(checks: &[DecadeCheck]) -> Verdict {
 ///
 /// # Errors
 /// A NaN among the values.
-pub fn lemma51_local(
+pub(super) fn lemma51_local(
     ctx: &Context,
     body: &mut Body,
     recs: &[&Record],
@@ -398,7 +398,7 @@ pub const LEMMA52_LOCAL: &str = "Local rates from the sensitivities (paper famil
 ///
 /// # Errors
 /// A NaN among the values.
-pub fn lemma52_local(
+pub(super) fn lemma52_local(
     ctx: &Context,
     body: &mut Body,
     recs: &[&Record],

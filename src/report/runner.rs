@@ -478,7 +478,7 @@ pub const DECADE: u64 = 10;
 ///
 /// # Errors
 /// A failure of the plain flow at `DECADE d` (the augmented run's failures are recorded).
-pub fn sensitivity_record(
+pub(crate) fn sensitivity_record(
     config: &Config,
     x0: &Reduced<f64>,
     first: &Summary,
