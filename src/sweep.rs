@@ -301,6 +301,10 @@ pub struct Task {
     pub point: Point,
     /// The seed.
     pub seed: u64,
+    /// The replicate: the spec's seed that [`Spec::seed_for_point`] maps to `seed` (the
+    /// same under shared streams). Not part of the key; runners that measure a subset of
+    /// the replicates (the sensitivity runners of [`crate::report::runner`]) read it.
+    pub replicate: u64,
     /// The resolved configuration.
     pub config: Config,
     /// A hash of runner, configuration and seed (16 hex digits).
@@ -861,13 +865,14 @@ impl Spec {
         for point in points(&a, &self.runner) {
             let config = self.config_for(&point)?;
             let text = config.to_toml();
-            for &seed in &seeds {
-                let seed = self.seed_for_point(&point, seed);
+            for &replicate in &seeds {
+                let seed = self.seed_for_point(&point, replicate);
                 let h = fnv1a(format!("{}\n{seed}\n{text}", point.runner).as_bytes());
                 out.push(Task {
                     id: out.len() as u64,
                     point: point.clone(),
                     seed,
+                    replicate,
                     config: config.clone(),
                     key: format!("{h:016x}"),
                 });

@@ -1006,7 +1006,7 @@ pub fn lemma51(ctx: &Context, recs: &[&Record]) -> Result<Body> {
         "25%",
         "75%",
         "median t1 / d^2",
-        "local exponent",
+        "secant exponent from previous d",
     ]);
     let t1 = |r: &Record| field(summary_of(r), "t1");
     let mut prev: Option<(f64, f64)> = None;
@@ -1061,8 +1061,10 @@ pub fn lemma51(ctx: &Context, recs: &[&Record]) -> Result<Body> {
              fails when its 95% interval lies outside [{lo}, {hi}] (the spec's t1_exponent = \
              {e} plus or minus exponent_fail_band); else holds when the interval contains {e} \
              or the slope is within exponent_tolerance = {tol} of it; inconclusive otherwise. \
-             Fit of the medians: {}. Pooled fit of every run (for comparison): {}. The local \
-             exponent is `ln(t1(d)/t1(d')) / ln(d/d')` between consecutive d.",
+             Fit of the medians: {}. Pooled fit of every run (for comparison): {}. The secant \
+             exponent is `ln(t1(d)/t1(d')) / ln(d/d')` between consecutive d (the local \
+             exponent at each d, from the sensitivities, is in the next section when the \
+             runner measures it).",
             fit_text(&f),
             fit_text(&pooled),
             lo = num(e - band),
@@ -1071,6 +1073,9 @@ pub fn lemma51(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             tol = num(tol),
         ),
     );
+    if recs.iter().any(|r| r.result.get("sens").is_some()) {
+        super::local::lemma51_local(ctx, &mut body, recs, &pts)?;
+    }
     let n_d = groups(recs, |r| dim_of(ctx, r)).len();
     let fixed = matches!(ctx.spec.family, crate::sweep::Family::Fixed);
     for heading in [LEMMA51_T1, LEMMA51_OTHERS, LEMMA51_HEAD] {
@@ -1233,6 +1238,10 @@ pub fn lemma52(ctx: &Context, recs: &[&Record]) -> Result<Body> {
             fit_text(&f)
         ),
     );
+    if recs.iter().any(|r| r.result.get("sens").is_some()) {
+        let t1s = medians_by_dim(ctx, recs, |r| field(summary_of(r), "t1"))?;
+        super::local::lemma52_local(ctx, &mut body, recs, &t1s, &pts)?;
+    }
     body.loglog_figure(
         ctx,
         "Lemma 5.2: (t2 - t1)/t1 versus d",

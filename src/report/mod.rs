@@ -7,6 +7,7 @@
 //! figures, all deterministic functions of the results.
 
 pub mod claims;
+pub mod local;
 pub mod lr_crit;
 pub mod plots;
 pub mod regime;

@@ -9,6 +9,11 @@
 //! - `flow-at`: the flow integrated to each flow time `T = c d^2`, `c` in [`SCALED_TIMES`]
 //!   (not stopped at `t_end`), with the state's observables there (see [`flow_at`]):
 //!   `{"summary", "at": [{"c", "class", "corr", "head", "noise", "leak"}, ...]}`.
+//! - `flow-sens`, `flow-t1-sens`: `flow` and `flow-t1`, plus for the replicates (spec
+//!   seeds) below [`SENSITIVITY_REPLICATES`] the forward sensitivities of `t1` and `t2` in
+//!   `ln d` (`derivations/sensitivities.md`; see [`sensitivity_record`]): `{"summary", ...,
+//!   "sens": {"t1", "t2", "d_t1", "d_t2", "steps"[, "t1_next"]}}`, or `"sens": {"error"}`
+//!   when the augmented run fails.
 //! - `flow-converge`: the same, integrated on to `2 t_end` (capped at the horizon) so that
 //!   the encoder converges too (the head converges first).
 //! - `flow-corr`: `flow`, plus `corr_gap_final`, `1 - |Corr(f_0, f_1)|` at the final state
@@ -41,6 +46,8 @@
 //!   ([`TaskRunner::share_key`]; test `the_no_wishart_chain_is_blind_to_d`).
 
 use crate::error::{Error, Result};
+use crate::flow::sensitivity::params::standardized_init;
+use crate::flow::sensitivity::{sensitivities, Parameter, SensitivityOptions};
 use crate::flow::{integrate, Options};
 use crate::init;
 use crate::moments::population::{evaluate, Constants, Reduced};
@@ -53,10 +60,12 @@ use crate::sweep::{Task, TaskRunner};
 use serde_json::{json, Value};
 
 /// The runner names [`ModelRunner`] knows.
-pub const RUNNERS: [&str; 14] = [
+pub const RUNNERS: [&str; 16] = [
     "flow",
     "flow-at",
     "flow-t1",
+    "flow-sens",
+    "flow-t1-sens",
     "flow-converge",
     "flow-corr",
     "flow-explicit",
@@ -238,6 +247,37 @@ fn check_result(v: &Value) -> std::result::Result<(), String> {
     if obj.get("reached_t2").is_some_and(|x| !x.is_boolean()) {
         return Err("reached_t2: not a boolean".into());
     }
+    match obj.get("sens") {
+        Some(sens) => check_sens(sens).map_err(|e| format!("sens.{e}")),
+        None => Ok(()),
+    }
+}
+
+/// The schema of a `sens` object ([`sensitivity_record`]): `error` or `skipped` text, the
+/// numbers `t1`, `t2`, `t1_next`, `steps` (or `null`), and `d_t1`, `d_t2` objects of
+/// numbers (or `null`).
+fn check_sens(v: &Value) -> std::result::Result<(), String> {
+    let o = v.as_object().ok_or("not a JSON object")?;
+    for k in ["error", "skipped"] {
+        if o.get(k).is_some_and(|x| !x.is_string()) {
+            return Err(format!("{k}: not text"));
+        }
+    }
+    for k in ["t1", "t2", "t1_next", "steps"] {
+        if o.get(k).is_some_and(|x| !(x.is_number() || x.is_null())) {
+            return Err(format!("{k}: not a number, got {}", o[k]));
+        }
+    }
+    for k in ["d_t1", "d_t2"] {
+        let ok = |x: &Value| {
+            x.is_null()
+                || x.as_object()
+                    .is_some_and(|m| m.values().all(|y| y.is_number() || y.is_null()))
+        };
+        if o.get(k).is_some_and(|x| !ok(x)) {
+            return Err(format!("{k}: not an object of numbers"));
+        }
+    }
     Ok(())
 }
 
@@ -387,8 +427,13 @@ fn state_at(config: &Config, x0: &Reduced<f64>, tau: f64) -> Result<Reduced<f64>
 /// A flow error.
 pub fn at_t1(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
     let first = flow(config, x0, &mut |_, _| Ok(()))?;
+    at_t1_of(config, x0, &first)
+}
+
+/// [`at_t1`] given the flow's summary `first`.
+fn at_t1_of(config: &Config, x0: &Reduced<f64>, first: &Summary) -> Result<Value> {
     let (Some(t1), Some(s)) = (first.t1, first.strong_neuron) else {
-        return Ok(json!({ "summary": to_value(&first)? }));
+        return Ok(json!({ "summary": to_value(first)? }));
     };
     let x1 = state_at(config, x0, t1)?;
     let m = x1.neurons();
@@ -405,10 +450,115 @@ pub fn at_t1(config: &Config, x0: &Reduced<f64>) -> Result<Value> {
         .sum::<f64>()
         .sqrt();
     Ok(json!({
-        "summary": to_value(&first)?,
+        "summary": to_value(first)?,
         "other_features_t1": other,
         "head_dev_t1": dev,
     }))
+}
+
+/// The replicates (the spec's seeds `0..SENSITIVITY_REPLICATES`) for which the
+/// sensitivity runners `flow-sens` and `flow-t1-sens` add the forward sensitivities: an
+/// augmented run costs about 100-500 plain runs (`benches/README.md`, "Sensitivities").
+pub const SENSITIVITY_REPLICATES: u64 = 8;
+
+/// The augmented run of the sensitivity runners ends at this multiple of the plain run's
+/// `t2` (else `t1`): the derivatives of `t1` and `t2` do not depend on the flow after them,
+/// and the stiff phase after `t2` is where the augmented run's step underflows at large d
+/// (`derivations/sensitivities.md`, "Status of the checks").
+pub const SENSITIVITY_HORIZON: f64 = 1.1;
+
+/// `flow-t1-sens` also integrates the plain flow from the draw moved to `DECADE d` with its
+/// standardized draw held (eq. (Y7)): the other end of the decade on the curve whose
+/// derivative `d t1 / d ln d` is.
+pub const DECADE: u64 = 10;
+
+/// The `sens` object of the sensitivity runners at the state `x0` of `config`, given the
+/// plain run's summary `first`: the augmented run's `t1`, `t2` and their derivatives
+/// `d_t1`, `d_t2` with respect to each of `params` (by name; `null` where the event does
+/// not happen), its accepted steps, and with `next` the plain flow's `t1` at `DECADE d`
+/// from the held draw (`t1_next`). A failed augmented run is `{"error": text}` (recorded,
+/// never dropped); a run without `t1` is `{"skipped": text}`.
+///
+/// # Errors
+/// A failure of the plain flow at `DECADE d` (the augmented run's failures are recorded).
+pub(crate) fn sensitivity_record(
+    config: &Config,
+    x0: &Reduced<f64>,
+    first: &Summary,
+    params: &[Parameter],
+    next: bool,
+) -> Result<Value> {
+    let Some(t1) = first.t1 else {
+        return Ok(json!({ "skipped": "no t1 in the plain run" }));
+    };
+    let mut opts = SensitivityOptions::from_options(&flow_options(config));
+    opts.horizon = (SENSITIVITY_HORIZON * first.t2.unwrap_or(t1)).min(config.training.horizon);
+    let s = match sensitivities(config, x0, true, params, &opts) {
+        Ok(s) => s,
+        Err(e) => return Ok(json!({ "error": e.to_string() })),
+    };
+    let by_name = |row: &Option<Vec<f64>>| match row {
+        Some(v) => Value::Object(
+            params
+                .iter()
+                .zip(v)
+                .map(|(p, x)| (p.name(), json!(x)))
+                .collect(),
+        ),
+        None => Value::Null,
+    };
+    let mut out = json!({
+        "t1": s.event_times[0],
+        "t2": s.event_times[1],
+        "d_t1": by_name(&s.events[0]),
+        "d_t2": by_name(&s.events[1]),
+        "steps": s.steps[0],
+    });
+    if next {
+        out["t1_next"] = json!(t1_held(config, x0, DECADE)?);
+    }
+    Ok(out)
+}
+
+/// The plain flow's `t1` at `k d` (the fixed family: only `d` and the horizon
+/// `horizon k^2` move) from the draw `x0` at `d` moved there with its standardized draw
+/// held (`flow::sensitivity::params::standardized_init`, eq. (Y7)).
+///
+/// # Errors
+/// `k d` overflows, or a flow error.
+fn t1_held(config: &Config, x0: &Reduced<f64>, k: u64) -> Result<Option<f64>> {
+    let d = config.setting.dim;
+    let mut c = config.clone();
+    c.setting.dim = d
+        .checked_mul(k)
+        .ok_or_else(|| Error::invalid("setting.dim", format!("{d} times {k} overflows")))?;
+    c.training.horizon *= (k * k) as f64;
+    let x = standardized_init(x0, d as f64, c.setting.dim as f64)?;
+    Ok(flow(&c, &x, &mut |_, _| Ok(()))?.t1)
+}
+
+/// The runners `flow-sens` and `flow-t1-sens`: `flow` (resp. `flow-t1`), plus for the
+/// replicates below [`SENSITIVITY_REPLICATES`] the object `sens`
+/// ([`sensitivity_record`]): `ln_d_family` and `ln_d` for `flow-sens` (the paper
+/// family), `ln_d` with `t1_next` for `flow-t1-sens` (the fixed family).
+fn with_sensitivities(task: &Task, t1_clauses: bool) -> Result<Value> {
+    let config = &task.config;
+    let x0 = init::reduced(&config.setting, task.seed)?;
+    let first = flow(config, &x0, &mut |_, _| Ok(()))?;
+    let mut out = if t1_clauses {
+        at_t1_of(config, &x0, &first)?
+    } else {
+        json!({ "summary": to_value(&first)? })
+    };
+    if task.replicate < SENSITIVITY_REPLICATES {
+        let params: &[Parameter] = if t1_clauses {
+            &[Parameter::LnD]
+        } else {
+            &[Parameter::LnDFamily, Parameter::LnD]
+        };
+        out["sens"] = sensitivity_record(config, &x0, &first, params, t1_clauses)?;
+    }
+    Ok(out)
 }
 
 /// One arm of the Lemma 5.3 intervention: the flow of `config` from `x` for flow time
@@ -655,6 +805,8 @@ impl TaskRunner for ModelRunner {
                 let x0 = init::reduced(&config.setting, task.seed)?;
                 at_t1(config, &x0)
             }
+            "flow-sens" => with_sensitivities(task, false),
+            "flow-t1-sens" => with_sensitivities(task, true),
             "intervention" => {
                 let x0 = init::reduced(&config.setting, task.seed)?;
                 intervention(config, &x0)
@@ -726,6 +878,24 @@ mod tests {
         assert!(check_result(&json!({ "error": 3 })).is_err());
         assert!(check_result(&json!({ "t1": 1.0 })).is_err());
         assert!(check_result(&json!(1)).is_err());
+        // The sensitivity runners' `sens` object, and its planted type errors.
+        let sens = json!({ "t1": 2.0, "t2": null, "d_t1": { "ln_d": 4.0 }, "d_t2": null,
+            "steps": 10, "t1_next": 210.0 });
+        assert_eq!(
+            check_result(&json!({ "summary": good, "sens": sens })),
+            Ok(())
+        );
+        let fail = json!({ "error": "sensitivities: step underflow at tau = 1" });
+        assert_eq!(
+            check_result(&json!({ "summary": good, "sens": fail })),
+            Ok(())
+        );
+        let mut bad = sens.clone();
+        bad["d_t1"]["ln_d"] = json!("4");
+        let err = check_result(&json!({ "summary": good, "sens": bad })).unwrap_err();
+        assert!(err.starts_with("sens.d_t1"), "{err}");
+        assert!(check_result(&json!({ "summary": good, "sens": { "t1": [1] } })).is_err());
+        assert!(check_result(&json!({ "summary": good, "sens": { "error": 1 } })).is_err());
     }
 
     /// The tasks of a small `lr_crit`-like spec with `runner` at `d = 100, 200` and
