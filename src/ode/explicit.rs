@@ -48,6 +48,9 @@ pub struct Explicit<S: Scalar, T: Coefficients = ExplicitTableau> {
     coef: Vec<S>,
     /// The solution at `h` of the last attempt.
     y1: Vec<S>,
+    /// The components the error norm measures: the first `measured` (the rest are carried
+    /// along, as a sensitivity system's tangents are when they are left out of the norm).
+    measured: usize,
 }
 
 impl<S: Scalar, T: Coefficients> Explicit<S, T> {
@@ -63,7 +66,33 @@ impl<S: Scalar, T: Coefficients> Explicit<S, T> {
             errv: z(),
             coef: vec![S::zero(ctx); tableau.widest_row()],
             y1: z(),
+            measured: n,
         }
+    }
+
+    /// The pair with its error norm on the first `m` components only (all of them by
+    /// default): the others are integrated by the same stages but do not control the step.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use predhead::ode::{control::Tolerance, dop853::DOP853, explicit::Explicit};
+    /// // y' = -y and a passenger z' = -1000 z that the norm does not see.
+    /// let mut f = |y: &[f64], dy: &mut [f64]| {
+    ///     dy[0] = -y[0];
+    ///     dy[1] = -1000.0 * y[1];
+    ///     Ok(())
+    /// };
+    /// let tol = Tolerance::uniform(1e-10, 1e-12);
+    /// let (y0, f0) = ([1.0, 1.0], [-1.0, -1000.0]);
+    /// let err_all = Explicit::new(DOP853, 2, ()).step(&mut f, &y0, &f0, 0.1, tol)?;
+    /// let err_first = Explicit::new(DOP853, 2, ()).measuring(1).step(&mut f, &y0, &f0, 0.1, tol)?;
+    /// assert!(err_all > 1.0 && err_first < 1.0);
+    /// # Ok::<(), predhead::error::Error>(())
+    /// ```
+    pub fn measuring(mut self, m: usize) -> Self {
+        self.measured = m.min(self.y1.len()).max(1);
+        self
     }
 
     /// The tableau.
@@ -112,14 +141,20 @@ impl<S: Scalar, T: Coefficients> Explicit<S, T> {
         }
         combine(&mut self.y1, Some(y0), tableau.a[last], k, &hs, coef);
         f(&self.y1, &mut k[last + 1])?;
+        let m = self.measured;
         Ok(match tableau.error {
             ErrorWeights::Embedded(e) => {
                 combine(&mut self.errv, None, e, k, &hs, coef);
-                error_norm(&self.errv, y0, &self.y1, tol)
+                error_norm(&self.errv[..m], &y0[..m], &self.y1[..m], tol)
             }
-            ErrorWeights::Hairer { e5, bhh } => {
-                hairer_norm(k, y0, &self.y1, [e5, tableau.a[last], bhh], h, tol)
-            }
+            ErrorWeights::Hairer { e5, bhh } => hairer_norm(
+                k,
+                &y0[..m],
+                &self.y1[..m],
+                [e5, tableau.a[last], bhh],
+                h,
+                tol,
+            ),
         })
     }
 

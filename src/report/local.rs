@@ -347,7 +347,7 @@ fn lemma51_rule(first: Option<String>) -> String {
          forward sensitivities (`predhead::flow::sensitivity`, parameter `ln_d`: d moves \
          through the initialization's law with the standardized draw held, eq. (Y7) of \
          derivations/sensitivities.md), for the first {n} seeds at each d (runner \
-         flow-t1-sens; an augmented run costs 100-500 plain runs), with the median's 95% \
+         flow-t1-sens; an augmented run costs about 20-60 plain runs), with the median's 95% \
          order-statistics interval (`-`: fewer than 6 seeds). Check (eq. (Y17)): for each \
          seed and decade [d/10, d], the secant `ln(t1(d)/t1(d/10)) / ln 10` along the held \
          draw (t1 at d from the plain flow started from the draw at d/10 moved to d, eq. \

@@ -458,13 +458,14 @@ fn at_t1_of(config: &Config, x0: &Reduced<f64>, first: &Summary) -> Result<Value
 
 /// The replicates (the spec's seeds `0..SENSITIVITY_REPLICATES`) for which the
 /// sensitivity runners `flow-sens` and `flow-t1-sens` add the forward sensitivities: an
-/// augmented run costs about 100-500 plain runs (`benches/README.md`, "Sensitivities").
+/// augmented run costs about 20-60 plain runs (`benches/README.md`, "Sensitivities").
 pub const SENSITIVITY_REPLICATES: u64 = 8;
 
 /// The augmented run of the sensitivity runners ends at this multiple of the plain run's
 /// `t2` (else `t1`): the derivatives of `t1` and `t2` do not depend on the flow after them,
-/// and the stiff phase after `t2` is where the augmented run's step underflows at large d
-/// (`derivations/sensitivities.md`, "Status of the checks").
+/// and the stiff phase after `t2` is most of a whole run's cost (before eq. (Y18) of
+/// `derivations/sensitivities.md` it was also where the augmented run's step underflowed at
+/// large d).
 pub const SENSITIVITY_HORIZON: f64 = 1.1;
 
 /// `flow-t1-sens` also integrates the plain flow from the draw moved to `DECADE d` with its

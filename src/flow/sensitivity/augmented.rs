@@ -95,6 +95,7 @@ impl<const K: usize> Augmented<K> {
             for p in 0..K {
                 t.d[p] = if p < k { ya[n + p * n + i] } else { 0.0 };
             }
+            t.n = k;
         }
     }
 
@@ -133,6 +134,7 @@ impl<const K: usize> Augmented<K> {
             if K > 0 {
                 t.d[0] = v[i];
             }
+            t.n = 1;
         }
         // Parameters unseeded: the plain constants with the first tangent along v only.
         let saved = (
@@ -168,6 +170,7 @@ impl<const K: usize> Augmented<K> {
                 for p in 0..K {
                     t.d[p] = Dual::constant(if p < k { ya[n + p * n + i] } else { 0.0 });
                 }
+                t.n = k;
             }
             self.jproblem
                 .rhs_into(&self.jy, &mut self.jws, &mut self.jdy)?;

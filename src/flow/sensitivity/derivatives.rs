@@ -387,6 +387,8 @@ pub(crate) fn assemble<const K: usize>(
         tau_final,
         steps,
         evals,
+        stiff_from: None,
+        steps_by_method: [0, 0],
     })
 }
 

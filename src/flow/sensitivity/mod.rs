@@ -2,9 +2,10 @@
 //! parameters (`derivations/sensitivities.md`, eqs. (Y1)-(Y13)).
 //!
 //! The augmented system `(y, S_1..S_k)`, `S_i = dy/dtheta_i`, `S_i' = J S_i + dF/dtheta_i`
-//! ([`augmented`]), is integrated by Rodas5 with its block lower-triangular Jacobian
-//! factored once per step at the size of `y` (eq. (Y5)); the sensitivities are in the error
-//! norm (eq. (Y4)). Each event is located on the augmented run's own dense output, and its
+//! ([`augmented`]), is integrated by DOP853 while the flow is not stiff and by Rodas5, with
+//! its block lower-triangular Jacobian factored once per step at the size of `y`, once it is
+//! (eqs. (Y5), (Y18)); the steps are controlled by the state's error (eq. (Y4); the
+//! sensitivities in the norm too on request, then by Rodas5 throughout). Each event is located on the augmented run's own dense output, and its
 //! time's derivative follows from the implicit function theorem (eq. (Y10)); `loss_final`,
 //! `corr_final`, `offdiag_peak` and the peak's time follow (eqs. (Y11)-(Y13)).
 //!
@@ -19,10 +20,12 @@ pub mod params;
 pub mod tangent;
 
 use crate::error::{Error, Result};
-use crate::flow::control::{error_norm, initial_step, step_factor, Tolerance};
+use crate::flow::control::{error_norm, initial_step, predictive_factor, step_factor, Tolerance};
 use crate::flow::dense::Dense;
+use crate::flow::integrate::radius;
 use crate::flow::integrate::Options;
 use crate::flow::linear::ScaledLu;
+use crate::flow::policy::StiffnessSwitch;
 use crate::flow::problem::{Coordinates, Problem};
 use crate::flow::sensitivity::augmented::unseeded;
 use crate::flow::sensitivity::augmented::{values, Augmented};
@@ -30,7 +33,10 @@ use crate::flow::sensitivity::derivatives::{event_value, EventLog, Peak};
 use crate::moments::population::Reduced;
 use crate::observe::Event;
 use crate::ode::clock::Clock;
+use crate::ode::dop853::Dop853;
+use crate::ode::explicit::Explicit;
 use crate::ode::rosenbrock::{Rosenbrock, RODAS5};
+use crate::ode::Stepper;
 use crate::setting::Config;
 pub use params::{Base, Inputs, Parameter};
 
@@ -46,13 +52,18 @@ pub struct SensitivityOptions {
     pub stop_at_t_end: bool,
     /// Step budget (accepted plus rejected).
     pub max_steps: u64,
-    /// Whether the sensitivities are in the error norm (eq. (Y4); default `true`).
+    /// Whether the sensitivities are in the error norm (eq. (Y4); default `false`: the state
+    /// alone controls the steps, and DOP853 takes the non-stiff phase, eq. (Y18); `true`:
+    /// every block in the norm, and Rodas5 throughout).
     pub in_norm: bool,
     /// The coordinates (`None`: decay when every `G_jj > 0`, as the plain flow).
     pub coordinates: Option<Coordinates>,
     /// Whether the sensitivities are re-anchored in time after each step (eq. (Y14);
     /// default `true`; `false` integrates `S` itself).
     pub reanchor: bool,
+    /// Whether DOP853 takes the non-stiff phase (eq. (Y18); default `true`; `false`: Rodas5
+    /// throughout). Only without `in_norm`: with it the run is Rodas5 throughout.
+    pub explicit: bool,
 }
 
 impl SensitivityOptions {
@@ -63,9 +74,10 @@ impl SensitivityOptions {
             horizon: o.horizon,
             stop_at_t_end: o.stop_at_t_end,
             max_steps: o.max_steps,
-            in_norm: true,
+            in_norm: false,
             coordinates: o.coordinates,
             reanchor: true,
+            explicit: true,
         }
     }
 }
@@ -97,6 +109,11 @@ pub struct Sensitivities {
     pub steps: [u64; 2],
     /// Augmented right-hand-side evaluations and Jacobian passes.
     pub evals: [u64; 2],
+    /// The flow time of the first switch to Rodas5 (eq. (Y18); `Some(0)` when it ran
+    /// throughout, `None` when the flow never turned stiff).
+    pub stiff_from: Option<f64>,
+    /// Accepted DOP853 and Rodas5 steps.
+    pub steps_by_method: [u64; 2],
 }
 
 impl Sensitivities {
@@ -260,6 +277,16 @@ pub const MAX_PARAMETERS: usize = 16;
 /// The Rodas5 step on the augmented system, its stages solved by [`Stage`].
 type Step = Rosenbrock<f64, ()>;
 
+/// The DOP853 step on the augmented system in the non-stiff phase (eq. (Y18)), its error
+/// norm on the state alone.
+type ExplicitStep = Explicit<f64, Dop853>;
+
+/// The order of Rodas5's error estimate, for the step-size control.
+const RODAS5_ESTIMATE_ORDER: u32 = 4;
+
+/// Evaluations of a DOP853 step (its 12 stages, the last one `f(y1)`).
+const DOP853_EVALS: u64 = 12;
+
 /// The stage solver of one Rodas5 attempt on the augmented system (eq. (Y5)): the LU of
 /// `I/(gamma h) - J` at the state's size (factored by the caller), the blocks `H_i`, a
 /// buffer.
@@ -360,6 +387,15 @@ struct Run<'a, const K: usize> {
     blocks: Blocks,
     step: Step,
     exact: Step,
+    /// DOP853 on the augmented system, and its twin for the steps of exact length.
+    explicit: ExplicitStep,
+    exact_explicit: ExplicitStep,
+    /// Whether the run is in its stiff phase (Rodas5; always when `in_norm`).
+    stiff: bool,
+    /// The plain flow's switch between the two (eq. (Y18)).
+    switch: StiffnessSwitch,
+    /// The tolerance of the explicit steps (the Rodas5 steps run at a tenth of it).
+    tol_explicit: Tolerance,
     dense: Dense<f64>,
     log: EventLog,
     peak: Peak,
@@ -379,6 +415,14 @@ struct Run<'a, const K: usize> {
     reanchor: bool,
     /// Accepted, rejected steps; right-hand-side evaluations, Jacobian passes.
     counts: [u64; 4],
+    /// Accepted Rodas5 steps, and the time of the first switch to them.
+    stiff_steps: u64,
+    stiff_from: Option<f64>,
+    /// The last accepted step of the current method and its error norm (for
+    /// [`Run::control`]).
+    last_accepted: Option<(f64, f64)>,
+    /// Whether `blocks` hold the Jacobian at the current state (computed by the switch).
+    blocks_fresh: bool,
 }
 
 impl<'a, const K: usize> Run<'a, K> {
@@ -413,9 +457,9 @@ impl<'a, const K: usize> Run<'a, K> {
                 ya[n + p * n + i] = t.d[p];
             }
         }
-        let tol = plain
-            .tolerance(opts.tol)
-            .scaled(crate::flow::Stiff::Rodas5.tolerance_factor());
+        let tol_explicit = plain.tolerance(opts.tol);
+        let tol = tol_explicit.scaled(crate::flow::Stiff::Rodas5.tolerance_factor());
+        let explicit_phase = opts.explicit && !opts.in_norm;
         let mut f0 = vec![0.0; na];
         aug.rhs(&ya, &mut f0)?;
         let mut log = EventLog::new(config, &plain);
@@ -424,10 +468,20 @@ impl<'a, const K: usize> Run<'a, K> {
             blocks: Blocks::new(n, k),
             step: Step::with_solver(RODAS5, na, (), ()),
             exact: Step::with_solver(RODAS5, na, (), ()),
+            explicit: ExplicitStep::new(Dop853, na, ()).measuring(n),
+            exact_explicit: ExplicitStep::new(Dop853, na, ()).measuring(n),
+            stiff: !explicit_phase,
+            switch: StiffnessSwitch::default(),
+            tol_explicit,
             dense: Dense::<f64>::new(na, ()),
             log,
             peak: Peak::default(),
-            h: initial_step(&ya[..n], &f0[..n], tol, opts.horizon),
+            h: initial_step(
+                &ya[..n],
+                &f0[..n],
+                if explicit_phase { tol_explicit } else { tol },
+                opts.horizon,
+            ),
             clock: Clock::zero(),
             t: 0.0,
             opts,
@@ -439,15 +493,23 @@ impl<'a, const K: usize> Run<'a, K> {
             aug,
             plain,
             counts: [0, 0, 1, 0],
+            stiff_steps: 0,
+            stiff_from: (!explicit_phase).then_some(0.0),
+            last_accepted: None,
+            blocks_fresh: false,
         })
     }
 
-    /// Attempts steps from `t` until one is accepted (its solution in `self.step`); returns
-    /// its error norm and whether a rejection preceded it.
+    /// Attempts steps from `t` until one is accepted (its solution in `self.step` or
+    /// `self.explicit`, its continuous extension in `self.dense`); returns its error norm
+    /// and whether a rejection preceded it. A DOP853 step whose extension leaves the flow's
+    /// domain is rejected, as in the plain flow.
     fn accept(&mut self) -> Result<(f64, bool)> {
-        let n = self.aug.n;
-        self.blocks.at(&mut self.aug, &self.ya)?;
-        self.counts[3] += 1;
+        if self.stiff && !self.blocks_fresh {
+            self.blocks.at(&mut self.aug, &self.ya)?;
+            self.counts[3] += 1;
+        }
+        self.blocks_fresh = false;
         let mut after_reject = false;
         loop {
             if self.counts[0] + self.counts[1] >= self.opts.max_steps {
@@ -468,32 +530,16 @@ impl<'a, const K: usize> Run<'a, K> {
                     format!("step underflow at tau = {:e}", self.t),
                 ));
             }
-            let attempt = self.blocks.attempt(
-                &mut self.aug,
-                &self.ya,
-                &self.f0,
-                self.h,
-                self.tol,
-                &mut self.step,
-            );
-            self.counts[2] += 7;
-            let err = match attempt {
-                Ok(()) => augmented_norm(
-                    self.step.error_estimate(),
-                    &self.ya,
-                    self.step.y1(),
-                    n,
-                    self.tol,
-                    self.opts.in_norm,
-                ),
-                Err(_) => f64::INFINITY,
-            };
+            let mut err = self.attempt();
             if err <= 1.0 {
-                return Ok((err, after_reject));
+                if self.dense_output(self.h).is_ok() {
+                    return Ok((err, after_reject));
+                }
+                err = f64::INFINITY;
             }
             self.counts[1] += 1;
             self.h *= if err.is_finite() {
-                step_factor(err, 4, true)
+                step_factor(err, self.estimate_order(), true)
             } else {
                 0.25
             };
@@ -501,9 +547,112 @@ impl<'a, const K: usize> Run<'a, K> {
         }
     }
 
-    /// A Rodas5 step of length `dt` from the accepted step's start (the blocks there): the
-    /// accuracy of a step, not of the continuous extension (events and the peak).
+    /// The next step size after an accepted step of size `h` with error norm `err`: the
+    /// plain flow's control, the smaller of the plain factor and Gustafsson's predictive
+    /// one (after two accepted steps of one method), which keeps the approach to a fast
+    /// transition from alternating accepted and rejected steps.
+    fn control(&mut self, h: f64, err: f64, after_reject: bool) {
+        let q = self.estimate_order();
+        let mut factor = step_factor(err, q, after_reject);
+        if let Some((h_prev, err_prev)) = self.last_accepted {
+            factor = factor.min(predictive_factor(err, q, h, h_prev, err_prev));
+        }
+        self.last_accepted = Some((h, err.max(1e-2)));
+        self.h = h * factor;
+    }
+
+    /// The order of the current method's error estimate.
+    fn estimate_order(&self) -> u32 {
+        if self.stiff {
+            RODAS5_ESTIMATE_ORDER
+        } else {
+            self.explicit.estimate_order()
+        }
+    }
+
+    /// One attempt of size `self.h` from the current state by the current method: its
+    /// error norm (infinite where a stage leaves the flow's domain).
+    fn attempt(&mut self) -> f64 {
+        let n = self.aug.n;
+        if !self.stiff {
+            let aug = &mut self.aug;
+            let mut rhs = |y: &[f64], dy: &mut [f64]| aug.rhs(y, dy);
+            let r = self
+                .explicit
+                .step(&mut rhs, &self.ya, &self.f0, self.h, self.tol_explicit);
+            self.counts[2] += DOP853_EVALS;
+            return r.unwrap_or(f64::INFINITY);
+        }
+        let attempt = self.blocks.attempt(
+            &mut self.aug,
+            &self.ya,
+            &self.f0,
+            self.h,
+            self.tol,
+            &mut self.step,
+        );
+        self.counts[2] += 7;
+        match attempt {
+            Ok(()) => augmented_norm(
+                self.step.error_estimate(),
+                &self.ya,
+                self.step.y1(),
+                n,
+                self.tol,
+                self.opts.in_norm,
+            ),
+            Err(_) => f64::INFINITY,
+        }
+    }
+
+    /// The switch between the phases after an accepted step (eq. (Y18)), the plain flow's
+    /// rule ([`StiffnessSwitch`]) on the spectral radius of `J`: at the new state every
+    /// [`StiffnessSwitch::CHECK_EVERY`] explicit steps (`h rho > 3`: stiff), at the step's
+    /// start (the Jacobian Rodas5 used) every [`StiffnessSwitch::CALM_EVERY`] Rodas5 steps
+    /// (four calm checks `h rho < 1` in a row: back to DOP853), with `h` the accepted step,
+    /// as in the plain flow. Only when the run has an explicit phase.
+    fn switch_phase(&mut self, h: f64, after_reject: bool) -> Result<()> {
+        if !self.opts.explicit || self.opts.in_norm {
+            return Ok(());
+        }
+        if !self.stiff {
+            if self.switch.check_due(after_reject) {
+                self.blocks.at(&mut self.aug, &self.ya)?;
+                self.counts[3] += 1;
+                let rho = radius(None, &self.blocks.jac, 30.0 / h);
+                if StiffnessSwitch::turns_stiff(h, rho) {
+                    // The blocks at the new state serve the first Rodas5 step.
+                    self.blocks_fresh = true;
+                    self.stiff = true;
+                    self.last_accepted = None;
+                    self.switch.entered_stiff();
+                    self.stiff_from.get_or_insert(self.t);
+                }
+            }
+            return Ok(());
+        }
+        if StiffnessSwitch::calm_check_due(self.stiff_steps) {
+            let rho = radius(None, &self.blocks.jac, 10.0 / h);
+            if self.switch.calm_check(h, rho) {
+                self.stiff = false;
+                self.last_accepted = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// A step of length `dt` from the accepted step's start by the step's method (DOP853,
+    /// or Rodas5 with the blocks there): the accuracy of a step, not of the continuous
+    /// extension (events and the peak).
     fn exact_from_start(&mut self, dt: f64) -> Result<Vec<f64>> {
+        if !self.stiff {
+            let aug = &mut self.aug;
+            let mut rhs = |y: &[f64], dy: &mut [f64]| aug.rhs(y, dy);
+            self.exact_explicit
+                .step(&mut rhs, &self.ya, &self.f0, dt, self.tol_explicit)?;
+            self.counts[2] += DOP853_EVALS;
+            return Ok(self.exact_explicit.y1().to_vec());
+        }
         self.blocks.attempt(
             &mut self.aug,
             &self.ya,
@@ -516,8 +665,8 @@ impl<'a, const K: usize> Run<'a, K> {
         Ok(self.exact.y1().to_vec())
     }
 
-    /// The root of event `i`'s function `g` (eq. (Y9)) on Rodas5 steps of exact length from
-    /// the accepted step's start, by Newton's method from the root `tl` (local time) located
+    /// The root of event `i`'s function `g` (eq. (Y9)) on steps of exact length (by the
+    /// accepted step's method, [`Run::exact_from_start`]) from the accepted step's start, by Newton's method from the root `tl` (local time) located
     /// on the continuous extension (eq. (Y15)); returns the event's time and the augmented
     /// state there. The continuous extension is less accurate than a step: where `g` moves
     /// slowly, its error moves the located time, and with it every quantity taken at the
@@ -575,11 +724,15 @@ impl<'a, const K: usize> Run<'a, K> {
         while self.clock.until(self.opts.horizon) > 0.0 && end.is_none() {
             let (err, after_reject) = self.accept()?;
             let h = self.h;
-            self.step.dense_rows(&self.ya, h, &mut self.dense);
             self.counts[0] += 1;
+            // The step's solution, before the events' exact steps reuse the work spaces.
+            let mut y1 = if self.stiff {
+                self.step.y1().to_vec()
+            } else {
+                self.explicit.y1().to_vec()
+            };
             end = self.events()?;
             // The peak: the rate (E6) turns from positive to non-positive in the step.
-            let mut y1 = self.step.y1().to_vec();
             // The shift of this step's states (events, peak), before the re-anchoring.
             let shift = self.shift.clone();
             if self.reanchor {
@@ -603,14 +756,18 @@ impl<'a, const K: usize> Run<'a, K> {
             self.f0 = f1;
             self.clock.advance(h);
             self.t = self.clock.value();
-            self.h *= step_factor(err, 4, after_reject);
+            self.control(h, err, after_reject);
+            if self.stiff {
+                self.stiff_steps += 1;
+            }
+            self.switch_phase(h, after_reject)?;
         }
         let [accepted, rejected, evals, jacs] = self.counts;
         let (tau_final, y_final, shift_final) = match end {
             Some((te, y)) => (te, y, self.log.shifts[3].clone().unwrap_or_default()),
             None => (self.t, self.ya, self.shift),
         };
-        derivatives::assemble(
+        let mut s = derivatives::assemble(
             &mut self.aug,
             &self.plain,
             config,
@@ -619,7 +776,25 @@ impl<'a, const K: usize> Run<'a, K> {
             (tau_final, &y_final, &shift_final),
             [accepted, rejected],
             [evals, jacs],
-        )
+        )?;
+        s.stiff_from = self.stiff_from;
+        s.steps_by_method = [accepted - self.stiff_steps, self.stiff_steps];
+        Ok(s)
+    }
+
+    /// The continuous extension of the step just accepted, of size `h`, into `self.dense`:
+    /// Rodas5's rows, or DOP853's seventh-order extension (three more evaluations).
+    fn dense_output(&mut self, h: f64) -> Result<()> {
+        if self.stiff {
+            self.step.dense_rows(&self.ya, h, &mut self.dense);
+            return Ok(());
+        }
+        let aug = &mut self.aug;
+        let mut rhs = |y: &[f64], dy: &mut [f64]| aug.rhs(y, dy);
+        self.explicit
+            .dense(&mut rhs, &self.ya, h, &mut self.dense)?;
+        self.counts[2] += 3;
+        Ok(())
     }
 
     /// Re-anchors the sensitivities of the augmented state `ya` in time (eq. (Y14)):

@@ -273,6 +273,7 @@ impl Base {
             // (Y7): the derivative of `standardized_init` in ln d, in forward mode.
             let mut dd = Tangent::<f64, 1>::constant(d);
             dd.d[0] = d;
+            dd.n = 1;
             let x = standardized_init_generic(&b.x0, d, dd)?;
             t.x0.a = x.a.iter().map(|v| v.d[0]).collect();
             t.x0.b = x.b.iter().map(|v| v.d[0]).collect();
@@ -480,9 +481,12 @@ pub(crate) fn seeded_constants<T: Scalar, const K: usize>(
     let on = |i: usize| drop != Some(i);
     let dov = overlap_closed_dp0(p, inputs.p0);
     let (e2, ec) = (now[0], now[1]);
-    let tangent = |v: T, f: &dyn Fn(&Inputs) -> f64| Tangent {
-        d: std::array::from_fn(|i| T::from_f64(dirs.get(i).map_or(0.0, f), ctx)),
-        v,
+    let tangent = |v: T, f: &dyn Fn(&Inputs) -> f64| {
+        Tangent::with_lanes(
+            v,
+            std::array::from_fn(|i| T::from_f64(dirs.get(i).map_or(0.0, f), ctx)),
+            dirs.len(),
+        )
     };
     let [a1, a2] = inputs.alpha;
     let s = inputs.s;
@@ -543,9 +547,12 @@ pub(crate) fn seeded_state<T: Scalar, const K: usize>(
     ctx: T::Ctx,
 ) -> Reduced<Tangent<T, K>> {
     let m = inputs.x0.neurons();
-    let t = |v: f64, f: &dyn Fn(&Reduced<f64>) -> f64| Tangent {
-        v: T::from_f64(v, ctx),
-        d: std::array::from_fn(|i| T::from_f64(dirs.get(i).map_or(0.0, |d| f(&d.x0)), ctx)),
+    let t = |v: f64, f: &dyn Fn(&Reduced<f64>) -> f64| {
+        Tangent::with_lanes(
+            T::from_f64(v, ctx),
+            std::array::from_fn(|i| T::from_f64(dirs.get(i).map_or(0.0, |d| f(&d.x0)), ctx)),
+            dirs.len(),
+        )
     };
     let x = &inputs.x0;
     Reduced {
@@ -582,6 +589,7 @@ mod tests {
         }
         let mut dd = Tangent::<f64, 1>::constant(1000.0);
         dd.d[0] = 1000.0;
+        dd.n = 1;
         let t = standardized_init_generic(&x, 1000.0, dd).unwrap();
         assert!((t.a[1].d[0] + 0.5 * x.a[1]).abs() < 1e-15);
     }

@@ -10,12 +10,20 @@ use std::cmp::Ordering;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 /// `v + sum_i d_i eps_i` with `eps_i eps_j = 0`, over the scalar `T`.
+///
+/// Only the first `n` derivatives may be nonzero (the directions in use): the arithmetic
+/// runs over those lanes only, so a run with `k < K` parameters pays for `k` lanes, not
+/// `K`. The lanes from `n` on are zero (every constructor keeps this), and an operation's
+/// result has `n = max` of its operands', so the lanes in use get the same bits as with
+/// every lane computed.
 #[derive(Clone, Debug)]
 pub struct Tangent<T: Scalar, const K: usize> {
     /// The value.
     pub v: T,
-    /// The derivatives along the `K` seeded directions.
+    /// The derivatives along the `K` seeded directions (zero from `n` on).
     pub d: [T; K],
+    /// The lanes in use: `d[i]` is zero for `i >= n` (`n <= K`).
+    pub n: usize,
 }
 
 impl<T: Scalar, const K: usize> Tangent<T, K> {
@@ -25,15 +33,23 @@ impl<T: Scalar, const K: usize> Tangent<T, K> {
         Tangent {
             d: std::array::from_fn(|_| z.clone()),
             v,
+            n: 0,
         }
+    }
+
+    /// `v` with the derivatives `d`, of which the first `n` may be nonzero (the caller
+    /// guarantees `d[i] = 0` for `i >= n`; `n` is capped at `K`).
+    pub fn with_lanes(v: T, d: [T; K], n: usize) -> Self {
+        Tangent { v, d, n: n.min(K) }
     }
 
     /// `g + dg * d`: the chain rule of a scalar function with value `g` and derivative `dg`.
     fn chain(self, g: T, dg: T) -> Self {
-        Tangent {
-            v: g,
-            d: self.d.map(|t| t * dg.clone()),
+        let mut d = self.d;
+        for a in d.iter_mut().take(self.n) {
+            *a = a.clone() * dg.clone();
         }
+        Tangent { v: g, d, n: self.n }
     }
 }
 
@@ -55,11 +71,16 @@ impl<T: Scalar, const K: usize> Add for Tangent<T, K> {
     type Output = Self;
     #[inline(always)]
     fn add(self, o: Self) -> Self {
+        let n = self.n.max(o.n);
         let mut d = self.d;
-        for (a, b) in d.iter_mut().zip(o.d) {
+        for (a, b) in d.iter_mut().zip(o.d).take(n) {
             *a = a.clone() + b;
         }
-        Tangent { v: self.v + o.v, d }
+        Tangent {
+            v: self.v + o.v,
+            d,
+            n,
+        }
     }
 }
 
@@ -67,11 +88,16 @@ impl<T: Scalar, const K: usize> Sub for Tangent<T, K> {
     type Output = Self;
     #[inline(always)]
     fn sub(self, o: Self) -> Self {
+        let n = self.n.max(o.n);
         let mut d = self.d;
-        for (a, b) in d.iter_mut().zip(o.d) {
+        for (a, b) in d.iter_mut().zip(o.d).take(n) {
             *a = a.clone() - b;
         }
-        Tangent { v: self.v - o.v, d }
+        Tangent {
+            v: self.v - o.v,
+            d,
+            n,
+        }
     }
 }
 
@@ -79,11 +105,16 @@ impl<T: Scalar, const K: usize> Mul for Tangent<T, K> {
     type Output = Self;
     #[inline(always)]
     fn mul(self, o: Self) -> Self {
+        let n = self.n.max(o.n);
         let mut d = self.d;
-        for (a, b) in d.iter_mut().zip(o.d) {
+        for (a, b) in d.iter_mut().zip(o.d).take(n) {
             *a = a.clone() * o.v.clone() + self.v.clone() * b;
         }
-        Tangent { v: self.v * o.v, d }
+        Tangent {
+            v: self.v * o.v,
+            d,
+            n,
+        }
     }
 }
 
@@ -93,11 +124,12 @@ impl<T: Scalar, const K: usize> Div for Tangent<T, K> {
     fn div(self, o: Self) -> Self {
         // (a/b)' = (a' - (a/b) b') / b.
         let q = self.v / o.v.clone();
+        let n = self.n.max(o.n);
         let mut d = self.d;
-        for (a, b) in d.iter_mut().zip(o.d) {
+        for (a, b) in d.iter_mut().zip(o.d).take(n) {
             *a = (a.clone() - q.clone() * b) / o.v.clone();
         }
-        Tangent { v: q, d }
+        Tangent { v: q, d, n }
     }
 }
 
@@ -105,9 +137,14 @@ impl<T: Scalar, const K: usize> Neg for Tangent<T, K> {
     type Output = Self;
     #[inline(always)]
     fn neg(self) -> Self {
+        let mut d = self.d;
+        for a in d.iter_mut().take(self.n) {
+            *a = -a.clone();
+        }
         Tangent {
             v: -self.v,
-            d: self.d.map(|t| -t),
+            d,
+            n: self.n,
         }
     }
 }
@@ -149,7 +186,7 @@ impl<T: Scalar, const K: usize> Scalar for Tangent<T, K> {
         self.v.to_f64()
     }
     fn is_finite(&self) -> bool {
-        self.v.is_finite() && self.d.iter().all(Scalar::is_finite)
+        self.v.is_finite() && self.d[..self.n].iter().all(Scalar::is_finite)
     }
     fn to_decimal(&self) -> String {
         self.v.to_decimal()
@@ -172,6 +209,7 @@ mod tests {
         let mk = |v: f64, k: usize| {
             let mut t = Tangent::<f64, 2>::constant(v);
             t.d[k] = 1.0;
+            t.n = 2;
             t
         };
         let r = f(mk(2.0, 0), mk(0.5, 1));
@@ -185,6 +223,7 @@ mod tests {
         let x = Tangent::<Dual<1>, 1>::constant(Dual::variable(3.0, 0));
         let mut y = Tangent::<Dual<1>, 1>::constant(Dual::constant(5.0));
         y.d[0] = Dual::constant(1.0);
+        y.n = 1;
         let g = x.clone() * x * y;
         assert_eq!(
             (g.v.v, g.v.d[0], g.d[0].v, g.d[0].d[0]),
