@@ -8,7 +8,7 @@
 
 use crate::error::Result;
 use crate::flow::clock::Clock;
-use crate::flow::control::{initial_step, predictive_factor, step_factor, Tolerance};
+use crate::flow::control::{accepted_factor, initial_step, step_factor, Tolerance};
 use crate::flow::dense::Dense;
 use crate::flow::events::{locate, may_cross, refine_peak, Sampler};
 use crate::flow::extended::ExtendedStep;
@@ -939,12 +939,7 @@ impl<'a, S: FlowScalar> Driver<'a, S> {
     /// Gustafsson's predictive one when smaller.
     fn control(&mut self, err: f64, order: u32) {
         let h = self.h;
-        let mut factor = step_factor(err, order, self.after_reject);
-        if let Some((h_prev, err_prev)) = self.last_accepted {
-            factor = factor.min(predictive_factor(err, order, h, h_prev, err_prev));
-        }
-        self.last_accepted = Some((h, err.max(1e-2)));
-        self.h *= factor;
+        self.h *= accepted_factor(err, order, self.after_reject, h, &mut self.last_accepted);
         self.after_reject = false;
     }
 }

@@ -135,6 +135,25 @@ pub fn predictive_factor(err: f64, q: u32, h: f64, h_prev: f64, err_prev: f64) -
     }
 }
 
+/// The step-size factor after an accepted step of size `h` with error norm `err` (order
+/// `q` of the estimate): the smaller of [`step_factor`] and, after two accepted steps of one
+/// method, [`predictive_factor`]. `last` holds the previous accepted step and its error norm
+/// (`None` after a change of method) and is set to this one's.
+pub fn accepted_factor(
+    err: f64,
+    q: u32,
+    after_reject: bool,
+    h: f64,
+    last: &mut Option<(f64, f64)>,
+) -> f64 {
+    let mut factor = step_factor(err, q, after_reject);
+    if let Some((h_prev, err_prev)) = *last {
+        factor = factor.min(predictive_factor(err, q, h, h_prev, err_prev));
+    }
+    *last = Some((h, err.max(1e-2)));
+    factor
+}
+
 /// The rational `num/den` at the context `ctx` (exact integers in `f64`, one division).
 pub(crate) fn rational<S: Scalar>(num: f64, den: f64, ctx: S::Ctx) -> S {
     S::from_f64(num, ctx) / S::from_f64(den, ctx)
