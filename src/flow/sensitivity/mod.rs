@@ -20,7 +20,7 @@ pub mod params;
 pub mod tangent;
 
 use crate::error::{Error, Result};
-use crate::flow::control::{error_norm, initial_step, predictive_factor, step_factor, Tolerance};
+use crate::flow::control::{accepted_factor, error_norm, initial_step, step_factor, Tolerance};
 use crate::flow::dense::Dense;
 use crate::flow::integrate::radius;
 use crate::flow::integrate::Options;
@@ -67,6 +67,11 @@ pub struct SensitivityOptions {
 }
 
 impl SensitivityOptions {
+    /// Whether DOP853 takes the non-stiff phase (eq. (Y18)): `explicit` without `in_norm`.
+    pub fn explicit_phase(&self) -> bool {
+        self.explicit && !self.in_norm
+    }
+
     /// The options of a plain run's [`Options`].
     pub fn from_options(o: &Options) -> Self {
         SensitivityOptions {
@@ -459,7 +464,7 @@ impl<'a, const K: usize> Run<'a, K> {
         }
         let tol_explicit = plain.tolerance(opts.tol);
         let tol = tol_explicit.scaled(crate::flow::Stiff::Rodas5.tolerance_factor());
-        let explicit_phase = opts.explicit && !opts.in_norm;
+        let explicit_phase = opts.explicit_phase();
         let mut f0 = vec![0.0; na];
         aug.rhs(&ya, &mut f0)?;
         let mut log = EventLog::new(config, &plain);
@@ -553,12 +558,7 @@ impl<'a, const K: usize> Run<'a, K> {
     /// transition from alternating accepted and rejected steps.
     fn control(&mut self, h: f64, err: f64, after_reject: bool) {
         let q = self.estimate_order();
-        let mut factor = step_factor(err, q, after_reject);
-        if let Some((h_prev, err_prev)) = self.last_accepted {
-            factor = factor.min(predictive_factor(err, q, h, h_prev, err_prev));
-        }
-        self.last_accepted = Some((h, err.max(1e-2)));
-        self.h = h * factor;
+        self.h = h * accepted_factor(err, q, after_reject, h, &mut self.last_accepted);
     }
 
     /// The order of the current method's error estimate.
@@ -612,7 +612,7 @@ impl<'a, const K: usize> Run<'a, K> {
     /// (four calm checks `h rho < 1` in a row: back to DOP853), with `h` the accepted step,
     /// as in the plain flow. Only when the run has an explicit phase.
     fn switch_phase(&mut self, h: f64, after_reject: bool) -> Result<()> {
-        if !self.opts.explicit || self.opts.in_norm {
+        if !self.opts.explicit_phase() {
             return Ok(());
         }
         if !self.stiff {
